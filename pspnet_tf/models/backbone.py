@@ -1,0 +1,124 @@
+"""Dilated ResNetV1c (deep stem, stride on the 3x3 conv) as in mmsegmentation.
+
+Layer names follow the mmsegmentation state-dict keys with "." replaced by "_"
+(`stem_0`, `layer1_0_conv1`, `layer1_0_downsample_1`, ...) so that checkpoints map by name.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetSpec:
+    """Block type and number of blocks per stage of one ResNet depth."""
+
+    bottleneck: bool
+    blocks: tuple[int, int, int, int]
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.bottleneck else 1
+
+
+RESNET_SPECS = {
+    "resnet18_v1c": ResNetSpec(bottleneck=False, blocks=(2, 2, 2, 2)),
+    "resnet50_v1c": ResNetSpec(bottleneck=True, blocks=(3, 4, 6, 3)),
+    "resnet101_v1c": ResNetSpec(bottleneck=True, blocks=(3, 4, 23, 3)),
+}
+
+STAGE_LAYOUT = {  # output stride -> (strides, dilations) of the four stages
+    8: ((1, 2, 1, 1), (1, 1, 2, 4)),
+    16: ((1, 2, 2, 1), (1, 1, 1, 2)),
+}
+
+STAGE_PLANES = (64, 128, 256, 512)
+
+
+def batch_norm(name: str) -> keras.layers.BatchNormalization:
+    """BatchNorm with PyTorch's defaults, synchronised across replicas when distributed."""
+    return keras.layers.BatchNormalization(
+        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, synchronized=True, name=name
+    )
+
+
+def conv(x: tf.Tensor, filters: int, kernel: int, name: str, stride: int = 1, dilation: int = 1,
+         use_bias: bool = False) -> tf.Tensor:
+    """A convolution padded symmetrically like PyTorch's `padding=dilation * (kernel // 2)`.
+
+    Keras "same" pads only bottom/right for strided convs on even sizes, so strided convs
+    get explicit zero padding and "valid".
+    """
+    padding = "same"
+    if stride > 1 and kernel > 1:
+        x = keras.layers.ZeroPadding2D(dilation * (kernel // 2), name=f"{name}_pad")(x)
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters, kernel, strides=stride, dilation_rate=dilation, padding=padding,
+        use_bias=use_bias, name=name,
+    )(x)
+
+
+def conv_bn_relu(x: tf.Tensor, filters: int, kernel: int, conv_name: str, bn_name: str,
+                 stride: int = 1, dilation: int = 1) -> tf.Tensor:
+    x = conv(x, filters, kernel, conv_name, stride=stride, dilation=dilation)
+    x = batch_norm(bn_name)(x)
+    return keras.layers.ReLU(name=f"{bn_name}_relu")(x)
+
+
+def _residual_block(x: tf.Tensor, spec: ResNetSpec, planes: int, stride: int, dilation: int,
+                    name: str) -> tf.Tensor:
+    out_channels = planes * spec.expansion
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out_channels:
+        shortcut = conv(x, out_channels, 1, f"{name}_downsample_0", stride=stride)
+        shortcut = batch_norm(f"{name}_downsample_1")(shortcut)
+    if spec.bottleneck:
+        y = conv_bn_relu(x, planes, 1, f"{name}_conv1", f"{name}_bn1")
+        y = conv_bn_relu(y, planes, 3, f"{name}_conv2", f"{name}_bn2", stride, dilation)
+        y = conv(y, out_channels, 1, f"{name}_conv3")
+        y = batch_norm(f"{name}_bn3")(y)
+    else:
+        # mmsegmentation's BasicBlock dilates only its first 3x3 conv.
+        y = conv_bn_relu(x, planes, 3, f"{name}_conv1", f"{name}_bn1", stride, dilation)
+        y = conv(y, out_channels, 3, f"{name}_conv2")
+        y = batch_norm(f"{name}_bn2")(y)
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.ReLU(name=f"{name}_relu")(y)
+
+
+def resnet_v1c(inputs: tf.Tensor, backbone: str, output_stride: int) -> list[tf.Tensor]:
+    """Builds the backbone on `inputs` and returns the outputs of its four stages.
+
+    Dilated stages use contract_dilation: their first block has half the dilation.
+    """
+    if backbone not in RESNET_SPECS:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(RESNET_SPECS)}")
+    if output_stride not in STAGE_LAYOUT:
+        raise ValueError(f"output_stride must be one of {sorted(STAGE_LAYOUT)}, got {output_stride}")
+    spec = RESNET_SPECS[backbone]
+    strides, dilations = STAGE_LAYOUT[output_stride]
+
+    x = conv_bn_relu(inputs, 32, 3, "stem_0", "stem_1", stride=2)
+    x = conv_bn_relu(x, 32, 3, "stem_3", "stem_4")
+    x = conv_bn_relu(x, 64, 3, "stem_6", "stem_7")
+    # Zero padding equals PyTorch's -inf padding here because the input is post-ReLU.
+    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+
+    stage_outputs = []
+    for stage, (planes, blocks, stride, dilation) in enumerate(
+        zip(STAGE_PLANES, spec.blocks, strides, dilations), start=1
+    ):
+        for block in range(blocks):
+            block_dilation = max(dilation // 2, 1) if block == 0 else dilation
+            x = _residual_block(
+                x, spec, planes, stride if block == 0 else 1, block_dilation,
+                name=f"layer{stage}_{block}",
+            )
+        stage_outputs.append(x)
+    return stage_outputs

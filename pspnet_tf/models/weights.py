@@ -1,0 +1,62 @@
+"""Weight files keyed by layer name, so the training and inference variants share them.
+
+Keras 3's `.weights.h5` format is keyed by layer position, which differs between a model
+with and without the auxiliary head. These files use Keras' legacy by-name HDF5 layout,
+so plain Keras can read them too: `model.load_weights(path, by_name=True)`.
+"""
+
+import os
+
+import h5py
+import keras
+from keras.src.legacy.saving import legacy_h5_format
+
+from pspnet_tf.errors import UserError
+
+AUX_PREFIX = "aux_"
+
+
+def save_weights(model: keras.Model, path: str) -> None:
+    """Writes the model's weights by layer name; the file appears complete or not at all."""
+    if not path.endswith(".h5") or path.endswith(".weights.h5"):
+        raise UserError(f"weights path {path} must end in .h5 (not .weights.h5): "
+                        "the by-name layout is stored in legacy HDF5 files")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with h5py.File(temporary, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+    os.replace(temporary, path)
+
+
+def _layer_names_in(path: str) -> set[str]:
+    with h5py.File(path, "r") as handle:
+        return {name.decode() if isinstance(name, bytes) else name
+                for name in handle.attrs["layer_names"]}
+
+
+def load_weights(model: keras.Model, path: str) -> None:
+    """Loads a by-name weights file, failing on any layer of the model it does not cover.
+
+    Only the auxiliary head may be absent from the file (inference weights loaded into a
+    training model); layers in the file but not in the model (an auxiliary head loaded
+    into an inference model) are ignored.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"weights file {path} does not exist; check --weights")
+    try:
+        stored = _layer_names_in(path)
+    except (OSError, KeyError) as error:
+        raise UserError(f"{path} is not a pspnet_tf weights file ({error}); "
+                        "pass a .h5 file written by train.py or pspnet_tf.convert") from error
+    missing = [layer.name for layer in model.layers
+               if layer.weights and layer.name not in stored
+               and not layer.name.startswith(AUX_PREFIX)]
+    if missing:
+        raise UserError(f"{path} has no weights for {len(missing)} layers of the model "
+                        f"(e.g. {', '.join(missing[:5])}); was it trained with another "
+                        "--backbone or --output_stride?")
+    try:
+        model.load_weights(path, by_name=True)
+    except ValueError as error:
+        raise UserError(f"{path} does not fit the model: {error}. Check --num_classes, "
+                        "--backbone and --output_stride against the training config") from error

@@ -1,0 +1,134 @@
+"""PSPNet model: architecture facts from SPEC.md, runtime-size pooling, weight sharing."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pspnet_tf import build_pspnet, load_weights, save_weights
+from pspnet_tf.errors import UserError
+from pspnet_tf.models.backbone import conv
+from pspnet_tf.models.layers import AdaptiveAveragePooling2D
+
+
+def trainable_parameters(model) -> float:
+    """Millions of trainable parameters (BatchNorm moving statistics excluded, as published)."""
+    return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights) / 1e6
+
+
+def randomise(model, seed: int = 0) -> None:
+    """Random weights and BatchNorm statistics that keep activations finite."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if "variance" in weight.path or "gamma" in weight.path:
+            value = rng.uniform(0.5, 1.0, weight.shape)
+        else:
+            value = rng.normal(0.0, 0.02, weight.shape)
+        weight.assign(value.astype("float32"))
+
+
+def tiny_model(num_classes: int = 4, **kwargs):
+    return build_pspnet(num_classes, backbone="resnet18_v1c", psp_channels=16, aux_channels=8,
+                        **kwargs)
+
+
+@pytest.mark.parametrize("backbone, num_classes, training_heads, expected", [
+    ("resnet50_v1c", 21, True, 48.98),
+    ("resnet50_v1c", 21, False, 46.61),
+    ("resnet101_v1c", 19, True, 67.97),
+])
+def test_parameter_counts_match_published(backbone, num_classes, training_heads, expected):
+    model = build_pspnet(num_classes, backbone=backbone, training_heads=training_heads)
+    assert trainable_parameters(model) == pytest.approx(expected, abs=0.01)
+
+
+def reference_adaptive_pool(x: np.ndarray, bins: int) -> np.ndarray:
+    """PyTorch AdaptiveAvgPool2d written as loops over its documented cell bounds."""
+    _, height, width, _ = x.shape
+    out = np.zeros((x.shape[0], bins, bins, x.shape[3]))
+    for i in range(bins):
+        top, bottom = (i * height) // bins, -(-((i + 1) * height) // bins)
+        for j in range(bins):
+            left, right = (j * width) // bins, -(-((j + 1) * width) // bins)
+            out[:, i, j] = x[:, top:bottom, left:right].mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("height, width", [(65, 65), (12, 12), (7, 10), (5, 3)])
+@pytest.mark.parametrize("bins", [1, 2, 3, 6])
+def test_adaptive_pooling_matches_pytorch_cells(height, width, bins):
+    x = np.random.default_rng(1).normal(size=(2, height, width, 3)).astype("float32")
+    pooled = AdaptiveAveragePooling2D(bins)(x)
+    np.testing.assert_allclose(pooled, reference_adaptive_pool(x, bins), atol=1e-5)
+
+
+def test_adaptive_pooling_has_gradient():
+    x = tf.random.normal((1, 9, 11, 2))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(AdaptiveAveragePooling2D(6)(x))
+    assert np.all(np.isfinite(tape.gradient(y, x).numpy()))
+
+
+def test_strided_conv_pads_symmetrically_like_pytorch():
+    x = tf.random.normal((1, 8, 10, 2))
+    images = keras.Input((None, None, 2))
+    model = keras.Model(images, conv(images, 3, 3, "probe", stride=2))
+    kernel = model.get_layer("probe").kernel
+    expected = tf.nn.conv2d(x, kernel, strides=2, padding=[[0, 0], [1, 1], [1, 1], [0, 0]])
+    np.testing.assert_allclose(model(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_any_input_size_gives_logits_at_input_size(output_stride):
+    model = tiny_model(output_stride=output_stride)
+    for height, width in [(97, 129), (64, 64), (33, 50)]:
+        logits = model(np.zeros((2, height, width, 3), "float32"))
+        assert logits.shape == (2, height, width, 4)
+
+
+@pytest.mark.parametrize("output_stride, feature_size", [(8, 13), (16, 7)])
+def test_output_stride_sets_stage4_resolution(output_stride, feature_size):
+    model = tiny_model(output_stride=output_stride)
+    stage4 = model.get_layer("layer4_1_relu").output
+    probe = keras.Model(model.input, stage4)
+    assert probe(np.zeros((1, 97, 97, 3), "float32")).shape[1:3] == (feature_size, feature_size)
+
+
+def test_inference_is_deterministic_for_a_given_size():
+    model = tiny_model()
+    randomise(model)
+    x = np.random.default_rng(2).normal(size=(1, 65, 81, 3)).astype("float32")
+    first = model(x, training=False).numpy()
+    model(np.zeros((1, 40, 40, 3), "float32"))
+    np.testing.assert_array_equal(first, model(x, training=False).numpy())
+
+
+def test_training_model_outputs_main_and_aux_logits():
+    model = tiny_model(training_heads=True)
+    outputs = model(np.zeros((1, 50, 70, 3), "float32"))
+    assert set(outputs) == {"logits", "aux_logits"}
+    assert outputs["logits"].shape == outputs["aux_logits"].shape == (1, 50, 70, 4)
+
+
+def test_weights_move_between_training_and_inference_variants(tmp_path):
+    trained = tiny_model(training_heads=True)
+    randomise(trained)
+    x = np.random.default_rng(3).normal(size=(1, 41, 57, 3)).astype("float32")
+    save_weights(trained, str(tmp_path / "train.h5"))
+    inference = tiny_model()
+    load_weights(inference, str(tmp_path / "train.h5"))
+    np.testing.assert_allclose(inference(x), trained(x)["logits"], atol=1e-6)
+
+    save_weights(inference, str(tmp_path / "inference.h5"))
+    again = tiny_model(training_heads=True)
+    load_weights(again, str(tmp_path / "inference.h5"))
+    np.testing.assert_allclose(again(x)["logits"], trained(x)["logits"], atol=1e-6)
+
+
+def test_loading_weights_of_another_architecture_is_a_clear_error(tmp_path):
+    save_weights(tiny_model(), str(tmp_path / "w.h5"))
+    with pytest.raises(UserError, match="num_classes"):
+        load_weights(tiny_model(num_classes=5), str(tmp_path / "w.h5"))
+    with pytest.raises(UserError, match="does not exist"):
+        load_weights(tiny_model(), str(tmp_path / "missing.h5"))
