@@ -1,0 +1,155 @@
+"""SegmentationCrossEntropy against a numpy reference, and its gradient under MirroredStrategy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pspnet_tf.training.losses import SegmentationCrossEntropy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reference_loss(labels, logits, ignore_index=255):
+    """Plain numpy: mean of -log softmax(logits)[label] over pixels not ignored."""
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    valid = labels != ignore_index
+    picked = np.take_along_axis(log_probs, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+    return -picked[valid].mean()
+
+
+def random_batch(rng, shape=(2, 5, 6), num_classes=4, ignored_fraction=0.3):
+    labels = rng.integers(0, num_classes, size=shape)
+    labels[rng.random(shape) < ignored_fraction] = 255
+    logits = rng.normal(scale=3.0, size=shape + (num_classes,)).astype(np.float32)
+    return labels, logits
+
+
+def test_matches_numpy_reference_with_ignored_pixels():
+    rng = np.random.default_rng(0)
+    labels, logits = random_batch(rng)
+    assert (labels == 255).any() and (labels != 255).any()
+    loss = SegmentationCrossEntropy()(labels, logits)
+    assert loss.shape == ()
+    np.testing.assert_allclose(float(loss), reference_loss(labels, logits), rtol=1e-6)
+
+
+def test_accepts_labels_with_channel_axis_and_custom_ignore_index():
+    rng = np.random.default_rng(1)
+    labels, logits = random_batch(rng)
+    labels[labels == 255] = 0
+    labels[0, 0, :3] = 7
+    loss = SegmentationCrossEntropy(ignore_index=7)(labels[..., None].astype(np.uint8), logits)
+    np.testing.assert_allclose(float(loss), reference_loss(labels, logits, 7), rtol=1e-6)
+
+
+def test_all_ignored_gives_exact_zero_and_zero_gradient():
+    rng = np.random.default_rng(2)
+    _, logits = random_batch(rng)
+    labels = np.full(logits.shape[:-1], 255)
+    logits = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        loss = SegmentationCrossEntropy()(labels, logits)
+    gradient = tape.gradient(loss, logits).numpy()
+    assert float(loss) == 0.0
+    assert np.all(np.isfinite(gradient)) and not gradient.any()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_logits_are_computed_in_float32(dtype):
+    rng = np.random.default_rng(3)
+    labels, logits = random_batch(rng, shape=(2, 16, 16), num_classes=21)
+    low = tf.cast(logits, dtype)
+    loss = SegmentationCrossEntropy()(labels, low)
+    assert loss.dtype == tf.float32
+    rounded = tf.cast(low, tf.float32).numpy()
+    np.testing.assert_allclose(float(loss), reference_loss(labels, rounded), rtol=1e-6)
+
+
+def test_rejects_sample_weight_and_other_reductions():
+    rng = np.random.default_rng(4)
+    labels, logits = random_batch(rng)
+    with pytest.raises(ValueError, match="sample weights"):
+        SegmentationCrossEntropy()(labels, logits, sample_weight=np.ones(2))
+    with pytest.raises(ValueError, match="reduction"):
+        SegmentationCrossEntropy(reduction="sum")
+
+
+def test_config_round_trip():
+    loss = SegmentationCrossEntropy(ignore_index=0, name="aux_loss")
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(clone, SegmentationCrossEntropy)
+    assert (clone.ignore_index, clone.name) == (0, "aux_loss")
+
+
+def test_fit_gradient_under_two_replica_mirrored_strategy():
+    """One fit step on 2 replicas moves the weights like PyTorch DDP would.
+
+    Expected update: lr * mean over replicas of the gradient of each replica's own
+    mean-over-valid-pixels loss (the replicas get different numbers of valid pixels).
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, __file__], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    np.testing.assert_allclose(
+        report["distributed_delta"], report["expected_delta"], rtol=1e-5, atol=1e-8
+    )
+    np.testing.assert_allclose(report["reported_loss"], report["expected_loss"], rtol=1e-5)
+
+
+def _tiny_model(num_classes):
+    inputs = keras.Input((4, 4, 3))
+    return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="conv")(inputs))
+
+
+def _distributed_fit_report():
+    """Runs in a fresh process: split the CPU into 2 devices before TF initialises them."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(4, 4, 4, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(4, 4, 4))
+    labels[:2][rng.random((2, 4, 4)) < 0.6] = 255  # first replica's half: fewer valid pixels
+    lr = 0.5
+
+    initial = _tiny_model(3).get_weights()
+    model = _tiny_model(3)
+    model.set_weights(initial)
+    per_half = []
+    for half in (slice(0, 2), slice(2, 4)):
+        with tf.GradientTape() as tape:
+            loss = SegmentationCrossEntropy()(labels[half], model(images[half]))
+        per_half.append((float(loss), tape.gradient(loss, model.trainable_weights)))
+    expected_delta = [-lr * 0.5 * (a + b).numpy() for a, b in zip(per_half[0][1], per_half[1][1])]
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = _tiny_model(3)
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(lr), loss=SegmentationCrossEntropy())
+    history = model.fit(images, labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    distributed_delta = [after - before for after, before in zip(model.get_weights(), initial)]
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "distributed_delta": np.concatenate([d.ravel() for d in distributed_delta]).tolist(),
+        "expected_delta": np.concatenate([d.ravel() for d in expected_delta]).tolist(),
+        "reported_loss": history.history["loss"][-1],
+        "expected_loss": 0.5 * (per_half[0][0] + per_half[1][0]),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(_distributed_fit_report()))
