@@ -1,0 +1,29 @@
+"""Datasets on disk, the synthetic demo set, augmentations and tf.data pipelines."""
+
+from pspnet_tf.data.datasets import DATASET_NAMES, Sample, SegmentationDataset, get_dataset
+from pspnet_tf.data.demo import DEMO_CLASS_NAMES, ensure_demo_dataset, generate_demo_dataset
+from pspnet_tf.data.pipeline import (
+    build_eval_dataset,
+    build_train_dataset,
+    steps_per_epoch,
+    train_sample_order,
+)
+from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD, keep_ratio_size, rescale_keep_ratio
+
+__all__ = [
+    "DATASET_NAMES",
+    "DEMO_CLASS_NAMES",
+    "IMAGE_MEAN",
+    "IMAGE_STD",
+    "Sample",
+    "SegmentationDataset",
+    "build_eval_dataset",
+    "build_train_dataset",
+    "ensure_demo_dataset",
+    "generate_demo_dataset",
+    "get_dataset",
+    "keep_ratio_size",
+    "rescale_keep_ratio",
+    "steps_per_epoch",
+    "train_sample_order",
+]
