@@ -92,14 +92,15 @@ def _residual_block(x: tf.Tensor, spec: ResNetSpec, planes: int, stride: int, di
 
 
 def resnet_v1c(inputs: tf.Tensor, backbone: str, output_stride: int) -> list[tf.Tensor]:
-    """Builds the backbone on `inputs` and returns the outputs of its four stages.
+    """Builds the backbone on `inputs`; returns the outputs of its four stages.
 
     Dilated stages use contract_dilation: their first block has half the dilation.
     """
     if backbone not in RESNET_SPECS:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(RESNET_SPECS)}")
     if output_stride not in STAGE_LAYOUT:
-        raise ValueError(f"output_stride must be one of {sorted(STAGE_LAYOUT)}, got {output_stride}")
+        raise ValueError(
+            f"output_stride must be one of {sorted(STAGE_LAYOUT)}, got {output_stride}")
     spec = RESNET_SPECS[backbone]
     strides, dilations = STAGE_LAYOUT[output_stride]
 

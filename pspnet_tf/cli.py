@@ -1,0 +1,45 @@
+"""Shared start-up of the absl entry points: quiet TensorFlow, one-line user errors."""
+
+import os
+import re
+import sys
+from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402  (after the log level is set)
+from absl import app  # noqa: E402
+
+from pspnet_tf.errors import UserError  # noqa: E402
+
+tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
+_EMBEDDED_USER_ERROR = re.compile(r"UserError: (.+)")
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one-line message of a UserError, also when raised inside a tf.data function."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, tf.errors.OpError):
+        match = _EMBEDDED_USER_ERROR.search(str(error))
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """`absl.app.run(main)`, printing user errors as `error: ...` and exiting with 2."""
+
+    def guarded(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            main(argv)
+        except (UserError, tf.errors.OpError) as error:
+            message = user_error_message(error)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(guarded)

@@ -1,0 +1,328 @@
+"""The experiment configuration: one typed record, built from absl flags or flagfiles.
+
+Entry points call `define_flags()` once and `config_from_flags()` after parsing. Every
+flagfile in configs/ sets these flags; evaluate.py and predict.py accept the same files.
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from absl import flags
+
+from pspnet_tf.data.datasets import DATASET_NAMES
+from pspnet_tf.errors import UserError
+from pspnet_tf.models import BACKBONES
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a training run; saved as run_dir/config.json."""
+
+    dataset: str = "voc"
+    data_root: str = "data/VOCdevkit/VOC2012"
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int = 21
+    backbone: str = "resnet50_v1c"
+    output_stride: int = 8
+    psp_channels: int = 512
+    aux_channels: int = 256
+    aux_loss_weight: float = 0.4
+    dropout: float = 0.1
+    crop_size: tuple[int, int] = (512, 512)
+    scale: tuple[int, int] = (2048, 512)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75
+    batch_size: int = 16
+    epochs: int = 60
+    learning_rate: float = 0.01
+    end_learning_rate: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    strategy: str = "auto"
+    run_dir: str = "runs/default"
+    checkpoint_every_steps: int = 0
+    eval_every_epochs: int = 1
+    num_image_summaries: int = 4
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+# Fields that may change between a run and its resumption without making it another run.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "run_dir",
+        "checkpoint_every_steps",
+        "eval_every_epochs",
+        "num_image_summaries",
+        "strategy",
+        "data_root",
+    }
+)
+
+_DEFAULTS = ExperimentConfig()
+
+
+def _pair(name: str, values: Sequence[str], kind: type) -> tuple:
+    try:
+        pair = tuple(kind(value) for value in values)
+    except ValueError:
+        pair = ()
+    if len(pair) != 2 or min(pair) <= 0:
+        raise UserError(
+            f"--{name}={','.join(values)} is not two positive numbers; "
+            f"write it like --{name}={','.join(str(v) for v in getattr(_DEFAULTS, name))}"
+        )
+    return pair
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the experiment flags (call once, from an entry point)."""
+    d = _DEFAULTS
+    flags.DEFINE_enum(
+        "dataset", d.dataset, DATASET_NAMES, "Dataset layout to read.", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "data_root",
+        d.data_root,
+        "Root directory of the dataset (for --dataset=demo it is generated there when missing).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "train_split", d.train_split, "Split used for training.", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "val_split",
+        d.val_split,
+        "Split used for validation and evaluation.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "num_classes",
+        d.num_classes,
+        "Number of classes; must equal the dataset's class count.",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "backbone", d.backbone, BACKBONES, "Dilated ResNetV1c depth.", flag_values=flag_values
+    )
+    flags.DEFINE_enum(
+        "output_stride",
+        str(d.output_stride),
+        ["8", "16"],
+        "Backbone output stride: 8 (D8) or 16 (D16).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "psp_channels",
+        d.psp_channels,
+        "Channels of the Pyramid Pooling Module branches and bottleneck.",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "aux_channels",
+        d.aux_channels,
+        "Channels of the auxiliary FCN head.",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_float(
+        "aux_loss_weight",
+        d.aux_loss_weight,
+        "Weight of the auxiliary loss.",
+        lower_bound=0.0,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_float(
+        "dropout",
+        d.dropout,
+        "Dropout2d rate before each classifier.",
+        lower_bound=0.0,
+        upper_bound=1.0,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "crop_size",
+        list(map(str, d.crop_size)),
+        "Training crop as HEIGHT,WIDTH.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "scale",
+        list(map(str, d.scale)),
+        "Resize scale as LONG,SHORT edge: "
+        "training multiplies it by a random ratio, evaluation uses it as is.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "ratio_range",
+        list(map(str, d.ratio_range)),
+        "Random rescale ratio range as LOW,HIGH.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_float(
+        "cat_max_ratio",
+        d.cat_max_ratio,
+        "Re-crop (up to 10 times) while one class covers more than this fraction of a crop.",
+        lower_bound=0.0,
+        upper_bound=1.0,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "batch_size",
+        d.batch_size,
+        "Global batch size, split across replicas.",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "epochs", d.epochs, "Training epochs.", lower_bound=1, flag_values=flag_values
+    )
+    flags.DEFINE_float(
+        "learning_rate",
+        d.learning_rate,
+        "Base SGD learning rate.",
+        lower_bound=0.0,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_float(
+        "end_learning_rate",
+        d.end_learning_rate,
+        "Learning rate the poly schedule ends at.",
+        lower_bound=0.0,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_float(
+        "momentum", d.momentum, "SGD momentum.", lower_bound=0.0, flag_values=flag_values
+    )
+    flags.DEFINE_float(
+        "weight_decay",
+        d.weight_decay,
+        "L2 weight decay (PyTorch SGD style).",
+        lower_bound=0.0,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "seed", d.seed, "Seed of the data order, augmentation and weights.", flag_values=flag_values
+    )
+    flags.DEFINE_enum(
+        "strategy",
+        d.strategy,
+        ["auto", "mirrored", "multi_worker", "one_device"],
+        "Distribution strategy; auto picks multi-worker from TF_CONFIG, else "
+        "all local GPUs (or the CPU).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "run_dir",
+        d.run_dir,
+        "Directory for config, logs, checkpoints, "
+        "TensorBoard events and metrics.json; rerunning resumes it.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "checkpoint_every_steps",
+        d.checkpoint_every_steps,
+        "Also checkpoint every N steps (0: only at each epoch end).",
+        lower_bound=0,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "eval_every_epochs",
+        d.eval_every_epochs,
+        "Validate every N epochs (the last epoch always validates).",
+        lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "num_image_summaries",
+        d.num_image_summaries,
+        "Validation images shown in TensorBoard.",
+        lower_bound=0,
+        flag_values=flag_values,
+    )
+
+
+def config_from_flags(values: Any = None) -> ExperimentConfig:
+    """Turns parsed flags into a checked ExperimentConfig (UserError when inconsistent)."""
+    values = values or flags.FLAGS
+    low, high = _pair("ratio_range", values.ratio_range, float)
+    if low > high:
+        raise UserError(f"--ratio_range={low},{high}: the first value must not exceed the second")
+    return ExperimentConfig(
+        dataset=values.dataset,
+        data_root=values.data_root,
+        train_split=values.train_split,
+        val_split=values.val_split,
+        num_classes=values.num_classes,
+        backbone=values.backbone,
+        output_stride=int(values.output_stride),
+        psp_channels=values.psp_channels,
+        aux_channels=values.aux_channels,
+        aux_loss_weight=values.aux_loss_weight,
+        dropout=values.dropout,
+        crop_size=_pair("crop_size", values.crop_size, int),
+        scale=_pair("scale", values.scale, int),
+        ratio_range=(low, high),
+        cat_max_ratio=values.cat_max_ratio,
+        batch_size=values.batch_size,
+        epochs=values.epochs,
+        learning_rate=values.learning_rate,
+        end_learning_rate=values.end_learning_rate,
+        momentum=values.momentum,
+        weight_decay=values.weight_decay,
+        seed=values.seed,
+        strategy=values.strategy,
+        run_dir=values.run_dir,
+        checkpoint_every_steps=values.checkpoint_every_steps,
+        eval_every_epochs=values.eval_every_epochs,
+        num_image_summaries=values.num_image_summaries,
+    )
+
+
+def prepare_run_dir(config: ExperimentConfig) -> bool:
+    """Creates run_dir with config.json, or checks that an existing one holds this run.
+
+    Returns True when the directory already held this run (so training resumes). A run
+    directory that holds another config is never overwritten.
+    """
+    path = os.path.join(config.run_dir, "config.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            try:
+                saved = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise UserError(
+                    f"{path} is not valid JSON ({error}); restore it or choose another --run_dir"
+                ) from error
+        current = json.loads(config.to_json())
+        changed = sorted(
+            key
+            for key in set(saved) | set(current)
+            if key not in RESUMABLE_FIELDS and saved.get(key) != current.get(key)
+        )
+        if changed:
+            details = ", ".join(f"{key}: {saved.get(key)} -> {current.get(key)}" for key in changed)
+            raise UserError(
+                f"--run_dir={config.run_dir} holds a run with another config "
+                f"({details}); pass a new --run_dir (nothing was changed)"
+            )
+        return True
+    if os.path.isdir(config.run_dir) and os.listdir(config.run_dir):
+        raise UserError(
+            f"--run_dir={config.run_dir} is not empty and holds no config.json; "
+            "pass a new or empty --run_dir (nothing was changed)"
+        )
+    os.makedirs(config.run_dir, exist_ok=True)
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(config.to_json())
+    os.replace(temporary, path)
+    return False

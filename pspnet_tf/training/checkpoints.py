@@ -1,0 +1,59 @@
+"""Training checkpoints that survive `kill -9` at any moment.
+
+TensorFlow writes a checkpoint's files first and only then atomically rewrites the
+`checkpoint` state file, so the newest listed checkpoint is always complete. If a listed
+checkpoint is nevertheless unreadable (a damaged disk, a file truncated later), older
+ones are tried before giving up.
+"""
+
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from pspnet_tf.errors import UserError
+
+
+class CheckpointKeeper:
+    """Saves and restores model, optimizer state and step counter together."""
+
+    def __init__(self, directory: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 max_to_keep: int = 3, is_chief: bool = True) -> None:
+        # Every worker must take part in saving; only the chief's copy is kept.
+        self._scratch = None if is_chief else tempfile.mkdtemp(prefix="pspnet_ckpt_")
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self._optimizer = optimizer
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, self._scratch or directory, max_to_keep=max_to_keep,
+            checkpoint_name="ckpt")
+        self.directory = directory
+
+    @property
+    def step(self) -> int:
+        return int(self._optimizer.iterations.numpy())
+
+    def save(self) -> str:
+        """Writes a checkpoint named after the current step (once per step)."""
+        path = self._manager.save(checkpoint_number=self.step)
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        return path
+
+    def restore_latest(self) -> int:
+        """Restores the newest readable checkpoint; returns its step (0 when there is none)."""
+        candidates = list(reversed(self._manager.checkpoints))
+        for path in candidates:
+            try:
+                self._checkpoint.read(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, AssertionError, ValueError) as error:
+                logging.warning("checkpoint %s is unreadable (%s); trying an older one",
+                                path, str(error).splitlines()[0])
+                continue
+            logging.info("resumed from %s at step %d", path, self.step)
+            return self.step
+        if candidates:
+            raise UserError(f"no readable checkpoint in {self.directory} (tried "
+                            f"{len(candidates)}); move the directory away to start afresh")
+        return 0

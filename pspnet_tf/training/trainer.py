@@ -1,0 +1,131 @@
+"""The training run: data, model, optimizer, checkpoints and Keras `fit`, resumable."""
+
+import logging as python_logging
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from pspnet_tf.config import ExperimentConfig, prepare_run_dir
+from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
+from pspnet_tf.data.demo import ensure_demo_dataset
+from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
+from pspnet_tf.errors import UserError
+from pspnet_tf.models import build_pspnet, save_weights
+from pspnet_tf.training.callbacks import (CheckpointCallback, LearningRateLogger,
+                                          ValidationCallback, write_json)
+from pspnet_tf.training.checkpoints import CheckpointKeeper
+from pspnet_tf.training.losses import SegmentationCrossEntropy
+from pspnet_tf.training.metrics import format_table
+from pspnet_tf.training.schedules import make_optimizer
+from pspnet_tf.training.strategy import create_strategy, is_chief, split_global_batch
+
+FINAL_WEIGHTS = "final_weights.h5"
+METRICS_FILE = "metrics.json"
+
+
+def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
+    """Opens one split of the configured dataset and checks its class count."""
+    if config.dataset == "demo":
+        ensure_demo_dataset(config.data_root)
+    dataset = get_dataset(config.dataset, config.data_root, split)
+    if dataset.num_classes != config.num_classes:
+        raise UserError(f"--num_classes={config.num_classes} but dataset {config.dataset} has "
+                        f"{dataset.num_classes} classes; set --num_classes={dataset.num_classes}")
+    return dataset
+
+
+def build_model(config: ExperimentConfig, training_heads: bool) -> keras.Model:
+    """The PSPNet that `config` describes."""
+    return build_pspnet(config.num_classes, backbone=config.backbone,
+                        output_stride=config.output_stride, aux_channels=config.aux_channels,
+                        dropout=config.dropout, training_heads=training_heads,
+                        psp_channels=config.psp_channels)
+
+
+def _log_to_file(path: str) -> None:
+    handler = python_logging.FileHandler(path)
+    handler.setFormatter(python_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    python_logging.getLogger().addHandler(handler)
+    logging.set_verbosity(logging.INFO)
+
+
+def _compile(model: keras.Model, config: ExperimentConfig, total_steps: int) -> None:
+    optimizer = make_optimizer(config.learning_rate, total_steps, momentum=config.momentum,
+                               weight_decay=config.weight_decay, end_lr=config.end_learning_rate)
+    model.compile(
+        optimizer=optimizer,
+        loss={"logits": SegmentationCrossEntropy(), "aux_logits": SegmentationCrossEntropy()},
+        loss_weights={"logits": 1.0, "aux_logits": config.aux_loss_weight},
+    )
+    optimizer.build(model.trainable_variables)
+
+
+def _with_aux_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(lambda image, label: (image, {"logits": label, "aux_logits": label}))
+
+
+def train(config: ExperimentConfig) -> dict:
+    """Trains (or resumes) the run in `config.run_dir` and returns the final val metrics.
+
+    Progress survives a kill at any moment: the step counter, optimizer slots and
+    schedule are in each checkpoint, and the data order is a pure function of the seed
+    and the step, so a resumed run sees the batches an uninterrupted one would have.
+    """
+    # Check the data before the run directory is created, so a fixed command can rerun.
+    train_set = load_split(config, config.train_split)
+    val_set = load_split(config, config.val_split)
+    strategy = create_strategy(config.strategy)
+    split_global_batch(config.batch_size, strategy)
+    steps = steps_per_epoch(train_set, config.batch_size)
+    resuming = prepare_run_dir(config)
+    _log_to_file(os.path.join(config.run_dir, "train.log"))
+    total_steps = steps * config.epochs
+    logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas",
+                 "resuming" if resuming else "new", config.run_dir, len(train_set.samples),
+                 steps, strategy.num_replicas_in_sync)
+
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config, training_heads=True)
+        _compile(model, config, total_steps)
+    keeper = CheckpointKeeper(os.path.join(config.run_dir, "checkpoints"), model,
+                              model.optimizer, is_chief=is_chief(strategy))
+    start = keeper.restore_latest()
+
+    validation = ValidationCallback(val_set, config.scale, config.epochs,
+                                    config.eval_every_epochs,
+                                    os.path.join(config.run_dir, "tensorboard"),
+                                    config.num_image_summaries)
+    callbacks = [
+        CheckpointCallback(keeper, config.checkpoint_every_steps),
+        LearningRateLogger(),
+        validation,
+        keras.callbacks.CSVLogger(os.path.join(config.run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard")),
+    ]
+
+    def fit(first: int, last: int, steps_in_epoch: int) -> None:
+        data = build_train_dataset(
+            train_set, crop_size=config.crop_size, scale=config.scale,
+            global_batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+            start_step=first, end_step=last, ratio_range=config.ratio_range,
+            cat_max_ratio=config.cat_max_ratio)
+        model.fit(_with_aux_targets(data), epochs=last // steps, initial_epoch=first // steps,
+                  steps_per_epoch=steps_in_epoch, callbacks=callbacks, verbose=1)
+
+    if start % steps:
+        # Killed mid-epoch: finish that epoch's remaining steps first.
+        epoch_end = (start // steps + 1) * steps
+        fit(start, epoch_end, epoch_end - start)
+        start = epoch_end
+    if start < total_steps:
+        fit(start, total_steps, steps)
+
+    summary = validation.latest or validation.run(model)
+    if is_chief(strategy):
+        write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
+        save_weights(model, os.path.join(config.run_dir, FINAL_WEIGHTS))
+    print(format_table(summary))
+    return summary
