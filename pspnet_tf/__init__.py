@@ -1,5 +1,11 @@
 """pspnet_tf: PSPNet semantic segmentation for TensorFlow 2 / Keras 3."""
 
-from pspnet_tf.models import build_pspnet, load_weights, save_weights
+import os
+
+# TensorFlow's C++ INFO/WARNING lines (CUDA probing, tf.data op errors that the entry points
+# report in one line) drown the progress output; a value the user set wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pspnet_tf.models import build_pspnet, load_weights, save_weights  # noqa: E402
 
 __all__ = ["build_pspnet", "load_weights", "save_weights"]

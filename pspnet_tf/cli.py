@@ -1,16 +1,13 @@
 """Shared start-up of the absl entry points: quiet TensorFlow, one-line user errors."""
 
-import os
 import re
 import sys
 from collections.abc import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
+from absl import app
 
-import tensorflow as tf  # noqa: E402  (after the log level is set)
-from absl import app  # noqa: E402
-
-from pspnet_tf.errors import UserError  # noqa: E402
+from pspnet_tf.errors import UserError
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
 _EMBEDDED_USER_ERROR = re.compile(r"UserError: (.+)")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,4 +141,17 @@ def test_bad_input_gives_one_clear_line(flag, message, demo_root, tmp_path):
     result = run("train.py", *args, *flag.split())
     assert result.returncode != 0
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_image_found_mid_run_is_named_in_one_line(demo_root, tmp_path):
+    broken_root = tmp_path / "broken"
+    shutil.copytree(demo_root, broken_root)
+    first = (broken_root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+    (broken_root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not a jpeg")
+    result = run("train.py", *TINY, f"--data_root={broken_root}",
+                 f"--run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert f"{first}.jpg" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ import tensorflow as tf
 from absl import logging
 
 from pspnet_tf.config import ExperimentConfig, prepare_run_dir
+from pspnet_tf.convert.pretrained import apply_pretrained
 from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import ensure_demo_dataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
@@ -79,17 +80,22 @@ def train(config: ExperimentConfig) -> dict:
     strategy = create_strategy(config.strategy)
     split_global_batch(config.batch_size, strategy)
     steps = steps_per_epoch(train_set, config.batch_size)
-    resuming = prepare_run_dir(config)
-    _log_to_file(os.path.join(config.run_dir, "train.log"))
     total_steps = steps * config.epochs
-    logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas",
-                 "resuming" if resuming else "new", config.run_dir, len(train_set.samples),
-                 steps, strategy.num_replicas_in_sync)
-
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config, training_heads=True)
+        # Before the run directory is created (a bad --pretrained leaves nothing behind)
+        # and before the checkpoint restore (a resumed run keeps its trained weights).
+        pretrained = apply_pretrained(model, config.pretrained) if config.pretrained else []
         _compile(model, config, total_steps)
+    resuming = prepare_run_dir(config)
+    _log_to_file(os.path.join(config.run_dir, "train.log"))
+    logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas",
+                 "resuming" if resuming else "new", config.run_dir, len(train_set.samples),
+                 steps, strategy.num_replicas_in_sync)
+    if pretrained:
+        logging.info("initialised %d layers from --pretrained=%s", len(pretrained),
+                     config.pretrained)
     keeper = CheckpointKeeper(os.path.join(config.run_dir, "checkpoints"), model,
                               model.optimizer, is_chief=is_chief(strategy))
     start = keeper.restore_latest()
@@ -111,9 +117,9 @@ def train(config: ExperimentConfig) -> dict:
             train_set, crop_size=config.crop_size, scale=config.scale,
             global_batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
             start_step=first, end_step=last, ratio_range=config.ratio_range,
-            cat_max_ratio=config.cat_max_ratio)
+            cat_max_ratio=config.cat_max_ratio, skip_bad_samples=config.skip_bad_samples)
         model.fit(_with_aux_targets(data), epochs=last // steps, initial_epoch=first // steps,
-                  steps_per_epoch=steps_in_epoch, callbacks=callbacks, verbose=1)
+                  steps_per_epoch=steps_in_epoch, callbacks=callbacks, shuffle=False, verbose=1)
 
     if start % steps:
         # Killed mid-epoch: finish that epoch's remaining steps first.
