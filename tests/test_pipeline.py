@@ -9,6 +9,7 @@ import tensorflow as tf
 from pspnet_tf.data.datasets import get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.data.pipeline import (
+    BadSampleSkipper,
     build_eval_dataset,
     build_train_dataset,
     steps_per_epoch,
@@ -115,6 +116,60 @@ def test_a_broken_sample_surfaces_with_its_file_name(tmp_path):
     dataset = get_dataset("demo", str(root), "train")
     with pytest.raises(tf.errors.OpError, match="train_00002.jpg"):
         _batches(dataset, global_batch_size=4, epochs=1)
+
+
+def test_skip_bad_samples_keeps_full_deterministic_batches(tmp_path):
+    root = tmp_path / "broken"
+    generate_demo_dataset(str(root), num_train=4, num_val=1, image_size=32)
+    good = get_dataset("demo", str(root), "train")
+    replacement = good.load(3)
+    (root / "JPEGImages" / "train_00002.jpg").write_bytes(b"broken")
+    dataset = get_dataset("demo", str(root), "train")
+    skipper = BadSampleSkipper(dataset)
+    for got, want in zip(skipper.load(2), replacement):  # the next good sample stands in
+        np.testing.assert_array_equal(got, want)
+    assert skipper.bad_samples == {2}
+    first = _batches(dataset, global_batch_size=4, epochs=2, skip_bad_samples=True)
+    again = _batches(dataset, global_batch_size=4, epochs=2, skip_bad_samples=True)
+    assert [image.shape[0] for image, _ in first] == [4, 4]
+    for (image, label), (image_again, label_again) in zip(first, again):
+        np.testing.assert_array_equal(image, image_again)
+        np.testing.assert_array_equal(label, label_again)
+
+
+def test_skipper_wraps_around_and_fails_when_nothing_loads(tmp_path):
+    root = tmp_path / "broken"
+    generate_demo_dataset(str(root), num_train=2, num_val=1, image_size=32)
+    (root / "JPEGImages" / "train_00001.jpg").write_bytes(b"broken")
+    skipper = BadSampleSkipper(get_dataset("demo", str(root), "train"))
+    np.testing.assert_array_equal(skipper.load(1)[1], skipper.load(0)[1])
+    (root / "JPEGImages" / "train_00000.jpg").write_bytes(b"broken")
+    with pytest.raises(UserError, match="no sample of split train can be loaded"):
+        BadSampleSkipper(get_dataset("demo", str(root), "train")).load(0)
+
+
+@pytest.mark.parametrize("workers, replicas_per_worker", [(2, 1), (2, 2), (4, 1)])
+def test_data_sharding_splits_each_global_batch_across_workers(train_set, workers,
+                                                               replicas_per_worker):
+    """What tf.distribute hands each worker under the DATA policy, without real workers: the
+    global batch rebatched into one piece per replica, then every workers-th piece."""
+    data = build_train_dataset(train_set, crop_size=CROP, scale=(128, 32), global_batch_size=4,
+                               epochs=2, seed=3)
+    assert (data.options().experimental_distribute.auto_shard_policy
+            == tf.data.experimental.AutoShardPolicy.DATA)
+    replicas = workers * replicas_per_worker
+    pieces = data.rebatch([4 // replicas] * replicas)
+    views = [[label.numpy() for _, label in pieces.shard(workers, worker)]
+             for worker in range(workers)]
+    for step, (_, global_label) in enumerate(data):
+        received = [views[worker][step * replicas_per_worker + replica]
+                    for worker in range(workers) for replica in range(replicas_per_worker)]
+        # Worker w's replica r holds piece r * workers + w of the global batch.
+        order = [replica * workers + worker for worker in range(workers)
+                 for replica in range(replicas_per_worker)]
+        expected = np.split(global_label.numpy(), replicas)
+        for piece, index in zip(received, order):
+            np.testing.assert_array_equal(piece, expected[index])
 
 
 def test_eval_dataset_yields_original_samples_in_order(demo_root):

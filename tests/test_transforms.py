@@ -70,6 +70,35 @@ def test_random_rescale_stays_in_ratio_range_and_follows_the_seed():
     assert len(set(heights)) > 6
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_resize_window_is_the_window_of_a_full_resize(seed):
+    rng = np.random.default_rng(seed)
+    height, width, new_height, new_width = rng.integers(3, 120, 4)
+    image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+    top, left = rng.integers(0, new_height), rng.integers(0, new_width)
+    rows, cols = rng.integers(1, new_height - top + 1), rng.integers(1, new_width - left + 1)
+    window = transforms.resize_window(image, (new_height, new_width), top, left, rows, cols)
+    full = tf.image.resize(image, (new_height, new_width), method="bilinear").numpy()
+    np.testing.assert_allclose(window, full[top:top + rows, left:left + cols], atol=0.05)
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (60, 41), (20, 500)])
+def test_random_rescale_crop_equals_rescale_then_crop(shape):
+    rng = np.random.default_rng(shape[0])
+    image = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
+    label = rng.choice([0, 1, 2, 255], shape, p=[0.7, 0.1, 0.1, 0.1]).astype(np.uint8)
+    for seed in range(4):
+        rescale_seed, crop_seed = _seed(seed), _seed(seed + 100)
+        fast = transforms.random_rescale_crop(image, label, (160, 64), (48, 56), (0.5, 2.0),
+                                              0.75, rescale_seed=rescale_seed,
+                                              crop_seed=crop_seed)
+        big_image, big_label = transforms.random_rescale(image, label, (160, 64), (0.5, 2.0),
+                                                         seed=rescale_seed)
+        slow = transforms.random_crop(big_image, big_label, (48, 56), 0.75, seed=crop_seed)
+        np.testing.assert_allclose(fast[0], slow[0], atol=0.05)
+        np.testing.assert_array_equal(fast[1], slow[1])
+
+
 def _coordinate_image(height: int, width: int) -> np.ndarray:
     """Pixels that say where they came from, to check that image and label are cut alike."""
     rows, cols = np.mgrid[:height, :width]

@@ -1,4 +1,4 @@
-"""Dataset layouts (VOC, demo, ADE20K, Cityscapes) as lists of files plus how to read them.
+"""Dataset layouts (VOC, demo, ADE20K, Cityscapes, user folders): file lists and readers.
 
 Everything a user can get wrong about the data on disk is checked here, once, so that training
 and evaluation fail early with a message that names the file instead of deep inside tf.data.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import io
 import os
+import re
 
 import cv2
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from pspnet_tf.data import demo
 from pspnet_tf.errors import UserError
 
-DATASET_NAMES = ("voc", "demo", "ade20k", "cityscapes")
+DATASET_NAMES = ("voc", "demo", "ade20k", "cityscapes", "folder")
 IGNORE_INDEX = 255
 
 VOC_CLASS_NAMES = (
@@ -95,6 +97,12 @@ _CITYSCAPES_PALETTE = (
 )
 
 _LABEL_MODES = ("P", "L")
+CITYSCAPES_LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
+CITYSCAPES_TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
+FOLDER_CLASS_FILE = "classes.txt"
+FOLDER_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# "name", "name<TAB>r,g,b" or "name,r,g,b" (spaces allowed around the numbers).
+_CLASS_LINE = re.compile(r"(.+?)(?:\t|,)\s*(\d+\s*,\s*\d+\s*,\s*\d+)")
 _MAX_LISTED_MISSING = 3
 
 
@@ -164,25 +172,31 @@ class SegmentationDataset:
         """HxWx3 uint8 RGB whatever the file holds (gray, RGBA, 16-bit, EXIF-rotated JPEG)."""
         try:
             with open(path, "rb") as handle:
-                data = np.frombuffer(handle.read(), np.uint8)
+                data = handle.read()
         except OSError as error:
             reason = error.strerror or error
             raise UserError(f"cannot read image {path} ({reason}); check --data_root") from None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            raise UserError(f"cannot decode image {path}: the file is corrupt or not an image; "
-                            "re-download it or remove it from the split")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return decode_image(data, path)
 
     def read_label(self, path: str) -> np.ndarray:
-        """HxW uint8 train ids; reads palette INDICES (cv2 would expand a palette to colours)."""
+        """HxW uint8 train ids of the label file at `path`."""
         try:
-            with Image.open(path) as label:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            raise UserError(f"label file {path} not found; check --data_root") from None
+        except OSError as error:
+            raise UserError(f"cannot read label {path} ({error.strerror or error}); "
+                            "check --data_root") from None
+        return self.decode_label(data, path)
+
+    def decode_label(self, data: bytes, path: str) -> np.ndarray:
+        """Label file bytes -> train ids; reads palette INDICES (cv2 would expand a palette)."""
+        try:
+            with Image.open(io.BytesIO(data)) as label:
                 label.load()
                 mode = label.mode
                 values = np.array(label) if mode in _LABEL_MODES else None
-        except FileNotFoundError:
-            raise UserError(f"label file {path} not found; check --data_root") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise UserError(f"cannot decode label {path} ({error}); re-download it "
                             "or remove it from the split") from None
@@ -194,8 +208,12 @@ class SegmentationDataset:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image and label of sample `index`, checked against each other and the class list."""
         sample = self.samples[index]
-        image = self.read_image(sample.image_path)
-        label = self.read_label(sample.label_path)
+        return self.check_pair(self.read_image(sample.image_path),
+                               self.read_label(sample.label_path), sample)
+
+    def check_pair(self, image: np.ndarray, label: np.ndarray,
+                   sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """Raises a UserError naming `sample`'s files unless the label fits image and classes."""
         if label.shape != image.shape[:2]:
             raise UserError(
                 f"label {sample.label_path} is {label.shape[1]}x{label.shape[0]} but image "
@@ -208,14 +226,20 @@ class SegmentationDataset:
                 "fix the label file or choose the matching --dataset")
         return image, label
 
+    def missing_files(self) -> list[str]:
+        """Listed image and label files that do not exist, in split order."""
+        return [path for sample in self.samples
+                for path in (sample.image_path, sample.label_path) if not os.path.isfile(path)]
 
-def _check_files_exist(samples: list[Sample], where: str) -> None:
-    missing = [path for sample in samples for path in (sample.image_path, sample.label_path)
-               if not os.path.isfile(path)]
-    if missing:
-        shown = ", ".join(missing[:_MAX_LISTED_MISSING])
-        raise UserError(f"{where}: {len(missing)} listed image/label files are missing "
-                        f"(first: {shown}); check --data_root or complete the download")
+
+def decode_image(data: bytes, path: str) -> np.ndarray:
+    """Image file bytes -> HxWx3 uint8 RGB; `path` only names the file in errors."""
+    array = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
+    if image is None:
+        raise UserError(f"cannot decode image {path}: the file is corrupt or not an image; "
+                        "re-download it or remove it from the split")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _voc_samples(data_root: str, split: str) -> list[Sample]:
@@ -248,8 +272,12 @@ def _ade20k_samples(data_root: str, split: str) -> list[Sample]:
             for path in images]
 
 
-def _cityscapes_samples(data_root: str, split: str) -> list[Sample]:
-    """leftImg8bit/{split}/{city}/*_leftImg8bit.png with gtFine *_gtFine_labelIds.png labels."""
+def _cityscapes_samples(data_root: str, split: str) -> tuple[list[Sample], bool]:
+    """leftImg8bit/{split}/{city}/*_leftImg8bit.png with gtFine labels.
+
+    Uses the *_gtFine_labelTrainIds.png files that `prepare cityscapes` writes when every
+    image has one (returns True then), else the downloaded *_gtFine_labelIds.png.
+    """
     image_dir = os.path.join(data_root, "leftImg8bit", split)
     if not os.path.isdir(image_dir):
         raise UserError(f"split folder {image_dir} not found; --data_root must be the "
@@ -258,36 +286,105 @@ def _cityscapes_samples(data_root: str, split: str) -> list[Sample]:
     if not images:
         raise UserError(f"split folder {image_dir} holds no */*_leftImg8bit.png images; "
                         "complete the download")
-    samples = []
-    for path in images:
-        city = os.path.basename(os.path.dirname(path))
-        stem = os.path.basename(path)[: -len("_leftImg8bit.png")]
-        label = os.path.join(data_root, "gtFine", split, city, f"{stem}_gtFine_labelIds.png")
-        samples.append(Sample(path, label))
-    return samples
+    stems = [os.path.join(data_root, "gtFine", split, os.path.basename(os.path.dirname(path)),
+                          os.path.basename(path)[: -len("_leftImg8bit.png")]) for path in images]
+    train_ids = all(os.path.isfile(stem + CITYSCAPES_TRAIN_ID_SUFFIX) for stem in stems)
+    suffix = CITYSCAPES_TRAIN_ID_SUFFIX if train_ids else CITYSCAPES_LABEL_ID_SUFFIX
+    return [Sample(path, stem + suffix) for path, stem in zip(images, stems)], train_ids
 
 
-def get_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
-    """Build and validate the named dataset so missing files fail before training starts."""
+def read_class_file(path: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Class names and palette from a classes.txt: one name per line, optionally followed by
+    "r,g,b" after a tab or comma; without colours the VOC colour map is used."""
+    if not os.path.isfile(path):
+        raise UserError(f"class file {path} not found; write one class name per line there")
+    names, colours = [], []
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            match = _CLASS_LINE.fullmatch(line)
+            name, colour = (match.group(1).strip(), match.group(2)) if match else (line, None)
+            if colour is not None:
+                rgb = [int(value) for value in colour.split(",")]
+                if max(rgb) > 255:
+                    raise UserError(f"{path} line {number}: colour {colour} is not three values "
+                                    "0..255; write it as r,g,b")
+                colours.append(rgb)
+            names.append(name)
+    if not names:
+        raise UserError(f"class file {path} is empty; write one class name per line")
+    if len(names) > IGNORE_INDEX:
+        raise UserError(f"class file {path} lists {len(names)} classes; at most 255 are "
+                        "possible (255 marks ignored pixels)")
+    if colours and len(colours) != len(names):
+        raise UserError(f"class file {path} gives colours for {len(colours)} of {len(names)} "
+                        "classes; give every class an r,g,b colour or none")
+    palette = np.array(colours, np.uint8) if colours else voc_palette(len(names))
+    return tuple(names), palette
+
+
+def _folder_samples(data_root: str, split: str) -> list[Sample]:
+    """images/{split}/<stem>.<any image type> with masks/{split}/<stem>.png."""
+    image_dir = os.path.join(data_root, "images", split)
+    if not os.path.isdir(image_dir):
+        raise UserError(f"split folder {image_dir} not found; --data_root must hold "
+                        "images/<split>/, masks/<split>/ and classes.txt")
+    images = sorted(name for name in os.listdir(image_dir)
+                    if os.path.splitext(name)[1].lower() in FOLDER_IMAGE_EXTENSIONS)
+    if not images:
+        raise UserError(f"split folder {image_dir} holds no images "
+                        f"({', '.join(FOLDER_IMAGE_EXTENSIONS)})")
+    stems = [os.path.splitext(name)[0] for name in images]
+    duplicated = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if duplicated:
+        raise UserError(f"{image_dir} holds several images named {duplicated[0]}.*; masks are "
+                        "matched by file stem, so keep one image per stem")
+    mask_dir = os.path.join(data_root, "masks", split)
+    return [Sample(os.path.join(image_dir, name), os.path.join(mask_dir, f"{stem}.png"))
+            for name, stem in zip(images, stems)]
+
+
+def open_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
+    """The named dataset's sample list, without checking that the listed files exist."""
     if name not in DATASET_NAMES:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if not os.path.isdir(data_root):
         raise UserError(f"data root {data_root} does not exist; fix --data_root")
     if name == "voc":
-        dataset = SegmentationDataset(name, split, VOC_CLASS_NAMES, voc_palette(21),
-                                      _voc_samples(data_root, split))
-    elif name == "demo":
-        dataset = SegmentationDataset(name, split, demo.DEMO_CLASS_NAMES, demo.DEMO_PALETTE,
-                                      _voc_samples(data_root, split))
-    elif name == "ade20k":
+        return SegmentationDataset(name, split, VOC_CLASS_NAMES, voc_palette(21),
+                                   _voc_samples(data_root, split))
+    if name == "demo":
+        return SegmentationDataset(name, split, demo.DEMO_CLASS_NAMES, demo.DEMO_PALETTE,
+                                   _voc_samples(data_root, split))
+    if name == "ade20k":
         reduce_zero_label = {0: IGNORE_INDEX, **{raw: raw - 1 for raw in range(1, 255)}}
-        dataset = SegmentationDataset(name, split, ADE20K_CLASS_NAMES, np.array(_ADE20K_PALETTE),
-                                      _ade20k_samples(data_root, split),
-                                      _lookup_table(reduce_zero_label))
-    else:
-        dataset = SegmentationDataset(
-            name, split, CITYSCAPES_CLASS_NAMES, np.array(_CITYSCAPES_PALETTE),
-            _cityscapes_samples(data_root, split),
-            _lookup_table(dict(CITYSCAPES_LABEL_TO_TRAIN_ID), default=IGNORE_INDEX))
-    _check_files_exist(dataset.samples, f"{name} split {split!r} under {data_root}")
+        return SegmentationDataset(name, split, ADE20K_CLASS_NAMES, np.array(_ADE20K_PALETTE),
+                                   _ade20k_samples(data_root, split),
+                                   _lookup_table(reduce_zero_label))
+    if name == "folder":
+        class_names, palette = read_class_file(os.path.join(data_root, FOLDER_CLASS_FILE))
+        return SegmentationDataset(name, split, class_names, palette,
+                                   _folder_samples(data_root, split))
+    samples, train_ids = _cityscapes_samples(data_root, split)
+    label_map = None if train_ids else cityscapes_label_map()
+    return SegmentationDataset(name, split, CITYSCAPES_CLASS_NAMES, np.array(_CITYSCAPES_PALETTE),
+                               samples, label_map)
+
+
+def cityscapes_label_map() -> np.ndarray:
+    """The 256-entry Cityscapes labelIds -> trainIds table (255 for every other id)."""
+    return _lookup_table(dict(CITYSCAPES_LABEL_TO_TRAIN_ID), default=IGNORE_INDEX)
+
+
+def get_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
+    """Build the named dataset and check its files exist, so training fails before it starts."""
+    dataset = open_dataset(name, data_root, split)
+    missing = dataset.missing_files()
+    if missing:
+        shown = ", ".join(missing[:_MAX_LISTED_MISSING])
+        raise UserError(f"{name} split {split!r} under {data_root}: {len(missing)} listed "
+                        f"image/label files are missing (first: {shown}); check --data_root, "
+                        "complete the download, or run python -m pspnet_tf.data.verify")
     return dataset

@@ -1,0 +1,100 @@
+"""verify lists every problem of a dataset with its file, counts pixels and changes nothing."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from pspnet_tf.data.datasets import open_dataset
+from pspnet_tf.data.verify import format_report, verify, verify_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEIGHT, WIDTH = 6, 9
+
+
+def _voc_tree(root, split: str, count: int) -> list[np.ndarray]:
+    """A VOC-layout split of `count` good samples; returns their labels."""
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    labels = []
+    for index in range(count):
+        rng = np.random.default_rng(index)
+        Image.fromarray(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(
+            root / "JPEGImages" / f"{split}{index}.jpg")
+        label = rng.integers(0, 21, (HEIGHT, WIDTH)).astype(np.uint8)
+        label[0] = 255
+        Image.fromarray(label).save(root / "SegmentationClass" / f"{split}{index}.png")
+        labels.append(label)
+    (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(
+        "".join(f"{split}{index}\n" for index in range(count)))
+    return labels
+
+
+def _break_samples(root) -> None:
+    """train0 good; train1 image missing; train2 label missing; train3 corrupt image;
+    train4 label of another size; train5 label value 40."""
+    os.remove(root / "JPEGImages" / "train1.jpg")
+    os.remove(root / "SegmentationClass" / "train2.png")
+    (root / "JPEGImages" / "train3.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(np.zeros((HEIGHT + 1, WIDTH), np.uint8)).save(
+        root / "SegmentationClass" / "train4.png")
+    Image.fromarray(np.full((HEIGHT, WIDTH), 40, np.uint8)).save(
+        root / "SegmentationClass" / "train5.png")
+
+
+def _snapshot(root) -> dict[str, bytes]:
+    return {str(path): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def test_clean_split_reports_counts_and_pixel_frequencies(tmp_path):
+    labels = _voc_tree(tmp_path, "val", 3)
+    report = verify_split(open_dataset("voc", str(tmp_path), "val"))
+    assert report.num_samples == 3 and report.problems == []
+    stacked = np.stack(labels)
+    np.testing.assert_array_equal(report.pixel_counts,
+                                  [(stacked == c).sum() for c in range(21)])
+    assert report.ignored_pixels == (stacked == 255).sum()
+    text = format_report(report)
+    assert "split val: 3 samples, 0 problems" in text and "aeroplane" in text
+
+
+def test_every_problem_is_listed_with_its_file(tmp_path):
+    _voc_tree(tmp_path, "train", 6)
+    _break_samples(tmp_path)
+    [report] = verify("voc", str(tmp_path), ["train"], num_classes=21)
+    assert len(report.problems) == 5
+    expected = ["missing file", "train1.jpg", "missing file", "train2.png", "train3.jpg",
+                "train4.png", "train5.png"]
+    joined = "\n".join(report.problems)
+    assert all(part in joined for part in expected)
+    assert "holds train ids [40]" in report.problems[4]
+    assert "is 9x7 but image" in report.problems[3]
+
+
+def test_missing_split_and_wrong_class_count_are_problems(tmp_path):
+    _voc_tree(tmp_path, "train", 1)
+    train, val = verify("voc", str(tmp_path), ["train", "val"], num_classes=5)
+    assert train.problems[0].startswith("--num_classes=5 but voc has 21 classes")
+    assert val.num_samples == 0 and "val.txt not found" in val.problems[0]
+
+
+def test_command_line_exits_non_zero_and_changes_nothing(tmp_path):
+    _voc_tree(tmp_path, "train", 6)
+    _voc_tree(tmp_path, "val", 2)
+    _break_samples(tmp_path)
+    before = _snapshot(tmp_path)
+    verify_command = [sys.executable, "-m", "pspnet_tf.data.verify", "--dataset=voc",
+                      f"--data_root={tmp_path}"]
+    result = subprocess.run(verify_command, cwd=ROOT, check=False, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "split train: 6 samples, 5 problems" in result.stdout
+    assert "split val: 2 samples, 0 problems" in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("error: 5 problems found")
+    assert _snapshot(tmp_path) == before
+    clean = subprocess.run([*verify_command, "--splits=val"], cwd=ROOT, check=False,
+                           capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    assert "no problems found" in clean.stdout
