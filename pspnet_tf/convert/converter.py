@@ -1,0 +1,55 @@
+"""Converts one PyTorch checkpoint into a pspnet_tf weights file (.h5, by layer name)."""
+
+import os
+
+import keras
+
+from pspnet_tf.convert.download import fetch
+from pspnet_tf.convert.mapping import assign
+from pspnet_tf.convert.pretrained import checkpoint_weights
+from pspnet_tf.convert.torch_io import read_state_dict
+from pspnet_tf.errors import UserError
+from pspnet_tf.models import save_weights
+
+
+def weights_model(model: keras.Model, converted: set[str]) -> keras.Model:
+    """The part of `model` that holds exactly the converted layers, to save only those.
+
+    Heads the checkpoint did not fill (no auxiliary head, a skipped classifier, or all
+    heads for a backbone) are cut off, so the file never carries random weights.
+    """
+    outputs = []
+    for classifier, logits, before in (("conv_seg", "logits", "bottleneck_conv"),
+                                       ("aux_conv_seg", "aux_logits", "aux_convs_0_conv")):
+        if classifier in converted:
+            outputs.append(model.get_layer(logits).output)
+        elif before in converted:
+            outputs.append(model.get_layer(classifier).input)
+    if not outputs:
+        outputs.append(model.get_layer("psp_modules_0_pool").input)  # stage-4 features
+    part = keras.Model(model.inputs, outputs, name=f"{model.name}_converted")
+    held = {layer.name for layer in part.layers if layer.weights}
+    if held != converted:
+        raise ValueError(f"converted layers do not form a sub-model: {sorted(held ^ converted)}")
+    return part
+
+
+def convert_checkpoint(model: keras.Model, checkpoint: str, source: str, output: str,
+                       allow_missing_classifier: bool = False) -> list[str]:
+    """Converts `checkpoint` (path or URL) for `model`, a training-heads PSPNet, into `output`.
+
+    `source` is "mmseg" (a full PSPNet) or "resnet_v1c" (an ImageNet backbone). The file
+    holds only the converted layers; returns their names. An existing `output` is refused.
+    """
+    if not output.endswith(".h5") or output.endswith(".weights.h5"):
+        raise UserError(f"--output={output} must end in .h5 (not .weights.h5): "
+                        "pspnet_tf weights are by-name legacy HDF5 files")
+    if os.path.exists(output):
+        raise UserError(f"--output={output} exists; choose another path or delete it "
+                        "(nothing was changed)")
+    path = fetch(checkpoint)
+    weights = checkpoint_weights(model, read_state_dict(path), path, source,
+                                 allow_missing_classifier)
+    assign(model, weights)
+    save_weights(weights_model(model, set(weights)), output)
+    return sorted(weights)
