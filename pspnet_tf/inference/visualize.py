@@ -1,13 +1,66 @@
-"""Colouring label maps with a dataset palette, for summaries and saved predictions."""
+"""Pictures of label maps: dataset-palette colouring, palette PNGs, overlays and legends."""
 
+import cv2
 import numpy as np
+from PIL import Image
 
 IGNORE_COLOUR = (0, 0, 0)
+_LEGEND_ROW = 20
+_LEGEND_SWATCH = 14
+_LEGEND_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_LEGEND_FONT_SCALE = 0.45
+_BACKGROUND = 255
+
+
+def _palette_table(palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(palette)] = palette
+    table[ignore_index] = IGNORE_COLOUR
+    return table
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     """Maps an HxW label map to an HxWx3 uint8 RGB image; ignored pixels are black."""
-    table = np.zeros((256, 3), np.uint8)
-    table[: len(palette)] = palette
-    table[ignore_index] = IGNORE_COLOUR
-    return table[np.asarray(labels).astype(np.uint8)]
+    return _palette_table(palette, ignore_index)[np.asarray(labels).astype(np.uint8)]
+
+
+def save_label_png(labels: np.ndarray, palette: np.ndarray, path: str) -> None:
+    """Writes class ids as an 8-bit palette PNG: the pixel values ARE the ids (as in VOC), and
+    image viewers show them in the dataset's colours."""
+    image = Image.fromarray(np.asarray(labels).astype(np.uint8), mode="P")
+    image.putpalette(_palette_table(palette).reshape(-1).tolist())
+    image.save(path)
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
+            alpha: float = 0.5) -> np.ndarray:
+    """The RGB image blended with the coloured prediction (alpha = weight of the colours)."""
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels, palette)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def legend(class_ids: np.ndarray, class_names: tuple[str, ...], palette: np.ndarray,
+           height: int) -> np.ndarray:
+    """A white RGB panel, at least `height` tall, with a colour swatch and name per class."""
+    names = [class_names[index] for index in class_ids]
+    text_width = max([cv2.getTextSize(name, _LEGEND_FONT, _LEGEND_FONT_SCALE, 1)[0][0]
+                      for name in names] or [0])
+    panel = np.full((max(height, _LEGEND_ROW * len(names) + 6), text_width + 36, 3),
+                    _BACKGROUND, np.uint8)
+    for row, (index, name) in enumerate(zip(class_ids, names)):
+        top = 6 + row * _LEGEND_ROW
+        panel[top:top + _LEGEND_SWATCH, 6:6 + _LEGEND_SWATCH] = palette[index]
+        cv2.putText(panel, name, (28, top + _LEGEND_SWATCH - 2), _LEGEND_FONT,
+                    _LEGEND_FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return panel
+
+
+def side_by_side(image: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
+                 palette: np.ndarray) -> np.ndarray:
+    """image | coloured prediction | legend of the classes present, on a white background."""
+    panels = [image, colorize(labels, palette),
+              legend(np.unique(labels), class_names, palette, image.shape[0])]
+    height = max(panel.shape[0] for panel in panels)
+    padded = [np.pad(panel, ((0, height - panel.shape[0]), (0, 0), (0, 0)),
+                     constant_values=_BACKGROUND) for panel in panels]
+    return np.concatenate(padded, axis=1)

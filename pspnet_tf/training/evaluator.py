@@ -1,19 +1,25 @@
 """Whole-dataset evaluation: predictions at the original size, one confusion matrix."""
 
 from collections.abc import Callable
+from typing import Protocol
 
 import keras
 import numpy as np
 
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_eval_dataset
-from pspnet_tf.inference.predictor import Predictor
 from pspnet_tf.training.metrics import SegmentationMetrics
 
 SampleCallback = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 
 
-def evaluate(predictor: Predictor, dataset: SegmentationDataset, verbose: bool = True,
+class LabelPredictor(Protocol):
+    """Anything that maps a uint8 [H, W, 3] RGB image to int class ids [H, W]."""
+
+    def predict(self, image: np.ndarray) -> np.ndarray: ...
+
+
+def evaluate(predictor: LabelPredictor, dataset: SegmentationDataset, verbose: bool = True,
              on_sample: SampleCallback | None = None) -> dict:
     """Evaluates every sample of `dataset`; returns the metrics summary dict.
 

@@ -1,0 +1,95 @@
+"""Segments images with trained weights and writes label maps, overlays and side-by-sides.
+
+`python predict.py --flagfile=configs/voc_r50.cfg --weights=runs/voc_r50/final_weights.h5
+--input='photos/*.jpg' --output=predictions` writes, per input image <stem>:
+  <output>/labels/<stem>.png        class ids as a palette PNG in the dataset's colours
+  <output>/overlays/<stem>.png      the prediction blended over the image
+  <output>/side_by_side/<stem>.png  image | prediction | legend (with --side_by_side)
+Unreadable inputs are reported and skipped; existing outputs are kept unless --overwrite.
+"""
+
+import collections
+import os
+import sys
+
+import keras
+from absl import flags
+from PIL import Image
+
+from pspnet_tf import cli
+from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.errors import UserError
+from pspnet_tf.inference.images import dataset_classes, find_inputs, read_image
+from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
+from pspnet_tf.inference.outputs import stem
+from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
+from pspnet_tf.models import load_weights
+from pspnet_tf.training.trainer import build_model
+
+define_flags()
+define_mode_flags()
+flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
+flags.DEFINE_string("input", None, "An image, a folder of images, or a quoted glob "
+                    "('photos/**/*.jpg'); JPEG or PNG, any size, gray, RGBA or 16-bit.")
+flags.DEFINE_string("output", None, "Folder for labels/, overlays/ and side_by_side/.")
+flags.DEFINE_boolean("side_by_side", False, "Also write image | prediction | legend of the "
+                     "classes present.")
+flags.DEFINE_boolean("overwrite", False, "Replace outputs that already exist (otherwise the "
+                     "command stops before writing anything).")
+flags.DEFINE_float("alpha", 0.5, "Weight of the class colours in the overlay.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.mark_flags_as_required(["weights", "input", "output"])
+
+
+def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> list[dict]:
+    """Per input, where each kind of output goes; inputs must have distinct file stems."""
+    counts = collections.Counter(stem(path) for path in paths)
+    clashes = [path for path in paths if counts[stem(path)] > 1]
+    if clashes:
+        raise UserError(f"--input names several images with the stem {stem(clashes[0])!r} "
+                        f"({', '.join(clashes[:3])}); their outputs would share a name, so "
+                        "predict them into separate --output folders")
+    kinds = ["labels", "overlays"] + (["side_by_side"] if with_side_by_side else [])
+    return [{kind: os.path.join(output, kind, f"{stem(path)}.png") for kind in kinds}
+            for path in paths]
+
+
+def main(argv: list[str]) -> None:
+    config = config_from_flags()
+    values = flags.FLAGS
+    class_names, palette = dataset_classes(config.dataset, config.data_root, config.num_classes)
+    paths = find_inputs(values.input)
+    outputs = _output_paths(paths, values.output, values.side_by_side)
+    existing = [path for targets in outputs for path in targets.values() if os.path.exists(path)]
+    if existing and not values.overwrite:
+        raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
+                        "--overwrite to replace them or choose another --output")
+    model = build_model(config, training_heads=False)
+    load_weights(model, values.weights)
+    predictor = predictor_from_flags(model, config.scale, values)
+    for kind in outputs[0]:
+        os.makedirs(os.path.join(values.output, kind), exist_ok=True)
+    skipped = []
+    progress = keras.utils.Progbar(len(paths), unit_name="image")
+    for done, (path, targets) in enumerate(zip(paths, outputs), 1):
+        try:
+            image = read_image(path)
+        except UserError as error:
+            print(f"\nskipped: {error}", file=sys.stderr)
+            skipped.append(path)
+        else:
+            labels = predictor.predict(image)
+            save_label_png(labels, palette, targets["labels"])
+            Image.fromarray(overlay(image, labels, palette, values.alpha)).save(
+                targets["overlays"])
+            if "side_by_side" in targets:
+                Image.fromarray(side_by_side(image, labels, class_names, palette)).save(
+                    targets["side_by_side"])
+        progress.update(done)
+    print(f"{len(paths) - len(skipped)} of {len(paths)} images predicted into {values.output}")
+    if skipped:
+        print(f"{len(skipped)} unreadable inputs skipped: {', '.join(skipped)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,102 @@
+"""SavedModel export for TF Serving: raw pixels in, class ids out.
+
+The serving graph holds the whole-image protocol of `Predictor` (keep-ratio resize to the
+test scale, normalisation, logits resized back to the input size, argmax) built from the
+same functions, so a served model gives the labels evaluate.py measures. It is written to
+`<export_dir>/<version>/`, the layout TF Serving watches for new versions.
+"""
+
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from pspnet_tf.errors import UserError
+from pspnet_tf.inference.predictor import logits_at_size, network_logits, preprocess
+
+SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
+                     "send differently sized images in separate requests")
+
+
+def _decode(data: tf.Tensor) -> tf.Tensor:
+    """JPEG/PNG/BMP/GIF bytes -> uint8 [H, W, 3] RGB (grayscale expanded, alpha dropped).
+
+    JPEGs use libjpeg's accurate integer IDCT, as OpenCV (and so evaluate.py) does: with
+    TensorFlow's default fast IDCT most pixels come out a few values apart.
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False))
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
+    """A [batch] string tensor of encoded images -> uint8 [batch, H, W, 3]; sizes must match."""
+    first = tf.shape(_decode(image_bytes[0]))
+
+    def decode_one(data: tf.Tensor) -> tf.Tensor:
+        image = _decode(data)
+        same = tf.debugging.assert_equal(tf.shape(image), first, message=SAME_SIZE_MESSAGE)
+        with tf.control_dependencies([same]):
+            return tf.identity(image)
+
+    return tf.map_fn(decode_one, image_bytes,
+                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def next_version(export_dir: str) -> int:
+    """One more than the largest integer-named version folder in `export_dir` (1 if none)."""
+    names = os.listdir(export_dir) if os.path.isdir(export_dir) else []
+    return max([int(name) for name in names if name.isdigit()], default=0) + 1
+
+
+def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: str,
+                       version: int | None = None, with_probabilities: bool = False) -> str:
+    """Writes the serving SavedModel to `export_dir/<version>` and returns that path.
+
+    Signatures: `serving_default` takes `images` (uint8 [batch, H, W, 3]); `serve_encoded`
+    takes `image_bytes` (a [batch] string tensor of JPEG/PNG files). Both return
+    `segmentation` (int32 [batch, H, W]) and, if asked, `probabilities` (float32
+    [batch, H, W, num_classes], the softmax of the logits at the input size). An existing
+    version folder is never replaced.
+    """
+    version = next_version(export_dir) if version is None else version
+    if version < 1:
+        raise UserError(f"--version={version} must be a positive integer (TF Serving loads "
+                        "integer-named version folders)")
+    path = os.path.join(export_dir, str(version))
+    if os.path.exists(path):
+        raise UserError(f"{path} already exists; pass another --version or leave it out to "
+                        f"use the next free one ({next_version(export_dir)})")
+    scale = tuple(scale)
+
+    def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = logits_at_size(network_logits(model, preprocess(images, scale)),
+                                tf.shape(images)[1:3])
+        outputs = {"segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        if with_probabilities:
+            outputs["probabilities"] = tf.nn.softmax(logits, axis=-1)
+        return outputs
+
+    def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return segment(images)
+
+    def serve_encoded(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        return segment(decode_batch(image_bytes))
+
+    archive = keras.export.ExportArchive()
+    # No archive.track(model): it would store every weight a second time, next to the
+    # variables the endpoints capture (keras-team/keras#23553), doubling file and serving RAM.
+    archive.add_endpoint("serving_default", serve_images, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    archive.add_endpoint("serve_encoded", serve_encoded, input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes")])
+    # Written beside the target and renamed, so TF Serving never sees a half-written version.
+    os.makedirs(export_dir, exist_ok=True)
+    temporary = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    archive.write_out(temporary, verbose=False)
+    os.rename(temporary, path)
+    return path

@@ -1,0 +1,64 @@
+"""Inputs of predict.py: which files a --input names, how they decode, and the class colours.
+
+Images decode exactly as the dataset readers decode them (`decode_image`: grayscale, RGBA,
+16-bit and EXIF-rotated files all become 8-bit RGB), so a prediction matches evaluation.
+"""
+
+import glob
+import os
+
+import numpy as np
+
+from pspnet_tf.data import datasets, demo
+from pspnet_tf.data.datasets import FOLDER_IMAGE_EXTENSIONS, decode_image
+from pspnet_tf.errors import UserError
+
+
+def find_inputs(pattern: str) -> list[str]:
+    """The files `pattern` names: one file, the images directly in a folder, or a glob."""
+    if os.path.isfile(pattern):
+        return [pattern]
+    if os.path.isdir(pattern):
+        paths = sorted(os.path.join(pattern, name) for name in os.listdir(pattern)
+                       if os.path.splitext(name)[1].lower() in FOLDER_IMAGE_EXTENSIONS)
+        where = f"the folder holds no {', '.join(FOLDER_IMAGE_EXTENSIONS)} files"
+    else:
+        paths = sorted(path for path in glob.glob(pattern, recursive=True)
+                       if os.path.isfile(path))
+        where = "no file exists there or matches it as a glob"
+    if not paths:
+        raise UserError(f"--input={pattern} names no images ({where}); pass an image, a "
+                        "folder of images or a quoted glob such as 'photos/*.jpg'")
+    return paths
+
+
+def read_image(path: str) -> np.ndarray:
+    """HxWx3 uint8 RGB of the image file at `path` (UserError naming it when unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise UserError(f"cannot read image {path} ({error.strerror or error})") from None
+    return decode_image(data, path)
+
+
+def dataset_classes(name: str, data_root: str,
+                    num_classes: int) -> tuple[tuple[str, ...], np.ndarray]:
+    """Class names and display palette of a dataset, without needing its images on disk.
+
+    Only the `folder` layout reads its data root (classes.txt).
+    """
+    if name == "folder":
+        names, palette = datasets.read_class_file(
+            os.path.join(data_root, datasets.FOLDER_CLASS_FILE))
+    else:
+        names, palette = {
+            "voc": (datasets.VOC_CLASS_NAMES, datasets.voc_palette(21)),
+            "demo": (demo.DEMO_CLASS_NAMES, demo.DEMO_PALETTE),
+            "ade20k": (datasets.ADE20K_CLASS_NAMES, datasets._ADE20K_PALETTE),
+            "cityscapes": (datasets.CITYSCAPES_CLASS_NAMES, datasets._CITYSCAPES_PALETTE),
+        }[name]
+    if len(names) != num_classes:
+        raise UserError(f"--num_classes={num_classes} but dataset {name} has {len(names)} "
+                        f"classes; set --num_classes={len(names)} or the matching --dataset")
+    return tuple(names), np.asarray(palette, np.uint8)

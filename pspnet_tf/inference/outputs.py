@@ -1,0 +1,58 @@
+"""Writing the predicted label maps of a whole split (evaluate.py --save_predictions)."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from pspnet_tf.data.datasets import CITYSCAPES_LABEL_TO_TRAIN_ID, SegmentationDataset
+from pspnet_tf.errors import UserError
+from pspnet_tf.inference.visualize import save_label_png
+
+# Where Cityscapes labelIds predictions go, apart from the train-id PNGs: the official
+# evaluation script matches every *.png under its prediction folder by image id, so the two
+# kinds must not share a folder.
+CITYSCAPES_LABEL_IDS_DIR = "cityscapes_labelIds"
+
+
+def _train_id_to_label_id() -> np.ndarray:
+    table = np.zeros(256, np.uint8)  # labelId 0 ("unlabeled") for anything unmapped
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN_ID:
+        table[train_id] = label_id
+    return table
+
+
+def stem(path: str) -> str:
+    """The file name without its folder and extension."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+class PredictionWriter:
+    """An `evaluate(on_sample=...)` callback writing one palette PNG of train ids per image.
+
+    For Cityscapes it also writes `<dir>/cityscapes_labelIds/<city>/<id>_labelIds.png` holding
+    labelIds, the input of cityscapesscripts' evalPixelLevelSemanticLabeling
+    (CITYSCAPES_RESULTS=<dir>/cityscapes_labelIds).
+    """
+
+    def __init__(self, dataset: SegmentationDataset, directory: str) -> None:
+        if os.path.isdir(directory) and os.listdir(directory):
+            raise UserError(f"--save_predictions={directory} is not empty; pass a new or empty "
+                            "folder (nothing was written)")
+        os.makedirs(directory, exist_ok=True)
+        self._dataset = dataset
+        self._directory = directory
+        self._label_ids = _train_id_to_label_id() if dataset.name == "cityscapes" else None
+
+    def __call__(self, index: int, image: np.ndarray, label: np.ndarray,
+                 prediction: np.ndarray) -> None:
+        image_path = self._dataset.samples[index].image_path
+        save_label_png(prediction, self._dataset.palette,
+                       os.path.join(self._directory, f"{stem(image_path)}.png"))
+        if self._label_ids is not None:
+            city = os.path.basename(os.path.dirname(image_path))
+            folder = os.path.join(self._directory, CITYSCAPES_LABEL_IDS_DIR, city)
+            os.makedirs(folder, exist_ok=True)
+            image_id = stem(image_path).removesuffix("_leftImg8bit")
+            Image.fromarray(self._label_ids[prediction.astype(np.uint8)]).save(
+                os.path.join(folder, f"{image_id}_labelIds.png"))

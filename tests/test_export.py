@@ -1,0 +1,214 @@
+"""export.py: a SavedModel that plain TensorFlow (and TF Serving) runs with the project's labels."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from test_models import randomise, tiny_model
+
+from pspnet_tf import save_weights
+from pspnet_tf.data.datasets import decode_image
+from pspnet_tf.errors import UserError
+from pspnet_tf.inference.export import (
+    SAME_SIZE_MESSAGE,
+    export_saved_model,
+    next_version,
+)
+from pspnet_tf.inference.predictor import Predictor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCALE = (48, 40)
+CONFIG = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
+          f"--scale={SCALE[0]},{SCALE[1]}"]
+NUM_CLASSES = 5  # configs/demo.cfg
+
+# Runs in a fresh interpreter that never imports pspnet_tf: what a serving client sees.
+CLIENT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    export, inputs, output = sys.argv[1:]
+    data = np.load(inputs)
+    loaded = tf.saved_model.load(export)
+    pixels = loaded.signatures["serving_default"](images=tf.constant(data["images"]))
+    encoded = loaded.signatures["serve_encoded"](image_bytes=tf.constant(
+        [data["png0"].tobytes(), data["png1"].tobytes()]))
+    jpeg = loaded.signatures["serve_encoded"](image_bytes=tf.constant([data["jpeg"].tobytes()]))
+    try:
+        loaded.signatures["serve_encoded"](image_bytes=tf.constant(
+            [data["png0"].tobytes(), data["odd_png"].tobytes()]))
+        mixed = "no error"
+    except tf.errors.InvalidArgumentError as error:
+        mixed = error.message
+    signatures = {name: {
+        "inputs": {key: [spec.dtype.name, spec.shape.as_list()]
+                   for key, spec in function.structured_input_signature[1].items()},
+        "outputs": {key: [spec.dtype.name, spec.shape.as_list()]
+                    for key, spec in function.structured_outputs.items()}}
+        for name, function in loaded.signatures.items()}
+    np.savez(output, signatures=json.dumps(signatures), pixels=pixels["segmentation"].numpy(),
+             probabilities=pixels["probabilities"].numpy(),
+             encoded=encoded["segmentation"].numpy(), jpeg=jpeg["segmentation"].numpy(),
+             mixed=mixed,
+             imported=str(any(name.startswith("pspnet_tf") for name in sys.modules)))
+""")
+
+
+def png_bytes(image: np.ndarray) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return np.frombuffer(buffer.getvalue(), np.uint8)
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    model = tiny_model(num_classes=NUM_CLASSES)
+    randomise(model, seed=7)
+    path = str(tmp_path_factory.mktemp("weights") / "w.h5")
+    save_weights(model, path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def exported(weights, tmp_path_factory):
+    export_dir = str(tmp_path_factory.mktemp("export") / "pspnet")
+    result = run("export.py", *CONFIG, f"--weights={weights[1]}", f"--export_dir={export_dir}",
+                 "--with_probabilities")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return export_dir
+
+
+def test_fresh_process_gets_exactly_the_project_labels(weights, exported, tmp_path):
+    model, _ = weights
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    odd = rng.integers(0, 256, (29, 31, 3), dtype=np.uint8)
+    inputs, output = str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")
+    jpeg = np.frombuffer(cv2.imencode(".jpg", images[0])[1].tobytes(), np.uint8)
+    np.savez(inputs, images=images, png0=png_bytes(images[0]), png1=png_bytes(images[1]),
+             odd_png=png_bytes(odd), jpeg=jpeg)
+    result = run("-c", CLIENT, os.path.join(exported, "1"), inputs, output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = np.load(output)
+    assert str(served["imported"]) == "False"
+    assert os.listdir(exported) == ["1"]
+    outputs = {"segmentation": ["int32", [None, None, None]],
+               "probabilities": ["float32", [None, None, None, NUM_CLASSES]]}
+    assert json.loads(str(served["signatures"])) == {
+        "serving_default": {"inputs": {"images": ["uint8", [None, None, None, 3]]},
+                            "outputs": outputs},
+        "serve_encoded": {"inputs": {"image_bytes": ["string", [None]]}, "outputs": outputs}}
+    predictor = Predictor(model, SCALE)
+    expected = np.stack([predictor.predict(image) for image in images])
+    assert served["pixels"].dtype == np.int32 and served["pixels"].shape == (2, 37, 53)
+    np.testing.assert_array_equal(served["pixels"], expected)
+    np.testing.assert_array_equal(served["encoded"], expected)
+    # JPEGs decode to the very pixels the project's reader (OpenCV) gives.
+    from_jpeg = predictor.predict(decode_image(jpeg.tobytes(), "in-memory.jpg"))
+    np.testing.assert_array_equal(served["jpeg"][0], from_jpeg)
+    probabilities = tf.nn.softmax(np.stack([predictor.logits(image) for image in images]))
+    np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-5)
+    assert SAME_SIZE_MESSAGE in str(served["mixed"])
+
+
+def test_every_weight_is_stored_once(weights, exported):
+    stored = tf.train.load_checkpoint(os.path.join(exported, "1", "variables", "variables"))
+    values = sum(int(np.prod(shape)) for name, shape in stored.get_variable_to_shape_map().items()
+                 if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert values == sum(int(np.prod(weight.shape)) for weight in weights[0].weights)
+
+
+def test_existing_version_is_never_replaced(weights, exported):
+    before = sorted(os.listdir(os.path.join(exported, "1")))
+    with pytest.raises(UserError, match=r"1 already exists.*next free one \(2\)"):
+        export_saved_model(weights[0], SCALE, exported, version=1)
+    assert os.listdir(exported) == ["1"]
+    assert sorted(os.listdir(os.path.join(exported, "1"))) == before
+
+
+def test_next_version_follows_the_largest_integer_folder(tmp_path):
+    assert next_version(str(tmp_path / "missing")) == 1
+    for name in ("1", "7", "notes", "12b"):
+        os.makedirs(tmp_path / name)
+    assert next_version(str(tmp_path)) == 8
+    with pytest.raises(UserError, match="--version=0"):
+        export_saved_model(tiny_model(), SCALE, str(tmp_path), version=0)
+
+
+@pytest.mark.slow
+def test_a_single_class_model_exports_and_runs(tmp_path):
+    model = tiny_model(num_classes=1)
+    path = export_saved_model(model, SCALE, str(tmp_path), with_probabilities=True)
+    assert os.path.basename(path) == "1"
+    outputs = tf.saved_model.load(path).signatures["serving_default"](
+        images=tf.zeros([1, 19, 23, 3], tf.uint8))
+    assert outputs["segmentation"].shape == (1, 19, 23)
+    assert not outputs["segmentation"].numpy().any()
+    np.testing.assert_allclose(outputs["probabilities"], 1.0)
+
+
+SERVER = shutil.which("tensorflow_model_server")
+
+
+@pytest.mark.skipif(SERVER is None, reason="no tensorflow_model_server binary on PATH")
+def test_tf_serving_answers_rest_and_grpc(weights, exported, tmp_path):
+    import base64
+    import socket
+    import time
+    import urllib.request
+
+    grpc = pytest.importorskip("grpc")
+    pytest.importorskip("tensorflow_serving.apis")
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    grpc_port, rest_port = ports
+    server = subprocess.Popen([SERVER, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                               "--model_name=pspnet", f"--model_base_path={exported}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        image = np.random.default_rng(4).integers(0, 256, (21, 26, 3), dtype=np.uint8)
+        expected = Predictor(weights[0], SCALE).predict(image)
+        url = f"http://127.0.0.1:{rest_port}/v1/models/pspnet:predict"
+        body = json.dumps({"signature_name": "serve_encoded", "instances": [
+            {"b64": base64.b64encode(png_bytes(image).tobytes()).decode()}]}).encode()
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, body), timeout=30) as r:
+                    answer = json.load(r)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        np.testing.assert_array_equal(answer["predictions"][0]["segmentation"], expected)
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "pspnet"
+        request.model_spec.signature_name = "serving_default"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(image[np.newaxis]))
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 30)
+        np.testing.assert_array_equal(tf.make_ndarray(reply.outputs["segmentation"])[0], expected)
+    finally:
+        server.terminate()
+        server.wait()

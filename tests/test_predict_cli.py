@@ -1,0 +1,125 @@
+"""predict.py and evaluate.py --mode/--save_predictions end to end on tiny generated files."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from test_models import randomise, tiny_model
+
+from pspnet_tf import save_weights
+from pspnet_tf.data.demo import DEMO_PALETTE, generate_demo_dataset
+from pspnet_tf.inference.images import read_image
+from pspnet_tf.inference.predictor import Predictor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCALE = (48, 40)
+CONFIG = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
+          f"--scale={SCALE[0]},{SCALE[1]}"]
+STEMS = ("colour", "gray", "rgba", "deep")
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], check=False,
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    model = tiny_model(num_classes=len(DEMO_PALETTE))
+    randomise(model, seed=11)
+    path = str(tmp_path_factory.mktemp("weights") / "w.h5")
+    save_weights(model, path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A JPEG, a grayscale PNG, an RGBA PNG, a 16-bit PNG (odd sizes) and a corrupt file."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(2)
+    colour = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "colour.jpg"), colour)
+    Image.fromarray(rng.integers(0, 256, (30, 41), dtype=np.uint8)).save(folder / "gray.png")
+    rgba = rng.integers(0, 256, (25, 19, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(folder / "rgba.png")
+    cv2.imwrite(str(folder / "deep.png"), rng.integers(0, 65536, (23, 31, 3), dtype=np.uint16))
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    return str(folder)
+
+
+STALE = b"an earlier prediction"
+
+
+@pytest.fixture(scope="module")
+def predicted(weights, inputs, tmp_path_factory):
+    """One run over the folder, into an output folder that already holds a stale label file."""
+    output = str(tmp_path_factory.mktemp("predicted") / "out")
+    os.makedirs(os.path.join(output, "labels"))
+    with open(os.path.join(output, "labels", "colour.png"), "wb") as handle:
+        handle.write(STALE)
+    result = run("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={inputs}",
+                 f"--output={output}", "--side_by_side", "--overwrite")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result
+
+
+def test_every_readable_image_gets_labels_overlay_and_side_by_side(weights, inputs, predicted):
+    output, result = predicted
+    predictor = Predictor(weights[0], SCALE)
+    for stem in STEMS:
+        image = read_image(os.path.join(inputs, f"{stem}.{'jpg' if stem == 'colour' else 'png'}"))
+        with Image.open(os.path.join(output, "labels", f"{stem}.png")) as labels:
+            assert labels.mode == "P"
+            assert labels.getpalette()[:3 * len(DEMO_PALETTE)] == DEMO_PALETTE.ravel().tolist()
+            np.testing.assert_array_equal(np.asarray(labels), predictor.predict(image))
+        with Image.open(os.path.join(output, "overlays", f"{stem}.png")) as picture:
+            assert picture.size == image.shape[1::-1] and picture.mode == "RGB"
+        with Image.open(os.path.join(output, "side_by_side", f"{stem}.png")) as picture:
+            assert picture.size[0] > 2 * image.shape[1] and picture.size[1] >= image.shape[0]
+    assert "4 of 5 images" in result.stdout
+
+
+def test_unreadable_input_is_named_and_skipped(predicted):
+    output, result = predicted
+    assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert not glob.glob(os.path.join(output, "*", "broken.png"))
+
+
+def test_existing_outputs_are_kept_unless_overwrite(weights, inputs, predicted, tmp_path):
+    output, _ = predicted
+    with open(os.path.join(output, "labels", "colour.png"), "rb") as handle:
+        assert handle.read() != STALE  # replaced: the fixture passed --overwrite
+    kept = tmp_path / "kept"
+    (kept / "overlays").mkdir(parents=True)
+    (kept / "overlays" / "gray.png").write_bytes(STALE)
+    refused = run("predict.py", *CONFIG, f"--weights={weights[1]}",
+                  f"--input={os.path.join(inputs, 'gray.png')}", f"--output={kept}")
+    assert refused.returncode == 2
+    assert "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
+    assert (kept / "overlays" / "gray.png").read_bytes() == STALE
+    assert not (kept / "labels").exists()
+
+
+def test_evaluate_slide_mode_saves_predictions_and_reports_metrics(weights, tmp_path):
+    root = str(tmp_path / "demo")
+    generate_demo_dataset(root, num_train=1, num_val=2, image_size=40)
+    saved, metrics = str(tmp_path / "saved"), str(tmp_path / "metrics.json")
+    result = run("evaluate.py", *CONFIG, f"--data_root={root}", f"--weights={weights[1]}",
+                 "--mode=slide", "--crop=24,24", "--stride=16,16",
+                 f"--save_predictions={saved}", f"--output={metrics}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mIoU" in result.stdout and "aAcc" in result.stdout
+    with open(metrics) as handle:
+        summary = json.load(handle)
+    assert set(summary) == {"mIoU", "aAcc", "mAcc", "per_class"}
+    predictor = Predictor(weights[0], SCALE, window=((24, 24), (16, 16)))
+    for name in ("val_00000", "val_00001"):
+        image = read_image(os.path.join(root, "JPEGImages", f"{name}.jpg"))
+        saved_labels = np.asarray(Image.open(os.path.join(saved, f"{name}.png")))
+        np.testing.assert_array_equal(saved_labels, predictor.predict(image))
