@@ -36,6 +36,8 @@ class ExperimentConfig:
     scale: tuple[int, int] = (2048, 512)
     ratio_range: tuple[float, float] = (0.5, 2.0)
     cat_max_ratio: float = 0.75
+    skip_bad_samples: bool = False
+    tfrecord_dir: str = ""
     batch_size: int = 16
     epochs: int = 60
     learning_rate: float = 0.01
@@ -48,6 +50,7 @@ class ExperimentConfig:
     checkpoint_every_steps: int = 0
     eval_every_epochs: int = 1
     num_image_summaries: int = 4
+    pretrained: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -62,6 +65,8 @@ RESUMABLE_FIELDS = frozenset(
         "num_image_summaries",
         "strategy",
         "data_root",
+        "skip_bad_samples",
+        "tfrecord_dir",
     }
 )
 
@@ -175,6 +180,21 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         upper_bound=1.0,
         flag_values=flag_values,
     )
+    flags.DEFINE_boolean(
+        "skip_bad_samples",
+        d.skip_bad_samples,
+        "Replace a training sample that fails to decode by the next good one (logged and "
+        "counted in train.log) instead of stopping the run; python -m pspnet_tf.data.verify "
+        "lists them all up front.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "tfrecord_dir",
+        d.tfrecord_dir,
+        "Read the splits from TFRecord shards written by python -m pspnet_tf.data.prepare "
+        "tfrecord instead of the files under --data_root (\"\" = read the files).",
+        flag_values=flag_values,
+    )
     flags.DEFINE_integer(
         "batch_size",
         d.batch_size,
@@ -248,6 +268,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         lower_bound=0,
         flag_values=flag_values,
     )
+    flags.DEFINE_string(
+        "pretrained",
+        d.pretrained,
+        "Initial weights, a path or URL: a .h5 from pspnet_tf.convert or train.py (ImageNet "
+        "backbone or full PSPNet), or a .pth converted on the fly (needs PyTorch); "
+        "\"\" = random init. A resumed run keeps its checkpointed weights.",
+        flag_values=flag_values,
+    )
 
 
 def config_from_flags(values: Any = None) -> ExperimentConfig:
@@ -272,6 +300,8 @@ def config_from_flags(values: Any = None) -> ExperimentConfig:
         scale=_pair("scale", values.scale, int),
         ratio_range=(low, high),
         cat_max_ratio=values.cat_max_ratio,
+        skip_bad_samples=values.skip_bad_samples,
+        tfrecord_dir=values.tfrecord_dir,
         batch_size=values.batch_size,
         epochs=values.epochs,
         learning_rate=values.learning_rate,
@@ -284,6 +314,7 @@ def config_from_flags(values: Any = None) -> ExperimentConfig:
         checkpoint_every_steps=values.checkpoint_every_steps,
         eval_every_epochs=values.eval_every_epochs,
         num_image_summaries=values.num_image_summaries,
+        pretrained=values.pretrained,
     )
 
 

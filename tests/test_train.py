@@ -32,9 +32,14 @@ def command(script: str, *args: str) -> list[str]:
     return [sys.executable, os.path.join(ROOT, script), *args]
 
 
+# Deterministic kernels, so that a resumed run can be compared with an uninterrupted one
+# however loaded the machine is.
+ENV = {**os.environ, "TF_DETERMINISTIC_OPS": "1"}
+
+
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(script, *args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(command(script, *args), cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)
 
 
 def final_weights(run_dir: str) -> dict[str, np.ndarray]:
@@ -96,7 +101,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(finished_ru
     run_dir = str(tmp_path / "killed")
     args = [*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}",
             "--checkpoint_every_steps=1"]
-    process = subprocess.Popen(command("train.py", *args), cwd=ROOT,
+    process = subprocess.Popen(command("train.py", *args), cwd=ROOT, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while latest_step(run_dir) < 3 and process.poll() is None and time.time() < deadline:

@@ -12,6 +12,7 @@ from pspnet_tf.convert.pretrained import apply_pretrained
 from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import ensure_demo_dataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
+from pspnet_tf.data.tfrecord import ShardedDataset
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import build_pspnet, save_weights
 from pspnet_tf.training.callbacks import (CheckpointCallback, LearningRateLogger,
@@ -28,9 +29,12 @@ METRICS_FILE = "metrics.json"
 
 def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
     """Opens one split of the configured dataset and checks its class count."""
-    if config.dataset == "demo":
-        ensure_demo_dataset(config.data_root)
-    dataset = get_dataset(config.dataset, config.data_root, split)
+    if config.tfrecord_dir:
+        dataset = ShardedDataset(config.tfrecord_dir, split, config.dataset)
+    else:
+        if config.dataset == "demo":
+            ensure_demo_dataset(config.data_root)
+        dataset = get_dataset(config.dataset, config.data_root, split)
     if dataset.num_classes != config.num_classes:
         raise UserError(f"--num_classes={config.num_classes} but dataset {config.dataset} has "
                         f"{dataset.num_classes} classes; set --num_classes={dataset.num_classes}")
