@@ -346,31 +346,38 @@ def _folder_samples(data_root: str, split: str) -> list[Sample]:
             for name, stem in zip(images, stems)]
 
 
+def dataset_classes(name: str, data_root: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Class names and palette of a dataset; only `folder` reads its data root (classes.txt)."""
+    if name == "folder":
+        return read_class_file(os.path.join(data_root, FOLDER_CLASS_FILE))
+    names, palette = {
+        "voc": (VOC_CLASS_NAMES, voc_palette(21)),
+        "demo": (demo.DEMO_CLASS_NAMES, demo.DEMO_PALETTE),
+        "ade20k": (ADE20K_CLASS_NAMES, _ADE20K_PALETTE),
+        "cityscapes": (CITYSCAPES_CLASS_NAMES, _CITYSCAPES_PALETTE),
+    }[name]
+    return tuple(names), np.asarray(palette, np.uint8)
+
+
 def open_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
     """The named dataset's sample list, without checking that the listed files exist."""
     if name not in DATASET_NAMES:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if not os.path.isdir(data_root):
         raise UserError(f"data root {data_root} does not exist; fix --data_root")
-    if name == "voc":
-        return SegmentationDataset(name, split, VOC_CLASS_NAMES, voc_palette(21),
-                                   _voc_samples(data_root, split))
-    if name == "demo":
-        return SegmentationDataset(name, split, demo.DEMO_CLASS_NAMES, demo.DEMO_PALETTE,
-                                   _voc_samples(data_root, split))
-    if name == "ade20k":
-        reduce_zero_label = {0: IGNORE_INDEX, **{raw: raw - 1 for raw in range(1, 255)}}
-        return SegmentationDataset(name, split, ADE20K_CLASS_NAMES, np.array(_ADE20K_PALETTE),
-                                   _ade20k_samples(data_root, split),
-                                   _lookup_table(reduce_zero_label))
-    if name == "folder":
-        class_names, palette = read_class_file(os.path.join(data_root, FOLDER_CLASS_FILE))
-        return SegmentationDataset(name, split, class_names, palette,
-                                   _folder_samples(data_root, split))
-    samples, train_ids = _cityscapes_samples(data_root, split)
-    label_map = None if train_ids else cityscapes_label_map()
-    return SegmentationDataset(name, split, CITYSCAPES_CLASS_NAMES, np.array(_CITYSCAPES_PALETTE),
-                               samples, label_map)
+    class_names, palette = dataset_classes(name, data_root)
+    label_map = None
+    if name in ("voc", "demo"):
+        samples = _voc_samples(data_root, split)
+    elif name == "ade20k":
+        samples = _ade20k_samples(data_root, split)
+        label_map = _lookup_table({0: IGNORE_INDEX, **{raw: raw - 1 for raw in range(1, 255)}})
+    elif name == "folder":
+        samples = _folder_samples(data_root, split)
+    else:
+        samples, train_ids = _cityscapes_samples(data_root, split)
+        label_map = None if train_ids else cityscapes_label_map()
+    return SegmentationDataset(name, split, class_names, palette, samples, label_map)
 
 
 def cityscapes_label_map() -> np.ndarray:

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from pspnet_tf.data import datasets, demo
+from pspnet_tf.data import datasets
 from pspnet_tf.data.datasets import FOLDER_IMAGE_EXTENSIONS, decode_image
 from pspnet_tf.errors import UserError
 
@@ -44,21 +44,12 @@ def read_image(path: str) -> np.ndarray:
 
 def dataset_classes(name: str, data_root: str,
                     num_classes: int) -> tuple[tuple[str, ...], np.ndarray]:
-    """Class names and display palette of a dataset, without needing its images on disk.
+    """Class names and palette for predict.py, checked against --num_classes.
 
-    Only the `folder` layout reads its data root (classes.txt).
+    Needs no images on disk; only the `folder` layout reads its data root (classes.txt).
     """
-    if name == "folder":
-        names, palette = datasets.read_class_file(
-            os.path.join(data_root, datasets.FOLDER_CLASS_FILE))
-    else:
-        names, palette = {
-            "voc": (datasets.VOC_CLASS_NAMES, datasets.voc_palette(21)),
-            "demo": (demo.DEMO_CLASS_NAMES, demo.DEMO_PALETTE),
-            "ade20k": (datasets.ADE20K_CLASS_NAMES, datasets._ADE20K_PALETTE),
-            "cityscapes": (datasets.CITYSCAPES_CLASS_NAMES, datasets._CITYSCAPES_PALETTE),
-        }[name]
+    names, palette = datasets.dataset_classes(name, data_root)
     if len(names) != num_classes:
         raise UserError(f"--num_classes={num_classes} but dataset {name} has {len(names)} "
                         f"classes; set --num_classes={len(names)} or the matching --dataset")
-    return tuple(names), np.asarray(palette, np.uint8)
+    return names, palette
