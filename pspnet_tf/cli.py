@@ -28,8 +28,9 @@ def use_one_inter_op_thread_on_cpu() -> None:
     """On CPU-only hosts, run one op at a time (each op still uses every core).
 
     TensorFlow's default runs as many ops in parallel as there are cores, each itself
-    multi-threaded; on a 2-core CPU that doubled a PSPNet R-18 training step (4.1 s vs
-    2.1 s, benchmarks/cpu_threads.py). Hosts with GPUs keep TensorFlow's defaults.
+    multi-threaded, so they contend for small CPUs. The gain is not settled: one run on a
+    2-core CPU measured 4.1 s vs 2.1 s per demo training step, a later run of
+    benchmarks/cpu_train_step.py 4.1 s for both. Hosts with GPUs keep TensorFlow's defaults.
     """
     if not tf.config.list_physical_devices("GPU"):
         tf.config.threading.set_inter_op_parallelism_threads(1)

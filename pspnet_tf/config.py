@@ -51,6 +51,8 @@ class ExperimentConfig:
     eval_every_epochs: int = 1
     num_image_summaries: int = 4
     pretrained: str = ""
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -67,8 +69,11 @@ RESUMABLE_FIELDS = frozenset(
         "data_root",
         "skip_bad_samples",
         "tfrecord_dir",
+        "jit_compile",
     }
 )
+
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 _DEFAULTS = ExperimentConfig()
 
@@ -276,6 +281,20 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "\"\" = random init. A resumed run keeps its checkpointed weights.",
         flag_values=flag_values,
     )
+    flags.DEFINE_enum(
+        "mixed_precision",
+        d.mixed_precision,
+        PRECISION_POLICIES,
+        "Keras dtype policy: float32, mixed_float16 (GPUs; dynamic loss scaling) or "
+        "mixed_bfloat16 (TPUs, recent GPUs and CPUs). Logits and the loss stay float32.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "jit_compile",
+        d.jit_compile,
+        "Compile the training step with XLA.",
+        flag_values=flag_values,
+    )
 
 
 def config_from_flags(values: Any = None) -> ExperimentConfig:
@@ -315,6 +334,8 @@ def config_from_flags(values: Any = None) -> ExperimentConfig:
         eval_every_epochs=values.eval_every_epochs,
         num_image_summaries=values.num_image_summaries,
         pretrained=values.pretrained,
+        mixed_precision=values.mixed_precision,
+        jit_compile=values.jit_compile,
     )
 
 
@@ -334,6 +355,8 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
                     f"{path} is not valid JSON ({error}); restore it or choose another --run_dir"
                 ) from error
         current = json.loads(config.to_json())
+        # A field added to the config after the run started counts as its default value.
+        saved = {**json.loads(_DEFAULTS.to_json()), **saved}
         changed = sorted(
             key
             for key in set(saved) | set(current)

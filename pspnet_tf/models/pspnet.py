@@ -22,10 +22,11 @@ def build_pspnet(num_classes: int, backbone: str = "resnet50_v1c", output_stride
     images = keras.Input(shape=(None, None, 3), name="images")
     _, _, stage3, stage4 = resnet_v1c(images, backbone, output_stride)
     logits = psp_head(stage4, num_classes, channels=psp_channels, dropout=dropout)
-    logits = ResizeLike(name="logits")([logits, images])
+    # Logits leave the model in float32 whatever the dtype policy, for a stable loss.
+    logits = ResizeLike(name="logits", dtype="float32")([logits, images])
     name = f"pspnet_{backbone}_d{output_stride}"
     if not training_heads:
         return keras.Model(images, logits, name=name)
     aux_logits = fcn_head(stage3, num_classes, channels=aux_channels, dropout=dropout)
-    aux_logits = ResizeLike(name="aux_logits")([aux_logits, images])
+    aux_logits = ResizeLike(name="aux_logits", dtype="float32")([aux_logits, images])
     return keras.Model(images, {"logits": logits, "aux_logits": aux_logits}, name=name)

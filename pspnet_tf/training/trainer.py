@@ -42,7 +42,8 @@ def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
 
 
 def build_model(config: ExperimentConfig, training_heads: bool) -> keras.Model:
-    """The PSPNet that `config` describes."""
+    """The PSPNet that `config` describes, in its dtype policy (Keras keeps it global)."""
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
     return build_pspnet(config.num_classes, backbone=config.backbone,
                         output_stride=config.output_stride, aux_channels=config.aux_channels,
                         dropout=config.dropout, training_heads=training_heads,
@@ -56,15 +57,19 @@ def _log_to_file(path: str) -> None:
     logging.set_verbosity(logging.INFO)
 
 
-def _compile(model: keras.Model, config: ExperimentConfig, total_steps: int) -> None:
+def compile_for_training(model: keras.Model, config: ExperimentConfig,
+                         total_steps: int) -> None:
+    """SGD + poly schedule, main and 0.4-weighted aux losses, optional XLA; slots built now
+    so that a checkpoint restores into them."""
     optimizer = make_optimizer(config.learning_rate, total_steps, momentum=config.momentum,
                                weight_decay=config.weight_decay, end_lr=config.end_learning_rate)
     model.compile(
         optimizer=optimizer,
         loss={"logits": SegmentationCrossEntropy(), "aux_logits": SegmentationCrossEntropy()},
         loss_weights={"logits": 1.0, "aux_logits": config.aux_loss_weight},
+        jit_compile=config.jit_compile,
     )
-    optimizer.build(model.trainable_variables)
+    model.optimizer.build(model.trainable_variables)  # a LossScaleOptimizer under float16
 
 
 def _with_aux_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -91,7 +96,7 @@ def train(config: ExperimentConfig) -> dict:
         # Before the run directory is created (a bad --pretrained leaves nothing behind)
         # and before the checkpoint restore (a resumed run keeps its trained weights).
         pretrained = apply_pretrained(model, config.pretrained) if config.pretrained else []
-        _compile(model, config, total_steps)
+        compile_for_training(model, config, total_steps)
     resuming = prepare_run_dir(config)
     _log_to_file(os.path.join(config.run_dir, "train.log"))
     logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas",
