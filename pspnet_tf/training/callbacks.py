@@ -43,10 +43,8 @@ class LearningRateLogger(keras.callbacks.Callback):
     """Adds the current learning rate to the epoch logs (and so to TensorBoard)."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        optimizer = self.model.optimizer
-        rate = optimizer.learning_rate
         if logs is not None:
-            logs["learning_rate"] = float(np.asarray(rate))
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
 
 
 class ValidationCallback(keras.callbacks.Callback):

@@ -50,10 +50,19 @@ def build_model(config: ExperimentConfig, training_heads: bool) -> keras.Model:
                         psp_channels=config.psp_channels)
 
 
+class _RunLogHandler(python_logging.FileHandler):
+    """Writes run_dir/train.log; one at a time, so a later run in the same process does not
+    also write into an earlier run's log."""
+
+
 def _log_to_file(path: str) -> None:
-    handler = python_logging.FileHandler(path)
+    root = python_logging.getLogger()
+    for previous in [h for h in root.handlers if isinstance(h, _RunLogHandler)]:
+        root.removeHandler(previous)
+        previous.close()
+    handler = _RunLogHandler(path)
     handler.setFormatter(python_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    python_logging.getLogger().addHandler(handler)
+    root.addHandler(handler)
     logging.set_verbosity(logging.INFO)
 
 
