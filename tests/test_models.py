@@ -8,7 +8,7 @@ import tensorflow as tf
 from pspnet_tf import build_pspnet, load_weights, save_weights
 from pspnet_tf.errors import UserError
 from pspnet_tf.models.backbone import conv
-from pspnet_tf.models.layers import AdaptiveAveragePooling2D
+from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
 
 
 def trainable_parameters(model) -> float:
@@ -68,6 +68,34 @@ def test_adaptive_pooling_has_gradient():
         tape.watch(x)
         y = tf.reduce_sum(AdaptiveAveragePooling2D(6)(x))
     assert np.all(np.isfinite(tape.gradient(y, x).numpy()))
+
+
+def plain_bottleneck(kernel, features, pooled):
+    """The paper's formulation: upsample each branch, concatenate, 3x3 'same' convolution."""
+    size = tf.shape(features)[1:3]
+    upsampled = [tf.image.resize(branch, size, method="bilinear") for branch in pooled]
+    return tf.nn.conv2d(tf.concat([features, *upsampled], -1), kernel, 1, "SAME")
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (7, 10), (1, 1), (2, 5)])
+def test_pyramid_bottleneck_equals_upsample_concat_conv(height, width):
+    rng = np.random.default_rng(0)
+    features = tf.constant(rng.normal(size=(2, height, width, 6)), tf.float32)
+    pooled = [tf.constant(rng.normal(size=(2, bins, bins, 4)), tf.float32)
+              for bins in (1, 2, 3, 6)]
+    layer = PyramidBottleneckConv(5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([features, *pooled])
+        fused = layer([features, *pooled])
+        plain = plain_bottleneck(layer.kernel, features, pooled)
+        weights = tf.constant(rng.normal(size=fused.shape), tf.float32)
+        fused_loss, plain_loss = (tf.reduce_sum(out * weights) for out in (fused, plain))
+    assert layer.kernel.shape == (3, 3, 6 + 4 * 4, 5)
+    np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-4)
+    sources = [features, *pooled, layer.kernel]
+    for got, expected in zip(tape.gradient(fused_loss, sources),
+                             tape.gradient(plain_loss, sources)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
 def test_strided_conv_pads_symmetrically_like_pytorch():

@@ -109,9 +109,18 @@ def test_multiscale_flip_averages_the_logits_of_every_view(model, image):
     assert multiscale.predict(image).shape == image.shape[:2]
 
 
+@pytest.mark.parametrize("mode", ["whole", "slide", "multiscale"])
+def test_xla_compiled_network_gives_the_same_logits(model, image, mode):
+    flags = mode_flags(mode=mode, ratios=["0.5", "1.25"], flip=True)
+    plain = predictor_from_flags(model, SCALE, flags).logits(image)
+    flags.jit_compile = True
+    compiled = predictor_from_flags(model, SCALE, flags).logits(image)
+    np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-4)
+
+
 def mode_flags(**overrides):
     values = {"mode": "whole", "crop": ["24", "24"], "stride": ["16", "16"], "ratios": ["1.0"],
-              "flip": False}
+              "flip": False, "jit_compile": False}
     return SimpleNamespace(**{**values, **overrides})
 
 

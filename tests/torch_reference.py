@@ -102,32 +102,35 @@ class ResNetV1c(nn.Module):
 
 
 class PSPHead(nn.Module):
-    def __init__(self, cin: int, channels: int, num_classes: int):
+    def __init__(self, cin: int, channels: int, num_classes: int, dropout: float = 0.1):
         super().__init__()
         self.psp_modules = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(bins), ConvModule(cin, channels, 1))
             for bins in (1, 2, 3, 6))
         self.bottleneck = ConvModule(cin + 4 * channels, channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x):
         branches = [x] + [F.interpolate(module(x), x.shape[2:], mode="bilinear",
                                         align_corners=False) for module in self.psp_modules]
-        return self.conv_seg(self.bottleneck(torch.cat(branches, 1)))
+        return self.conv_seg(self.dropout(self.bottleneck(torch.cat(branches, 1))))
 
 
 class FCNHead(nn.Module):
-    def __init__(self, cin: int, channels: int, num_classes: int):
+    def __init__(self, cin: int, channels: int, num_classes: int, dropout: float = 0.1):
         super().__init__()
         self.convs = nn.Sequential(ConvModule(cin, channels, 3))
+        self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x):
-        return self.conv_seg(self.convs(x))
+        return self.conv_seg(self.dropout(self.convs(x)))
 
 
 class PSPNet(nn.Module):
-    """Eval-mode reference: forward returns (logits, aux_logits) at the input size."""
+    """forward returns (logits, aux_logits) at the input size; parity tests use eval mode,
+    benchmarks/train_step.py trains it (Dropout2d before each classifier, as mmseg)."""
 
     def __init__(self, depth: int, output_stride: int, num_classes: int,
                  psp_channels: int = 512, aux_channels: int = 256, aux: bool = True):

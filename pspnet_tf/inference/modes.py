@@ -50,12 +50,14 @@ def _numbers(name: str, values: Sequence[str], kind: type, count: int | None) ->
 
 def predictor_from_flags(model: keras.Model, scale: tuple[int, int],
                          values: Any = None) -> Predictor:
-    """The Predictor for the parsed --mode flags (UserError for malformed values)."""
+    """The Predictor for the parsed --mode and --jit_compile flags (UserError for malformed
+    values)."""
     values = values or flags.FLAGS
+    jit_compile = values.jit_compile
     if values.mode == "slide":
         window = (_numbers("crop", values.crop, int, 2), _numbers("stride", values.stride, int, 2))
-        return Predictor(model, scale, window=window)
+        return Predictor(model, scale, window=window, jit_compile=jit_compile)
     if values.mode == "multiscale":
         return Predictor(model, scale, ratios=_numbers("ratios", values.ratios, float, None),
-                         flip=values.flip)
-    return Predictor(model, scale)
+                         flip=values.flip, jit_compile=jit_compile)
+    return Predictor(model, scale, jit_compile=jit_compile)

@@ -43,25 +43,27 @@ class Predictor:
 
     The defaults are the whole-image protocol. `ratios` and `flip` add multi-scale and
     horizontally flipped views; `window=(crop, stride)` runs each view in sliding windows.
+    `jit_compile` compiles the network with XLA, once per distinct input size.
     """
 
     def __init__(self, model: keras.Model, scale: tuple[int, int],
                  ratios: Sequence[float] = (1.0,), flip: bool = False,
-                 window: tuple[tuple[int, int], tuple[int, int]] | None = None) -> None:
-        self._model = model
+                 window: tuple[tuple[int, int], tuple[int, int]] | None = None,
+                 jit_compile: bool = False) -> None:
         self._scale = tuple(scale)
         self._ratios = tuple(ratios)
         self._flips = (False, True) if flip else (False,)
         self._window = window
         signature = [tf.TensorSpec([None, None, 3], tf.uint8)]
+        self._network = tf.function(lambda inputs: network_logits(model, inputs),
+                                    jit_compile=jit_compile)
         self._logits = tf.function(self._compute_logits, input_signature=signature)
         self._labels = tf.function(self._compute_labels, input_signature=signature)
 
     def _run(self, inputs: tf.Tensor) -> tf.Tensor:
         if self._window is None:
-            return network_logits(self._model, inputs)
-        return slide_logits(lambda crop: network_logits(self._model, crop), inputs,
-                            *self._window)
+            return self._network(inputs)
+        return slide_logits(self._network, inputs, *self._window)
 
     def _compute_logits(self, image: tf.Tensor) -> tf.Tensor:
         size = tf.shape(image)[:2]

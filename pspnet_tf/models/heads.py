@@ -5,8 +5,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from pspnet_tf.models.backbone import conv_bn_relu
-from pspnet_tf.models.layers import AdaptiveAveragePooling2D, ResizeLike
+from pspnet_tf.models.backbone import batch_norm, conv_bn_relu
+from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
 
 PYRAMID_BINS = (1, 2, 3, 6)
 
@@ -21,14 +21,15 @@ def _classifier(x: tf.Tensor, num_classes: int, dropout: float, prefix: str) -> 
 def psp_head(features: tf.Tensor, num_classes: int, channels: int = 512,
              bins: Sequence[int] = PYRAMID_BINS, dropout: float = 0.1) -> tf.Tensor:
     """Pyramid Pooling Module on stage-4 features; returns logits at the feature size."""
-    branches = [features]
+    pooled_branches = []
     for index, size in enumerate(bins):
         name = f"psp_modules_{index}"
         pooled = AdaptiveAveragePooling2D(size, name=f"{name}_pool")(features)
-        pooled = conv_bn_relu(pooled, channels, 1, f"{name}_conv", f"{name}_bn")
-        branches.append(ResizeLike(name=f"{name}_resize")([pooled, features]))
-    x = keras.layers.Concatenate(name="psp_concat")(branches)
-    x = conv_bn_relu(x, channels, 3, "bottleneck_conv", "bottleneck_bn")
+        pooled_branches.append(conv_bn_relu(pooled, channels, 1, f"{name}_conv", f"{name}_bn"))
+    # The upsample + concat + 3x3 conv of the paper, computed without the upsampled maps.
+    x = PyramidBottleneckConv(channels, name="bottleneck_conv")([features, *pooled_branches])
+    x = batch_norm("bottleneck_bn")(x)
+    x = keras.layers.ReLU(name="bottleneck_bn_relu")(x)
     return _classifier(x, num_classes, dropout, prefix="")
 
 
