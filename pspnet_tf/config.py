@@ -46,6 +46,7 @@ class ExperimentConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     strategy: str = "auto"
+    tpu: str = ""
     run_dir: str = "runs/default"
     checkpoint_every_steps: int = 0
     eval_every_epochs: int = 1
@@ -66,6 +67,7 @@ RESUMABLE_FIELDS = frozenset(
         "eval_every_epochs",
         "num_image_summaries",
         "strategy",
+        "tpu",
         "data_root",
         "skip_bad_samples",
         "tfrecord_dir",
@@ -240,9 +242,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum(
         "strategy",
         d.strategy,
-        ["auto", "mirrored", "multi_worker", "one_device"],
-        "Distribution strategy; auto picks multi-worker from TF_CONFIG, else "
-        "all local GPUs (or the CPU).",
+        ["auto", "mirrored", "multi_worker", "one_device", "tpu"],
+        "Distribution strategy; auto picks multi_worker when TF_CONFIG lists several "
+        "workers, else mirrored over all local GPUs (or the CPU); tpu uses --tpu.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "tpu",
+        d.tpu,
+        "TPU for --strategy=tpu: a Cloud TPU name, grpc://HOST:8470, or local (a TPU VM's own "
+        "TPUs); \"\" = the TPU_NAME environment variable or Cloud TPU discovery.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
@@ -292,7 +301,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_bool(
         "jit_compile",
         d.jit_compile,
-        "Compile the training step with XLA.",
+        "Compile with XLA: the training step in train.py, the network in evaluate.py and "
+        "predict.py.",
         flag_values=flag_values,
     )
 
@@ -329,6 +339,7 @@ def config_from_flags(values: Any = None) -> ExperimentConfig:
         weight_decay=values.weight_decay,
         seed=values.seed,
         strategy=values.strategy,
+        tpu=values.tpu,
         run_dir=values.run_dir,
         checkpoint_every_steps=values.checkpoint_every_steps,
         eval_every_epochs=values.eval_every_epochs,

@@ -1,6 +1,7 @@
 """Strategy choice, TF_CONFIG parsing, chief detection and batch splitting."""
 
 import json
+import socket
 import types
 
 import pytest
@@ -9,11 +10,14 @@ import tensorflow as tf
 from pspnet_tf.errors import UserError
 from pspnet_tf.training import strategy as strategy_module
 from pspnet_tf.training.strategy import (
+    all_workers_ok,
     create_strategy,
     is_chief,
     num_replicas,
+    num_workers,
     parse_tf_config,
     split_global_batch,
+    task_name,
 )
 
 WORKERS = ["host0:2222", "host1:2222", "host2:2222"]
@@ -21,6 +25,12 @@ WORKERS = ["host0:2222", "host1:2222", "host2:2222"]
 
 def tf_config(cluster, task_type, index):
     return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def fake_strategy(replicas):
@@ -45,14 +55,31 @@ def test_local_strategies_use_every_local_gpu_or_the_cpu(name, monkeypatch):
 
 
 def test_unknown_strategy_lists_choices():
-    with pytest.raises(ValueError, match="auto, mirrored, multi_worker, one_device"):
+    with pytest.raises(ValueError, match="auto, mirrored, multi_worker, one_device, tpu"):
+        create_strategy("gpu")
+
+
+def test_tpu_strategy_without_a_tpu_is_a_user_error(monkeypatch):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(UserError, match=r"found no TPU on this machine .*pass --tpu=NAME"):
         create_strategy("tpu")
+    closed_port = free_port()
+    with pytest.raises(UserError, match=f"at --tpu=grpc://127.0.0.1:{closed_port} "):
+        create_strategy("tpu", f"grpc://127.0.0.1:{closed_port}")
+
+
+def test_single_process_strategies_have_one_worker(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = create_strategy("mirrored")
+    assert (num_workers(strategy), task_name(strategy)) == (1, "chief_0")
+    assert all_workers_ok(strategy, True) and not all_workers_ok(strategy, False)
+    assert task_name(resolver_strategy({"worker": WORKERS}, "worker", 2)) == "worker_2"
 
 
 def test_auto_goes_multi_worker_only_for_several_workers(monkeypatch):
     created = []
     monkeypatch.setattr(
-        strategy_module.tf.distribute, "MultiWorkerMirroredStrategy",
+        strategy_module, "_MultiWorkerStrategy",
         lambda: created.append("multi_worker") or "multi_worker-strategy",
     )
     monkeypatch.setenv("TF_CONFIG", tf_config({"worker": WORKERS[:1]}, "worker", 0))

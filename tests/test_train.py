@@ -42,12 +42,21 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-def final_weights(run_dir: str) -> dict[str, np.ndarray]:
+def h5_weights(path: str) -> dict[str, np.ndarray]:
+    """Every array in a weights file, by its path inside the file."""
     found = {}
-    with h5py.File(os.path.join(run_dir, "final_weights.h5")) as handle:
-        handle.visititems(lambda name, item: found.setdefault(name, item[()])
-                          if isinstance(item, h5py.Dataset) else None)
+
+    def keep(name, item):  # returns None: a value would stop visititems
+        if isinstance(item, h5py.Dataset):
+            found[name] = item[()]
+
+    with h5py.File(path) as handle:
+        handle.visititems(keep)
     return found
+
+
+def final_weights(run_dir: str) -> dict[str, np.ndarray]:
+    return h5_weights(os.path.join(run_dir, "final_weights.h5"))
 
 
 @pytest.fixture(scope="module")

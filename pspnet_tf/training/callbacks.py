@@ -55,14 +55,16 @@ class ValidationCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, dataset: SegmentationDataset, scale: tuple[int, int], epochs: int,
-                 every_epochs: int, log_dir: str, num_images: int) -> None:
+                 every_epochs: int, log_dir: str | None, num_images: int) -> None:
         super().__init__()
         self._dataset = dataset
         self._scale = scale
         self._epochs = epochs
         self._every_epochs = every_epochs
-        self._writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation_images"))
-        self._num_images = num_images
+        # No log_dir (a non-chief worker): no image summaries.
+        self._writer = (tf.summary.create_file_writer(os.path.join(log_dir, "validation_images"))
+                        if log_dir else None)
+        self._num_images = num_images if log_dir else 0
         self.latest: dict | None = None
 
     def run(self, model: keras.Model) -> dict:
@@ -77,11 +79,13 @@ class ValidationCallback(keras.callbacks.Callback):
 
         self.latest = evaluate(Predictor(model, self._scale), self._dataset, verbose=False,
                                on_sample=keep)
-        step = int(model.optimizer.iterations.numpy())
-        with self._writer.as_default():
-            for index, panel in enumerate(images):
-                tf.summary.image(f"image_truth_prediction/{index}", panel[np.newaxis], step=step)
-        self._writer.flush()
+        if self._writer:
+            step = int(model.optimizer.iterations.numpy())
+            with self._writer.as_default():
+                for index, panel in enumerate(images):
+                    tf.summary.image(f"image_truth_prediction/{index}", panel[np.newaxis],
+                                     step=step)
+            self._writer.flush()
         return self.latest
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -21,7 +21,8 @@ class CheckpointKeeper:
 
     def __init__(self, directory: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  max_to_keep: int = 3, is_chief: bool = True) -> None:
-        # Every worker must take part in saving; only the chief's copy is kept.
+        # Every worker must take part in saving; only the chief's copy is kept. Every worker
+        # restores from `directory`, so on several machines it must be a shared filesystem.
         self._scratch = None if is_chief else tempfile.mkdtemp(prefix="pspnet_ckpt_")
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self._optimizer = optimizer
@@ -42,8 +43,10 @@ class CheckpointKeeper:
         return path
 
     def restore_latest(self) -> int:
-        """Restores the newest readable checkpoint; returns its step (0 when there is none)."""
-        candidates = list(reversed(self._manager.checkpoints))
+        """Restores the newest readable checkpoint in `directory` (the chief's, also on the
+        other workers); returns its step (0 when there is none)."""
+        state = tf.train.get_checkpoint_state(self.directory)
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
         for path in candidates:
             try:
                 self._checkpoint.read(path).assert_existing_objects_matched()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from typing import Any, Mapping
 
 import tensorflow as tf
 
 from pspnet_tf.errors import UserError
 
-STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device", "tpu")
+_TPU_PROBE_TIMEOUT_S = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +55,58 @@ def parse_tf_config(value: str | None) -> TFConfig:
     )
 
 
-def create_strategy(strategy: str = "auto") -> tf.distribute.Strategy:
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3 `fit` passes it.
+
+    Keras 3.15 `fit` fails on TensorFlow's own multi-worker strategy in two places:
+    it reduces a whole `(x, y)` batch in one `reduce` call (to build the model), but the
+    strategy reduces single values only ("TODO: support `value` being a nest" in
+    distribute_lib: "Attempt to convert a value (PerReplica...)"); and it averages the
+    scalar losses of each step over axis 0 ("Invalid reduction dimension 0 for input
+    with 0 dimensions"). This reduces each value of a nest in turn, and scalars over
+    replicas only.
+    """
+
+    def reduce(self, reduce_op: Any, value: Any, axis: int | None = None) -> Any:
+        if isinstance(value, (tuple, list, dict)):
+            return tf.nest.map_structure(lambda item: self.reduce(reduce_op, item, axis), value)
+        if axis is not None and self.experimental_local_results(value)[0].shape.rank == 0:
+            axis = None
+        return super().reduce(reduce_op, value, axis)
+
+
+def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
+    """TPUStrategy on the TPU `tpu`: a name, grpc://HOST:PORT or "local" (a TPU VM's own);
+    "" lets TPUClusterResolver use TPU_NAME or Cloud TPU discovery.
+
+    Follows the TensorFlow TPU guide; untested here, as no TPU was available. A remote
+    address is probed first because TensorFlow waits without end for one that never answers.
+    """
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        master = resolver.master()  # grpc://HOST:PORT for a remote TPU, "" on a TPU VM
+        if master.startswith("grpc://"):
+            host, port = master[len("grpc://"):].rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=_TPU_PROBE_TIMEOUT_S).close()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, OSError, tf.errors.OpError) as error:
+        named = tpu or os.environ.get("TPU_NAME")
+        where = (f"at --tpu={tpu}" if tpu else f"at TPU_NAME={named}" if named
+                 else "on this machine (no --tpu or TPU_NAME given)")
+        reason = " ".join(str(error).split()).split(". ")[0][:160] or type(error).__name__
+        raise UserError(f"--strategy=tpu found no TPU {where} ({reason}); pass --tpu=NAME, "
+                        "--tpu=grpc://HOST:8470 or --tpu=local (on a TPU VM), or choose "
+                        "another --strategy") from error
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def create_strategy(strategy: str = "auto", tpu: str = "") -> tf.distribute.Strategy:
     """Build the strategy named on the command line.
 
     "auto" trains multi-worker when TF_CONFIG lists more than one training task,
-    otherwise mirrors over every local GPU, or over the CPU when there is none.
+    otherwise mirrors over every local GPU, or over the CPU when there is none. `tpu`
+    names the TPU for "tpu" (see `_tpu_strategy`).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -65,24 +114,57 @@ def create_strategy(strategy: str = "auto") -> tf.distribute.Strategy:
         multi_worker = parse_tf_config(os.environ.get("TF_CONFIG")).num_workers > 1
         strategy = "multi_worker" if multi_worker else "mirrored"
     if strategy == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerStrategy()
+    if strategy == "tpu":
+        return _tpu_strategy(tpu)
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     if strategy == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
     return tf.distribute.MirroredStrategy(devices=gpus or ["/cpu:0"])
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process should write checkpoints, logs and exported models."""
+def _task(strategy: tf.distribute.Strategy) -> TFConfig:
+    """The cluster and this process's task as the strategy's cluster resolver sees them."""
     resolver = strategy.cluster_resolver
     if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    config = TFConfig(
+        return TFConfig(cluster={}, task_type=None, task_id=0)
+    return TFConfig(
         cluster=resolver.cluster_spec().as_dict(),
         task_type=resolver.task_type,
         task_id=int(resolver.task_id or 0),
     )
-    return config.is_chief
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process should write checkpoints, logs and exported models."""
+    return _task(strategy).is_chief
+
+
+def task_name(strategy: tf.distribute.Strategy) -> str:
+    """This process's TF_CONFIG task as "TYPE_INDEX", e.g. "worker_1" ("chief_0" if alone)."""
+    task = _task(strategy)
+    return f"{task.task_type or 'chief'}_{task.task_id}"
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Processes that each run the training loop: the cluster's training tasks under
+    MultiWorkerMirroredStrategy, else 1 (a TPU pod has one controlling process)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    return max(_task(strategy).num_workers, 1)
+
+
+def all_workers_ok(strategy: tf.distribute.Strategy, ok: bool) -> bool:
+    """True when every worker passed ok=True; a barrier that every worker must reach.
+
+    A worker that hit a UserError tells the others this way before it exits, instead of
+    leaving them blocked in the next collective op.
+    """
+    if num_workers(strategy) == 1:
+        return ok
+    failed = tf.constant(0.0 if ok else 1.0)
+    total = strategy.reduce("SUM", strategy.run(lambda: tf.identity(failed)), axis=None)
+    return float(total) == 0.0
 
 
 def num_replicas(strategy: tf.distribute.Strategy) -> int:

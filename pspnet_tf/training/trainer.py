@@ -21,10 +21,12 @@ from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.losses import SegmentationCrossEntropy
 from pspnet_tf.training.metrics import format_table
 from pspnet_tf.training.schedules import make_optimizer
-from pspnet_tf.training.strategy import create_strategy, is_chief, split_global_batch
+from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chief,
+                                         split_global_batch, task_name)
 
 FINAL_WEIGHTS = "final_weights.h5"
 METRICS_FILE = "metrics.json"
+WORKERS_DIR = "workers"  # run_dir/workers/TASK/: a non-chief worker's train.log and final weights
 
 
 def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
@@ -81,6 +83,35 @@ def compile_for_training(model: keras.Model, config: ExperimentConfig,
     model.optimizer.build(model.trainable_variables)  # a LossScaleOptimizer under float16
 
 
+def _check_shared_run_dir(config: ExperimentConfig) -> bool:
+    """A non-chief worker's read-only check of the run directory the chief prepared."""
+    if not os.path.exists(os.path.join(config.run_dir, "config.json")):
+        raise UserError(f"--run_dir={config.run_dir} holds no config.json on this worker, but "
+                        "the chief wrote one there; give every worker the same --run_dir on a "
+                        "filesystem they all share")
+    return prepare_run_dir(config)
+
+
+def _open_run_dir(config: ExperimentConfig, strategy: tf.distribute.Strategy,
+                  chief: bool) -> bool:
+    """prepare_run_dir on the chief, then the same check on the other workers; True = resume.
+
+    All workers share run_dir (they resume from the chief's checkpoints). A worker that
+    fails tells the others, so that each exits with the error instead of waiting forever.
+    """
+    resuming, error = False, None
+    for chiefs_turn in (True, False):
+        if chief is chiefs_turn:
+            try:
+                resuming = prepare_run_dir(config) if chief else _check_shared_run_dir(config)
+            except UserError as failure:
+                error = failure
+        if not all_workers_ok(strategy, error is None):
+            raise error or UserError(f"another worker could not use --run_dir={config.run_dir}"
+                                     "; its log names the problem")
+    return resuming
+
+
 def _with_aux_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda image, label: (image, {"logits": label, "aux_logits": label}))
 
@@ -95,7 +126,8 @@ def train(config: ExperimentConfig) -> dict:
     # Check the data before the run directory is created, so a fixed command can rerun.
     train_set = load_split(config, config.train_split)
     val_set = load_split(config, config.val_split)
-    strategy = create_strategy(config.strategy)
+    strategy = create_strategy(config.strategy, config.tpu)
+    chief = is_chief(strategy)
     split_global_batch(config.batch_size, strategy)
     steps = steps_per_epoch(train_set, config.batch_size)
     total_steps = steps * config.epochs
@@ -106,29 +138,33 @@ def train(config: ExperimentConfig) -> dict:
         # and before the checkpoint restore (a resumed run keeps its trained weights).
         pretrained = apply_pretrained(model, config.pretrained) if config.pretrained else []
         compile_for_training(model, config, total_steps)
-    resuming = prepare_run_dir(config)
-    _log_to_file(os.path.join(config.run_dir, "train.log"))
-    logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas",
-                 "resuming" if resuming else "new", config.run_dir, len(train_set.samples),
-                 steps, strategy.num_replicas_in_sync)
+    resuming = _open_run_dir(config, strategy, chief)
+    # Every worker trains and saves; only the chief writes into run_dir itself.
+    output_dir = config.run_dir if chief else os.path.join(config.run_dir, WORKERS_DIR,
+                                                           task_name(strategy))
+    os.makedirs(output_dir, exist_ok=True)
+    _log_to_file(os.path.join(output_dir, "train.log"))
+    role = ("resuming" if resuming else "new") if chief else f"{task_name(strategy)} joins the"
+    logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas", role,
+                 config.run_dir, len(train_set.samples), steps, strategy.num_replicas_in_sync)
     if pretrained:
         logging.info("initialised %d layers from --pretrained=%s", len(pretrained),
                      config.pretrained)
     keeper = CheckpointKeeper(os.path.join(config.run_dir, "checkpoints"), model,
-                              model.optimizer, is_chief=is_chief(strategy))
+                              model.optimizer, is_chief=chief)
     start = keeper.restore_latest()
 
     validation = ValidationCallback(val_set, config.scale, config.epochs,
                                     config.eval_every_epochs,
-                                    os.path.join(config.run_dir, "tensorboard"),
+                                    os.path.join(config.run_dir, "tensorboard") if chief else None,
                                     config.num_image_summaries)
-    callbacks = [
-        CheckpointCallback(keeper, config.checkpoint_every_steps),
-        LearningRateLogger(),
-        validation,
-        keras.callbacks.CSVLogger(os.path.join(config.run_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard")),
-    ]
+    callbacks = [CheckpointCallback(keeper, config.checkpoint_every_steps), LearningRateLogger(),
+                 validation]
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(os.path.join(config.run_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard")),
+        ]
 
     def fit(first: int, last: int, steps_in_epoch: int) -> None:
         data = build_train_dataset(
@@ -148,8 +184,8 @@ def train(config: ExperimentConfig) -> dict:
         fit(start, total_steps, steps)
 
     summary = validation.latest or validation.run(model)
-    if is_chief(strategy):
+    if chief:
         write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
-        save_weights(model, os.path.join(config.run_dir, FINAL_WEIGHTS))
+    save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
     print(format_table(summary))
     return summary
