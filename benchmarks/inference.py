@@ -16,17 +16,17 @@ cores x clock x FLOP/cycle. Needs torch (requirements-dev.txt). Last line:
 """
 
 import argparse
-import json
 import os
 import re
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
+
+from benchmarks.harness import ROOT, best_rounds, report, run_worker, time_calls  # noqa: E402
+
 NUM_CLASSES = 21
 GFLOP_AT_512 = 2 * 178.6  # published GMACs of R-50-D8 at 512x512, two FLOPs per MAC
 ROWS = {
@@ -35,17 +35,6 @@ ROWS = {
     "predictor": "pspnet_tf Predictor",
     "predictor_xla": "pspnet_tf Predictor, XLA (--jit_compile)",
 }
-
-
-def _time_runs(run, runs: int) -> list[float]:
-    run()
-    run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _set_tensorflow_threads(threads: int) -> None:
@@ -60,9 +49,7 @@ def _pytorch_runner(image, threads: int):
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))  # the reference lives with the parity tests
-    from torch_reference import PSPNet, randomise
-
-    from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD
+    from torch_reference import IMAGE_MEAN, IMAGE_STD, PSPNet, randomise
 
     torch.set_num_threads(threads)
     model = randomise(PSPNet(50, 8, NUM_CLASSES, aux=False))
@@ -79,23 +66,26 @@ def _pytorch_runner(image, threads: int):
 
 
 def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
-    _set_tensorflow_threads(threads)
-    import tensorflow as tf
+    if row == "exported":  # plain TensorFlow, as TF Serving runs it
+        _set_tensorflow_threads(threads)
+        import tensorflow as tf
 
-    if row == "exported":
         serve = tf.saved_model.load(export_dir).signatures["serving_default"]
         images = tf.constant(image[None])
         return lambda: serve(images=images)["segmentation"].numpy()
-    from pspnet_tf import build_pspnet
+    from pspnet_tf import build_pspnet  # before TensorFlow, as the entry points import it
     from pspnet_tf.inference.predictor import Predictor
+    from pspnet_tf.models.folding import fold_batchnorm
 
-    model = build_pspnet(NUM_CLASSES, "resnet50_v1c", 8)
+    _set_tensorflow_threads(threads)
+
+    model = fold_batchnorm(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8))  # as evaluate.py
     predictor = Predictor(model, image.shape[:2], jit_compile=row == "predictor_xla")
     return lambda: predictor.predict(image)
 
 
 def worker(row: str, runs: int, threads: int, size: int, export_dir: str) -> None:
-    """Times one row in this process and prints a JSON line with its times and peak memory."""
+    """Times one row in this process and reports its times and peak memory."""
     import numpy as np
 
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -103,13 +93,11 @@ def worker(row: str, runs: int, threads: int, size: int, export_dir: str) -> Non
         run = _pytorch_runner(image, threads)
     else:
         run = _tensorflow_runner(image, threads, row, export_dir)
-    times = _time_runs(run, runs)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"times": times, "peak_mb": peak_mb}))
+    report(time_calls(run, runs, warm_up=2))
 
 
 def export(export_dir: str, size: int) -> None:
-    """Exports a randomly initialised R-50-D8 the way export.py does."""
+    """Exports a randomly initialised R-50-D8 as version 1, the way export.py does."""
     from pspnet_tf import build_pspnet
     from pspnet_tf.inference.export import export_saved_model
 
@@ -133,48 +121,30 @@ def peak_gflops(threads: int) -> tuple[float, str]:
     return threads * ghz * per_cycle, f"{threads} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
 
 
-def _measure(row: str, args: argparse.Namespace, export_dir: str) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), f"--worker={row}",
-               f"--runs={args.runs}", f"--threads={args.threads}", f"--size={args.size}",
-               f"--export_dir={export_dir}"]
-    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-                   "PYTHONPATH": ROOT}
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
-    if result.returncode:
-        raise SystemExit(f"{row} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per row and round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all rows")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--size", type=int, default=512, help="image height and width")
-    parser.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=[*ROWS, "export"], help=argparse.SUPPRESS)
     parser.add_argument("--export_dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "export":
+        export(args.export_dir, args.size)
+        return
     if args.worker:
         worker(args.worker, args.runs, args.threads, args.size, args.export_dir)
         return
 
     started = time.time()
+    script = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, "-c",
-                        f"import sys; sys.path.insert(0, {ROOT!r}); "
-                        "from benchmarks.inference import export; "
-                        f"export({scratch!r}, {args.size})"],
-                       check=True, capture_output=True,
-                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-        export_dir = os.path.join(scratch, "1")
-        results: dict[str, list[dict]] = {row: [] for row in ROWS}
-        for _ in range(args.rounds):
-            for row in ROWS:
-                results[row].append(_measure(row, args, export_dir))
-
-    best = {row: min(rounds, key=lambda r: statistics.median(r["times"]))
-            for row, rounds in results.items()}
-    seconds = {row: statistics.median(best[row]["times"]) for row in ROWS}
+        run_worker(script, ["--worker=export", f"--export_dir={scratch}", f"--size={args.size}"])
+        best = best_rounds(script, ROWS, args.rounds, [
+            f"--runs={args.runs}", f"--threads={args.threads}", f"--size={args.size}",
+            f"--export_dir={os.path.join(scratch, '1')}"])
+    seconds = {row: best[row]["seconds"] for row in ROWS}
     peak, how = peak_gflops(args.threads)
     gflop = GFLOP_AT_512 * (args.size / 512) ** 2
     print(f"PSPNet R-50-D8, {NUM_CLASSES} classes, batch 1, {args.size}x{args.size}, CPU, "

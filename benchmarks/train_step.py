@@ -15,15 +15,14 @@ Last line: `ratio=<ours (no XLA) / PyTorch>`.
 """
 
 import argparse
-import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
+
+from benchmarks.harness import ROOT, best_rounds, report, time_calls  # noqa: E402
+
 NUM_CLASSES, BATCH = 21, 2
 ROWS = {
     "pytorch": "PyTorch reference (eager)",
@@ -65,24 +64,19 @@ def _pytorch_steps(size: int, steps: int, threads: int) -> list[float]:
         loss.backward()
         optimizer.step()
 
-    step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+    return time_calls(step, steps, warm_up=1)
 
 
 def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[float]:
+    from pspnet_tf.config import ExperimentConfig  # before TensorFlow, as train.py imports it
+    from pspnet_tf.training.strategy import create_strategy
+    from pspnet_tf.training.trainer import build_model, compile_for_training
+
     import keras
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from pspnet_tf.config import ExperimentConfig
-    from pspnet_tf.training.strategy import create_strategy
-    from pspnet_tf.training.trainer import build_model, compile_for_training
 
     config = ExperimentConfig(num_classes=NUM_CLASSES, backbone="resnet50_v1c",
                               output_stride=8, batch_size=BATCH, jit_compile=jit_compile)
@@ -109,24 +103,11 @@ def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[f
 
 
 def worker(row: str, steps: int, threads: int, size: int) -> None:
-    """Times one row in this process; prints a JSON line with step times and peak memory."""
+    """Times one row in this process and reports its step times and peak memory."""
     if row == "pytorch":
-        times = _pytorch_steps(size, steps, threads)
+        report(_pytorch_steps(size, steps, threads))
     else:
-        times = _our_steps(size, steps, threads, jit_compile=row == "ours_xla")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"times": times, "peak_mb": peak_mb}))
-
-
-def _measure(row: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), f"--worker={row}",
-               f"--steps={args.steps}", f"--threads={args.threads}", f"--size={args.size}"]
-    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-                   "PYTHONPATH": ROOT}
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
-    if result.returncode:
-        raise SystemExit(f"{row} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        report(_our_steps(size, steps, threads, jit_compile=row == "ours_xla"))
 
 
 def main() -> None:
@@ -142,13 +123,9 @@ def main() -> None:
         return
 
     started = time.time()
-    results: dict[str, list[dict]] = {row: [] for row in ROWS}
-    for _ in range(args.rounds):
-        for row in ROWS:
-            results[row].append(_measure(row, args))
-    best = {row: min(rounds, key=lambda r: statistics.median(r["times"]))
-            for row, rounds in results.items()}
-    seconds = {row: statistics.median(best[row]["times"]) for row in ROWS}
+    best = best_rounds(os.path.abspath(__file__), ROWS, args.rounds, [
+        f"--steps={args.steps}", f"--threads={args.threads}", f"--size={args.size}"])
+    seconds = {row: best[row]["seconds"] for row in ROWS}
     print(f"PSPNet R-50-D8 + aux head, {NUM_CLASSES} classes, batch {BATCH}, "
           f"{args.size}x{args.size}, one SGD training step on the CPU, {args.threads} threads; "
           f"median of {args.steps} steps, best of {args.rounds} rounds")

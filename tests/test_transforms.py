@@ -70,33 +70,29 @@ def test_random_rescale_stays_in_ratio_range_and_follows_the_seed():
     assert len(set(heights)) > 6
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_resize_window_is_the_window_of_a_full_resize(seed):
+@pytest.mark.parametrize("seed", range(8))
+def test_nearest_indices_reproduce_tensorflow_nearest_resize(seed):
     rng = np.random.default_rng(seed)
-    height, width, new_height, new_width = rng.integers(3, 120, 4)
-    image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
-    top, left = rng.integers(0, new_height), rng.integers(0, new_width)
-    rows, cols = rng.integers(1, new_height - top + 1), rng.integers(1, new_width - left + 1)
-    window = transforms.resize_window(image, (new_height, new_width), top, left, rows, cols)
-    full = tf.image.resize(image, (new_height, new_width), method="bilinear").numpy()
-    np.testing.assert_allclose(window, full[top:top + rows, left:left + cols], atol=0.05)
+    height, width = rng.integers(1, 400, 2)
+    label = rng.integers(0, 256, (height, width)).astype(np.uint8)
+    for new_height, new_width in rng.integers(1, 1200, (4, 2)):
+        full = tf.image.resize(label[..., None], (new_height, new_width), "nearest")[..., 0]
+        rows = transforms.nearest_indices(height, new_height)
+        cols = transforms.nearest_indices(width, new_width)
+        np.testing.assert_array_equal(label[rows.numpy()][:, cols.numpy()], full)
 
 
-@pytest.mark.parametrize("shape", [(375, 500), (60, 41), (20, 500)])
-def test_random_rescale_crop_equals_rescale_then_crop(shape):
-    rng = np.random.default_rng(shape[0])
-    image = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
-    label = rng.choice([0, 1, 2, 255], shape, p=[0.7, 0.1, 0.1, 0.1]).astype(np.uint8)
-    for seed in range(4):
-        rescale_seed, crop_seed = _seed(seed), _seed(seed + 100)
-        fast = transforms.random_rescale_crop(image, label, (160, 64), (48, 56), (0.5, 2.0),
-                                              0.75, rescale_seed=rescale_seed,
-                                              crop_seed=crop_seed)
-        big_image, big_label = transforms.random_rescale(image, label, (160, 64), (0.5, 2.0),
-                                                         seed=rescale_seed)
-        slow = transforms.random_crop(big_image, big_label, (48, 56), 0.75, seed=crop_seed)
-        np.testing.assert_allclose(fast[0], slow[0], atol=0.05)
-        np.testing.assert_array_equal(fast[1], slow[1])
+def test_window_class_counts_count_the_gathered_window():
+    rng = np.random.default_rng(3)
+    label = rng.choice([0, 1, 7, 255], (40, 50)).astype(np.uint8)
+    for new_height, new_width, top, left, size in [(97, 120, 5, 9, 30), (40, 50, 3, 0, 20),
+                                                   (61, 77, 0, 40, 37)]:
+        rows = transforms.nearest_indices(40, new_height)[top:top + size]
+        cols = transforms.nearest_indices(50, new_width)[left:left + size]
+        window = label[rows.numpy()][:, cols.numpy()]
+        expected = np.bincount(window.ravel(), minlength=256)[:255]
+        counts = transforms.window_class_counts(tf.constant(label), rows, cols)
+        np.testing.assert_array_equal(counts, expected)
 
 
 def _coordinate_image(height: int, width: int) -> np.ndarray:
@@ -134,7 +130,8 @@ def test_crop_acceptance_matches_mmseg_check(seed):
     rng = np.random.default_rng(seed)
     label = rng.choice([0, 1, 2, 255], (8, 8), p=rng.dirichlet([0.3] * 4)).astype(np.uint8)
     for ratio in (0.5, 0.75, 0.9):
-        accepted = bool(transforms._acceptable_crop(tf.constant(label), ratio))
+        counts = transforms._class_counts(tf.constant(label))
+        accepted = bool(transforms._acceptable_crop(counts, ratio))
         assert accepted == _reference_acceptable(label, ratio)
 
 
@@ -216,3 +213,32 @@ def test_pad_fills_bottom_right_with_zero_and_ignore():
                                   np.pad(label, [(0, 3), (0, 2)], constant_values=255))
     same_image, _ = transforms.pad_to_size(image, label, (5, 7))
     np.testing.assert_array_equal(same_image, image)
+
+
+def _step_by_step(image, label, scale, crop_size, seeds):
+    """SPEC steps 1-6 one transform at a time."""
+    image, label = transforms.random_rescale(image, label, scale, (0.5, 2.0), seed=seeds[0])
+    image, label = transforms.random_crop(image, label, crop_size, 0.75, seed=seeds[1])
+    image, label = transforms.random_flip(image, label, seed=seeds[2])
+    image = transforms.normalize(transforms.photometric_distortion(image, seed=seeds[3]))
+    return transforms.pad_to_size(image, label, crop_size)
+
+
+@pytest.mark.parametrize("shape", [(375, 500), (60, 41), (20, 500), (7, 5)])
+def test_random_train_window_equals_the_step_by_step_recipe(shape):
+    """Same windows, flips and draws: labels bit-identical, images within float rounding;
+    ratios 0.5-2 both shrink and enlarge, and small images need padding."""
+    rng = np.random.default_rng(shape[0])
+    image = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
+    label = rng.choice([0, 1, 2, 255], shape, p=[0.7, 0.1, 0.1, 0.1]).astype(np.uint8)
+    crop_size = (48, 56)
+    for seed in range(6):
+        seeds = [_seed(seed * 4 + step) for step in range(4)]
+        fast_image, fast_label = transforms.random_train_window(
+            image, label, (160, 64), crop_size, (0.5, 2.0), 0.75, rescale_seed=seeds[0],
+            crop_seed=seeds[1], flip_seed=seeds[2], photometric_seed=seeds[3])
+        slow_image, slow_label = _step_by_step(image, label, (160, 64), crop_size, seeds)
+        assert fast_image.shape == (*crop_size, 3) and fast_label.dtype == tf.uint8
+        np.testing.assert_array_equal(fast_label, slow_label)
+        # 0.01 of a 0..255 step, in normalised units
+        np.testing.assert_allclose(fast_image, slow_image, atol=0.01 / 57.0)

@@ -93,14 +93,11 @@ def _augment(
     scale: tuple[int, int], ratio_range: tuple[float, float], cat_max_ratio: float,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """SPEC.md training steps 1-6, in order, each with its own seed split from `seed`."""
-    rescale_seed, crop_seed, flip_seed, photo_seed = tf.unstack(
+    rescale_seed, crop_seed, flip_seed, photometric_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 4))
-    image, label = transforms.random_rescale_crop(
+    image, label = transforms.random_train_window(
         image, label, scale, crop_size, ratio_range, cat_max_ratio, rescale_seed=rescale_seed,
-        crop_seed=crop_seed)
-    image, label = transforms.random_flip(image, label, seed=flip_seed)
-    image = transforms.normalize(transforms.photometric_distortion(image, seed=photo_seed))
-    image, label = transforms.pad_to_size(image, label, crop_size)
+        crop_seed=crop_seed, flip_seed=flip_seed, photometric_seed=photometric_seed)
     return (tf.ensure_shape(image, [*crop_size, 3]),
             tf.ensure_shape(tf.cast(label, tf.int32), list(crop_size)))
 

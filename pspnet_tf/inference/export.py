@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.predictor import logits_at_size, network_logits, preprocess
+from pspnet_tf.models.folding import fold_batchnorm
 
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
                      "send differently sized images in separate requests")
@@ -59,8 +60,9 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     Signatures: `serving_default` takes `images` (uint8 [batch, H, W, 3]); `serve_encoded`
     takes `image_bytes` (a [batch] string tensor of JPEG/PNG files). Both return
     `segmentation` (int32 [batch, H, W]) and, if asked, `probabilities` (float32
-    [batch, H, W, num_classes], the softmax of the logits at the input size). An existing
-    version folder is never replaced.
+    [batch, H, W, num_classes], the softmax of the logits at the input size). BatchNorms are
+    folded into the convolutions (`fold_batchnorm`). An existing version folder is never
+    replaced.
     """
     version = next_version(export_dir) if version is None else version
     if version < 1:
@@ -71,6 +73,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
         raise UserError(f"{path} already exists; pass another --version or leave it out to "
                         f"use the next free one ({next_version(export_dir)})")
     scale = tuple(scale)
+    model = fold_batchnorm(model)
 
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = logits_at_size(network_logits(model, preprocess(images, scale)),

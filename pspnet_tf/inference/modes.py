@@ -12,6 +12,7 @@ from absl import flags
 
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.predictor import Predictor
+from pspnet_tf.models.folding import fold_batchnorm
 
 MODES = ("whole", "slide", "multiscale")
 DEFAULT_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -51,9 +52,10 @@ def _numbers(name: str, values: Sequence[str], kind: type, count: int | None) ->
 def predictor_from_flags(model: keras.Model, scale: tuple[int, int],
                          values: Any = None) -> Predictor:
     """The Predictor for the parsed --mode and --jit_compile flags (UserError for malformed
-    values)."""
+    values), on a copy of `model` with its BatchNorms folded into the convolutions."""
     values = values or flags.FLAGS
     jit_compile = values.jit_compile
+    model = fold_batchnorm(model)
     if values.mode == "slide":
         window = (_numbers("crop", values.crop, int, 2), _numbers("stride", values.stride, int, 2))
         return Predictor(model, scale, window=window, jit_compile=jit_compile)
