@@ -73,7 +73,7 @@ def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
         serve = tf.saved_model.load(export_dir).signatures["serving_default"]
         images = tf.constant(image[None])
         return lambda: serve(images=images)["segmentation"].numpy()
-    from pspnet_tf import build_pspnet  # before TensorFlow, as the entry points import it
+    from pspnet_tf import build_pspnet
     from pspnet_tf.inference.predictor import Predictor
     from pspnet_tf.models.folding import fold_batchnorm
 
