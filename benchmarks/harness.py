@@ -26,6 +26,14 @@ def time_calls(call: Callable[[], object], count: int, warm_up: int) -> list[flo
     return times
 
 
+def use_tensorflow_threads(threads: int) -> None:
+    """`threads` intra-op threads and one inter-op thread, as the entry points run on CPUs."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def report(times: list[float]) -> None:
     """A worker's last line: its times and this process's peak resident memory."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -25,7 +25,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 
-from benchmarks.harness import ROOT, best_rounds, report, run_worker, time_calls  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    ROOT,
+    best_rounds,
+    report,
+    run_worker,
+    time_calls,
+    use_tensorflow_threads,
+)
 
 NUM_CLASSES = 21
 GFLOP_AT_512 = 2 * 178.6  # published GMACs of R-50-D8 at 512x512, two FLOPs per MAC
@@ -35,13 +42,6 @@ ROWS = {
     "predictor": "pspnet_tf Predictor",
     "predictor_xla": "pspnet_tf Predictor, XLA (--jit_compile)",
 }
-
-
-def _set_tensorflow_threads(threads: int) -> None:
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def _pytorch_runner(image, threads: int):
@@ -67,7 +67,7 @@ def _pytorch_runner(image, threads: int):
 
 def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
     if row == "exported":  # plain TensorFlow, as TF Serving runs it
-        _set_tensorflow_threads(threads)
+        use_tensorflow_threads(threads)
         import tensorflow as tf
 
         serve = tf.saved_model.load(export_dir).signatures["serving_default"]
@@ -77,7 +77,7 @@ def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
     from pspnet_tf.inference.predictor import Predictor
     from pspnet_tf.models.folding import fold_batchnorm
 
-    _set_tensorflow_threads(threads)
+    use_tensorflow_threads(threads)
 
     model = fold_batchnorm(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8))  # as evaluate.py
     predictor = Predictor(model, image.shape[:2], jit_compile=row == "predictor_xla")

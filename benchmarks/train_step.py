@@ -21,7 +21,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 
-from benchmarks.harness import ROOT, best_rounds, report, time_calls  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    ROOT,
+    best_rounds,
+    report,
+    time_calls,
+    use_tensorflow_threads,
+)
 
 NUM_CLASSES, BATCH = 21, 2
 ROWS = {
@@ -76,8 +82,7 @@ def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[f
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    use_tensorflow_threads(threads)
 
     config = ExperimentConfig(num_classes=NUM_CLASSES, backbone="resnet50_v1c",
                               output_stride=8, batch_size=BATCH, jit_compile=jit_compile)

@@ -54,12 +54,10 @@ def predictor_from_flags(model: keras.Model, scale: tuple[int, int],
     """The Predictor for the parsed --mode and --jit_compile flags (UserError for malformed
     values), on a copy of `model` with its BatchNorms folded into the convolutions."""
     values = values or flags.FLAGS
-    jit_compile = values.jit_compile
-    model = fold_batchnorm(model)
+    options: dict[str, Any] = {}
     if values.mode == "slide":
-        window = (_numbers("crop", values.crop, int, 2), _numbers("stride", values.stride, int, 2))
-        return Predictor(model, scale, window=window, jit_compile=jit_compile)
-    if values.mode == "multiscale":
-        return Predictor(model, scale, ratios=_numbers("ratios", values.ratios, float, None),
-                         flip=values.flip, jit_compile=jit_compile)
-    return Predictor(model, scale, jit_compile=jit_compile)
+        options["window"] = (_numbers("crop", values.crop, int, 2),
+                             _numbers("stride", values.stride, int, 2))
+    elif values.mode == "multiscale":
+        options.update(ratios=_numbers("ratios", values.ratios, float, None), flip=values.flip)
+    return Predictor(fold_batchnorm(model), scale, jit_compile=values.jit_compile, **options)
