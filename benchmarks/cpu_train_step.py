@@ -4,10 +4,12 @@
 
 Settings: TensorFlow's default inter-op threads, one inter-op thread (what the entry points
 use on GPU-less hosts), and on top of that mixed_bfloat16 and XLA (--jit_compile). Each runs
-in its own process (threading must be set before TensorFlow starts). Prints seconds per step
-and the final line `ratio=<one inter-op thread / default>`.
+in its own process (threading must be set before TensorFlow starts) with oneDNN on, as
+train.py runs. Prints seconds per step and the final line
+`ratio=<one inter-op thread / default>`.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -43,6 +45,7 @@ SETTINGS = {
 }
 
 
+ENVIRONMENT = {"TF_ENABLE_ONEDNN_OPTS": "1", **os.environ}  # as train.py sets it
 TIMEOUT_S = 240  # bfloat16 is emulated, and very slow, on CPUs without native support
 
 
@@ -50,7 +53,7 @@ def seconds_per_step(setting: str) -> float:
     """Seconds per step, or NaN when the setting did not finish within TIMEOUT_S."""
     try:
         output = subprocess.run([sys.executable, "-c", STEP, setting], capture_output=True,
-                                text=True, check=True, timeout=TIMEOUT_S).stdout
+                                text=True, check=True, timeout=TIMEOUT_S, env=ENVIRONMENT).stdout
     except subprocess.TimeoutExpired:
         return float("nan")
     return float(output.strip().splitlines()[-1])

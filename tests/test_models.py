@@ -8,6 +8,7 @@ import tensorflow as tf
 from pspnet_tf import build_pspnet, load_weights, save_weights
 from pspnet_tf.errors import UserError
 from pspnet_tf.models.backbone import conv
+from pspnet_tf.models.convolution import TapGradientConv2D, conv2d
 from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
 
 
@@ -96,6 +97,51 @@ def test_pyramid_bottleneck_equals_upsample_concat_conv(height, width):
     for got, expected in zip(tape.gradient(fused_loss, sources),
                              tape.gradient(plain_loss, sources)):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("kernel_size, dilation", [
+    ((3, 3), (1, 1)), ((3, 3), (2, 3)), ((1, 1), (1, 1)), ((2, 2), (1, 1)), ((3, 1), (4, 1)),
+])
+def test_conv2d_equals_tensorflows_convolution_and_gradients(padding, kernel_size, dilation):
+    rng = np.random.default_rng(len(padding) + sum(kernel_size) + sum(dilation))
+    inputs = tf.constant(rng.normal(size=(2, 13, 10, 5)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(*kernel_size, 5, 7)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([inputs, kernel])
+        ours = conv2d(inputs, kernel, padding, dilation)
+        reference = tf.nn.convolution(inputs, kernel, padding=padding, dilations=dilation)
+        weights = tf.constant(rng.normal(size=ours.shape), tf.float32)
+        losses = [tf.reduce_sum(out * weights) for out in (ours, reference)]
+    np.testing.assert_array_equal(ours, reference)  # the same forward op
+    for got, expected in zip(tape.gradient(losses[0], [inputs, kernel]),
+                             tape.gradient(losses[1], [inputs, kernel])):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def _gradient_op_types(layer: keras.layers.Layer, inputs: tf.Tensor) -> set[str]:
+    @tf.function
+    def kernel_gradient(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, layer.kernel)
+
+    graph = kernel_gradient.get_concrete_function(inputs).graph
+    return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize("strides, uses_taps", [(1, True), (2, False)])
+def test_tap_gradient_conv_replaces_the_kernel_gradient_op_on_cpu_hosts(strides, uses_taps):
+    inputs = tf.random.normal((1, 9, 9, 4))
+    layer = TapGradientConv2D(3, 3, strides=strides, padding="same", dilation_rate=1)
+    keras_layer = keras.layers.Conv2D.from_config(layer.get_config())
+    layer.build(inputs.shape)
+    keras_layer.build(inputs.shape)
+    keras_layer.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(layer(inputs), keras_layer(inputs))
+    op_types = _gradient_op_types(layer, inputs)
+    assert ("Conv2DBackpropFilter" not in op_types) == uses_taps
+    assert ("MatMul" in op_types) == uses_taps
 
 
 def test_strided_conv_pads_symmetrically_like_pytorch():

@@ -5,6 +5,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pspnet_tf.models.convolution import conv2d
+
 
 def _pooling_matrix(size: tf.Tensor, bins: int, dtype: tf.DType) -> tf.Tensor:
     """A (bins, size) matrix whose rows average PyTorch adaptive-pool cells.
@@ -106,7 +108,7 @@ class PyramidBottleneckConv(keras.layers.Conv2D):
         features, *branches = inputs
         kernel = self.kernel
         start = features.shape[-1]
-        outputs = tf.nn.conv2d(features, kernel[:, :, :start], strides=1, padding="SAME")
+        outputs = conv2d(features, kernel[:, :, :start], "SAME")
         size = tf.shape(features)[1:3]
         for pooled in branches:
             end = start + pooled.shape[-1]
