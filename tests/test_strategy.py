@@ -19,6 +19,7 @@ from pspnet_tf.training.strategy import (
     split_global_batch,
     task_name,
 )
+from pspnet_tf.training.trainer import _lost_workers_reported
 
 WORKERS = ["host0:2222", "host1:2222", "host2:2222"]
 
@@ -137,3 +138,9 @@ def test_split_global_batch():
         split_global_batch(2, fake_strategy(4))
     with pytest.raises(UserError, match="at least 1"):
         split_global_batch(0, fake_strategy(1))
+
+
+def test_a_lost_worker_error_is_left_as_is_on_one_worker():
+    with pytest.raises(tf.errors.UnavailableError):
+        with _lost_workers_reported(tf.distribute.get_strategy(), "runs/x"):
+            raise tf.errors.UnavailableError(None, None, "connection refused")

@@ -1,7 +1,9 @@
 """The training run: data, model, optimizer, checkpoints and Keras `fit`, resumable."""
 
+import contextlib
 import logging as python_logging
 import os
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -22,7 +24,7 @@ from pspnet_tf.training.losses import SegmentationCrossEntropy
 from pspnet_tf.training.metrics import format_table
 from pspnet_tf.training.schedules import make_optimizer
 from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chief,
-                                         split_global_batch, task_name)
+                                         num_workers, split_global_batch, task_name)
 
 FINAL_WEIGHTS = "final_weights.h5"
 METRICS_FILE = "metrics.json"
@@ -116,6 +118,20 @@ def _with_aux_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda image, label: (image, {"logits": label, "aux_logits": label}))
 
 
+@contextlib.contextmanager
+def _lost_workers_reported(strategy: tf.distribute.Strategy, run_dir: str) -> Iterator[None]:
+    """Turns the collective-op error a worker gets when another worker dies into one line."""
+    try:
+        yield
+    except tf.errors.UnavailableError as error:
+        if num_workers(strategy) == 1:
+            raise
+        raise UserError(
+            "lost contact with another worker (a collective op failed with UnavailableError; "
+            f"TensorFlow's log above names the worker). Checkpoints in {run_dir} are kept: "
+            "start every worker again with the same flags to resume") from error
+
+
 def train(config: ExperimentConfig) -> dict:
     """Trains (or resumes) the run in `config.run_dir` and returns the final val metrics.
 
@@ -175,15 +191,15 @@ def train(config: ExperimentConfig) -> dict:
         model.fit(_with_aux_targets(data), epochs=last // steps, initial_epoch=first // steps,
                   steps_per_epoch=steps_in_epoch, callbacks=callbacks, shuffle=False, verbose=1)
 
-    if start % steps:
-        # Killed mid-epoch: finish that epoch's remaining steps first.
-        epoch_end = (start // steps + 1) * steps
-        fit(start, epoch_end, epoch_end - start)
-        start = epoch_end
-    if start < total_steps:
-        fit(start, total_steps, steps)
-
-    summary = validation.latest or validation.run(model)
+    with _lost_workers_reported(strategy, config.run_dir):
+        if start % steps:
+            # Killed mid-epoch: finish that epoch's remaining steps first.
+            epoch_end = (start // steps + 1) * steps
+            fit(start, epoch_end, epoch_end - start)
+            start = epoch_end
+        if start < total_steps:
+            fit(start, total_steps, steps)
+        summary = validation.latest or validation.run(model)
     if chief:
         write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
     save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
