@@ -36,10 +36,10 @@ def conv2d(inputs: tf.Tensor, kernel: tf.Tensor, padding: str,
            dilation: tuple[int, int] = (1, 1)) -> tf.Tensor:
     """`tf.nn.convolution` with stride 1 ("SAME" or "VALID"), a faster kernel gradient on CPUs.
 
-    On this project's CPUs TensorFlow's Conv2DBackpropFilter (oneDNN or Eigen) runs at a
-    third to two thirds of the speed of a matrix product for PSPNet's wide layers (the
-    4096-channel bottleneck: 3.2 s against 1.1 s per 512x512 batch of 2), and it was the
-    largest cost of a training step. Here the kernel gradient is computed by
+    On this project's CPUs TensorFlow's Conv2DBackpropFilter (oneDNN or Eigen) ran at a third
+    (the 4096-channel PPM bottleneck: 3.2 s against 1.1 s per 512x512 batch of 2) to two
+    thirds (the wide 1x1 layers) of the speed of a matrix product, and was the largest cost
+    of a training step. Here the kernel gradient is computed by
     `_kernel_gradient_by_taps` instead, and the input gradient as the convolution of the
     upstream gradient with the flipped kernel (which, unlike Conv2DBackpropInput, has a
     dilated CPU kernel without oneDNN). Forward values are Keras's own (the same op).
@@ -74,7 +74,7 @@ class TapGradientConv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` whose stride-1 convolutions use `conv2d` above.
 
     Same weights, configuration and forward values as Keras's layer; only the way the
-    kernel gradient is computed on CPU-only hosts differs. Strided convolutions keep
+    gradients are computed on CPU-only hosts differs. Strided convolutions keep
     Keras's op: there the window slices cost more than they save.
     """
 
