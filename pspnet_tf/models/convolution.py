@@ -47,7 +47,8 @@ def conv2d(inputs: tf.Tensor, kernel: tf.Tensor, padding: str,
     """
     if _has_accelerator():
         return tf.nn.convolution(inputs, kernel, padding=padding, dilations=dilation)
-    reach = [(size - 1) * rate for size, rate in zip(kernel.shape[:2], dilation)]
+    kernel_size = tuple(kernel.shape[:2])
+    reach = [(size - 1) * rate for size, rate in zip(kernel_size, dilation)]
     before = [r // 2 if padding == "SAME" else 0 for r in reach]
     after = [r - b if padding == "SAME" else 0 for r, b in zip(reach, before)]
     input_pads = [[0, 0], [before[0], after[0]], [before[1], after[1]], [0, 0]]
@@ -61,7 +62,7 @@ def conv2d(inputs: tf.Tensor, kernel: tf.Tensor, padding: str,
             input_gradient = tf.nn.conv2d(upstream, flipped, 1, upstream_pads,
                                           dilations=dilation)
             kernel_gradient = _kernel_gradient_by_taps(
-                tf.pad(inputs, input_pads), upstream, tuple(kernel.shape[:2]), dilation)
+                tf.pad(inputs, input_pads), upstream, kernel_size, dilation)
             return input_gradient, kernel_gradient
 
         outputs = tf.nn.convolution(inputs, kernel, padding=padding, dilations=dilation)

@@ -156,11 +156,11 @@ def train(config: ExperimentConfig) -> dict:
         compile_for_training(model, config, total_steps)
     resuming = _open_run_dir(config, strategy, chief)
     # Every worker trains and saves; only the chief writes into run_dir itself.
-    output_dir = config.run_dir if chief else os.path.join(config.run_dir, WORKERS_DIR,
-                                                           task_name(strategy))
+    task = task_name(strategy)
+    output_dir = config.run_dir if chief else os.path.join(config.run_dir, WORKERS_DIR, task)
     os.makedirs(output_dir, exist_ok=True)
     _log_to_file(os.path.join(output_dir, "train.log"))
-    role = ("resuming" if resuming else "new") if chief else f"{task_name(strategy)} joins the"
+    role = ("resuming" if resuming else "new") if chief else f"{task} joins the"
     logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas", role,
                  config.run_dir, len(train_set.samples), steps, strategy.num_replicas_in_sync)
     if pretrained:
@@ -170,16 +170,16 @@ def train(config: ExperimentConfig) -> dict:
                               model.optimizer, is_chief=chief)
     start = keeper.restore_latest()
 
+    tensorboard_dir = os.path.join(config.run_dir, "tensorboard")
     validation = ValidationCallback(val_set, config.scale, config.epochs,
-                                    config.eval_every_epochs,
-                                    os.path.join(config.run_dir, "tensorboard") if chief else None,
+                                    config.eval_every_epochs, tensorboard_dir if chief else None,
                                     config.num_image_summaries)
     callbacks = [CheckpointCallback(keeper, config.checkpoint_every_steps), LearningRateLogger(),
                  validation]
     if chief:
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(config.run_dir, "history.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard")),
+            keras.callbacks.TensorBoard(tensorboard_dir),
         ]
 
     def fit(first: int, last: int, steps_in_epoch: int) -> None:
