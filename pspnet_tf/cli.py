@@ -37,7 +37,8 @@ def use_one_inter_op_thread_on_cpu() -> None:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """`absl.app.run(main)`, printing user errors as `error: ...` and exiting with 2."""
+    """`absl.app.run(main)`, printing user errors as `error: ...` and exiting with their
+    `exit_status` (2; 3 for a diverged training run)."""
 
     def guarded(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -50,6 +51,6 @@ def run(main: Callable[[list[str]], None]) -> None:
             if message is None:
                 raise
             print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(error.exit_status if isinstance(error, UserError) else 2)
 
     app.run(guarded)

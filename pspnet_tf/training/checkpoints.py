@@ -1,11 +1,16 @@
-"""Training checkpoints that survive `kill -9` at any moment.
+"""Training checkpoints that survive `kill -9`, damaged files and a damaged state file.
 
-TensorFlow writes a checkpoint's files first and only then atomically rewrites the
-`checkpoint` state file, so the newest listed checkpoint is always complete. If a listed
-checkpoint is nevertheless unreadable (a damaged disk, a file truncated later), older
-ones are tried before giving up.
+The checkpoints are found from their own files (`ckpt-N.index`, `ckpt-N.data-*`), never
+from TensorFlow's `checkpoint` state file: that file can be garbled, empty, missing or
+name a deleted checkpoint, and TensorFlow then either fails to start (`ValueError: Invalid
+checkpoint state`) or silently starts from step 0 and writes over the existing files. The
+newest checkpoint that reads completely wins; a damaged newer one is skipped with a
+warning naming its files. The chief then rewrites the state file (atomically) from the
+files found, so that new saves keep numbering and `max_to_keep` deletes the oldest.
 """
 
+import os
+import re
 import shutil
 import tempfile
 
@@ -14,21 +19,80 @@ import tensorflow as tf
 from absl import logging
 
 from pspnet_tf.errors import UserError
+from pspnet_tf.training.divergence import check_finite_weights, first_non_finite
+
+CHECKPOINT_NAME = "ckpt"
+STATE_FILE = "checkpoint"  # TensorFlow's name for the state file
+_CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)\.(index|data-\d+-of-\d+)$")
+# What a write killed half-way leaves: TensorFlow writes ckpt-N_temp/ and then renames its
+# files, and writes the state file as checkpoint.tmp<uuid> before renaming it.
+_LEFTOVER = re.compile(rf"^({CHECKPOINT_NAME}-\d+_temp.*|{STATE_FILE}\.tmp.*)$")
+
+
+def checkpoint_files(directory: str) -> dict[int, list[str]]:
+    """The checkpoint files in `directory` by step (whatever the state file says)."""
+    found: dict[int, list[str]] = {}
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    for name in names:
+        match = _CHECKPOINT_FILE.match(name)
+        if match:
+            found.setdefault(int(match.group(1)), []).append(name)
+    return found
+
+
+def remove_leftovers(directory: str) -> None:
+    """Deletes the temporary files and `ckpt-N_temp/` dirs of a write that was killed."""
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    for name in names:
+        if _LEFTOVER.match(name):
+            path = os.path.join(directory, name)
+            logging.warning("removing %s, left by a checkpoint write that was interrupted", path)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+
+
+def write_state_file(directory: str, found: dict[int, list[str]]) -> None:
+    """Writes TensorFlow's state file listing the checkpoints `found`, atomically.
+
+    Each gets its files' time as its timestamp and the preserved-before time is earlier:
+    CheckpointManager deletes only checkpoints newer than that (`max_to_keep`).
+    """
+    steps = sorted(found)
+    times = [max(os.path.getmtime(os.path.join(directory, name)) for name in found[step])
+             for step in steps]
+    names = [f"{CHECKPOINT_NAME}-{step}" for step in steps]
+    lines = [f'model_checkpoint_path: "{names[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
+    lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for stamp in times]
+    lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
+    path = os.path.join(directory, STATE_FILE)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(temporary, path)
 
 
 class CheckpointKeeper:
-    """Saves and restores model, optimizer state and step counter together."""
+    """Saves and restores model, optimizer state and step counter together, finite only.
+
+    A save of NaN or infinite values raises TrainingDiverged (naming `divergence_cause`)
+    instead; a checkpoint holding them (as older versions wrote) is skipped on restore.
+    """
 
     def __init__(self, directory: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 max_to_keep: int = 3, is_chief: bool = True) -> None:
+                 max_to_keep: int = 3, is_chief: bool = True,
+                 divergence_cause: str = "lower --learning_rate") -> None:
         # Every worker must take part in saving; only the chief's copy is kept. Every worker
         # restores from `directory`, so on several machines it must be a shared filesystem.
         self._scratch = None if is_chief else tempfile.mkdtemp(prefix="pspnet_ckpt_")
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self._variables = [*model.weights, *optimizer.variables]
         self._optimizer = optimizer
-        self._manager = tf.train.CheckpointManager(
-            self._checkpoint, self._scratch or directory, max_to_keep=max_to_keep,
-            checkpoint_name="ckpt")
+        self._max_to_keep = max_to_keep
+        self._divergence_cause = divergence_cause
+        self._manager: tf.train.CheckpointManager | None = None
         self.directory = directory
 
     @property
@@ -37,26 +101,63 @@ class CheckpointKeeper:
 
     def save(self) -> str:
         """Writes a checkpoint named after the current step (once per step)."""
-        path = self._manager.save(checkpoint_number=self.step)
+        check_finite_weights(self._variables, self.step, self._divergence_cause)
+        path = self._open_manager().save(checkpoint_number=self.step)
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
         return path
 
+    def _open_manager(self) -> tf.train.CheckpointManager:
+        # Made after restore_latest has put the state file in order: the manager reads it.
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(
+                self._checkpoint, self._scratch or self.directory, max_to_keep=self._max_to_keep,
+                checkpoint_name=CHECKPOINT_NAME)
+        return self._manager
+
     def restore_latest(self) -> int:
         """Restores the newest readable checkpoint in `directory` (the chief's, also on the
-        other workers); returns its step (0 when there is none)."""
-        state = tf.train.get_checkpoint_state(self.directory)
-        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
-        for path in candidates:
-            try:
-                self._checkpoint.read(path).assert_existing_objects_matched()
-            except (tf.errors.OpError, AssertionError, ValueError) as error:
-                logging.warning("checkpoint %s is unreadable (%s); trying an older one",
-                                path, str(error).splitlines()[0])
-                continue
-            logging.info("resumed from %s at step %d", path, self.step)
-            return self.step
-        if candidates:
-            raise UserError(f"no readable checkpoint in {self.directory} (tried "
-                            f"{len(candidates)}); move the directory away to start afresh")
+        other workers); returns its step (0 when there is none).
+
+        Raises UserError, touching nothing, when checkpoints exist but none is readable:
+        starting from step 0 would write over them.
+        """
+        if not self._scratch:
+            remove_leftovers(self.directory)
+        found = checkpoint_files(self.directory)
+        for step in sorted(found, reverse=True):
+            if self._read(step, found[step]):
+                if not self._scratch:
+                    write_state_file(self.directory,
+                                     {s: names for s, names in found.items() if s <= step})
+                return self.step
+        if found:
+            raise UserError(
+                f"none of the {len(found)} checkpoints in {self.directory} is readable (see the "
+                "warnings above); move the damaged files away to resume from an older one, or "
+                "pass a new --run_dir to start afresh (nothing was changed)")
+        state = os.path.join(self.directory, STATE_FILE)
+        if not self._scratch and os.path.exists(state):
+            logging.warning("removing %s: it lists checkpoints that no longer exist", state)
+            os.remove(state)
         return 0
+
+    def _read(self, step: int, names: list[str]) -> bool:
+        """Restores ckpt-`step`; False (with a warning naming its files) when it is damaged."""
+        prefix = os.path.join(self.directory, f"{CHECKPOINT_NAME}-{step}")
+        try:
+            self._checkpoint.read(prefix).assert_existing_objects_matched()
+        # Damaged files raise many types: DataLossError, NotFoundError (OpErrors), ValueError,
+        # IndexError ("Read less bytes than requested"), AssertionError, protobuf's DecodeError.
+        except Exception as error:  # noqa: BLE001 - every way a damaged file fails to read
+            first_line = (str(error).splitlines() or [""])[0]
+            logging.warning("skipping unreadable checkpoint %s (%s: %s: %s); trying an older one",
+                            prefix, ", ".join(names), type(error).__name__, first_line)
+            return False
+        non_finite = first_non_finite(self._variables)
+        if non_finite:
+            logging.warning("skipping checkpoint %s: its %s holds NaN or infinite values "
+                            "(the run had diverged); trying an older one", prefix, non_finite)
+            return False
+        logging.info("resumed from %s at step %d", prefix, self.step)
+        return True

@@ -1,0 +1,77 @@
+"""Stops a run whose loss or weights stopped being finite, before anything non-finite is saved.
+
+A diverged run otherwise trains on for days, writes all-NaN checkpoints and final weights,
+and a rerun "resumes" the NaN state. The per-step check reads the loss that Keras already
+puts into the batch logs (a Python float there), so it adds no work to the step; weights
+are checked only where they are written (CheckpointKeeper.save, the final weights).
+"""
+
+import math
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from pspnet_tf.errors import UserError
+
+DIVERGED_EXIT_STATUS = 3
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became NaN or infinite; entry points exit with status 3."""
+
+    exit_status = DIVERGED_EXIT_STATUS
+
+
+def likely_cause(learning_rate: float, mixed_precision: str) -> str:
+    """What the user should change, for the divergence message."""
+    advice = (f"the learning rate is probably too high: start a new --run_dir with a lower "
+              f"--learning_rate (now {learning_rate:g})")
+    if mixed_precision == "mixed_float16":
+        advice += (", or float16 overflowed: try --mixed_precision=float32 or "
+                   "--mixed_precision=mixed_bfloat16")
+    return advice
+
+
+def diverged(step: int, what: str, cause: str) -> TrainingDiverged:
+    """The exception for a divergence at `step`, logged to train.log as it is made."""
+    message = (f"training diverged at step {step}: {what}; {cause}. Nothing non-finite was "
+               "saved; rerunning the same command resumes from the last finite checkpoint "
+               "and diverges again")
+    logging.error("%s", message)
+    return TrainingDiverged(message)
+
+
+def first_non_finite(variables: Iterable[tf.Variable]) -> str | None:
+    """The name of the first variable holding a NaN or an infinity, or None."""
+    for variable in variables:
+        value = np.asarray(variable)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return variable.path if hasattr(variable, "path") else variable.name
+    return None
+
+
+def check_finite_weights(variables: Iterable[tf.Variable], step: int, cause: str) -> None:
+    """Raises TrainingDiverged instead of letting non-finite `variables` be saved."""
+    name = first_non_finite(variables)
+    if name is not None:
+        raise diverged(step, f"variable {name} holds NaN or infinite values", cause)
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` at the first step whose reported loss is not finite.
+
+    Must come before the checkpoint callback, so that the step is not saved first.
+    """
+
+    def __init__(self, cause: str) -> None:
+        super().__init__()
+        self._cause = cause
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise diverged(step, f"the loss is {loss}", self._cause)
