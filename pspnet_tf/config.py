@@ -77,6 +77,9 @@ RESUMABLE_FIELDS = frozenset(
 
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
+# train.py's lock in run_dir (pspnet_tf.training.run_lock), taken before prepare_run_dir.
+RUN_LOCK_FILE = "train.lock"
+
 _DEFAULTS = ExperimentConfig()
 
 
@@ -380,7 +383,7 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
                 f"({details}); pass a new --run_dir (nothing was changed)"
             )
         return True
-    if os.path.isdir(config.run_dir) and os.listdir(config.run_dir):
+    if os.path.isdir(config.run_dir) and set(os.listdir(config.run_dir)) - {RUN_LOCK_FILE}:
         raise UserError(
             f"--run_dir={config.run_dir} is not empty and holds no config.json; "
             "pass a new or empty --run_dir (nothing was changed)"

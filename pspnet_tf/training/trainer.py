@@ -20,8 +20,10 @@ from pspnet_tf.models import build_pspnet, save_weights
 from pspnet_tf.training.callbacks import (CheckpointCallback, LearningRateLogger,
                                           ValidationCallback, write_json)
 from pspnet_tf.training.checkpoints import CheckpointKeeper
+from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
 from pspnet_tf.training.losses import SegmentationCrossEntropy
 from pspnet_tf.training.metrics import format_table
+from pspnet_tf.training.run_lock import run_dir_lock
 from pspnet_tf.training.schedules import make_optimizer
 from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chief,
                                          num_workers, split_global_batch, task_name)
@@ -132,18 +134,28 @@ def _lost_workers_reported(strategy: tf.distribute.Strategy, run_dir: str) -> It
             "start every worker again with the same flags to resume") from error
 
 
-def train(config: ExperimentConfig) -> dict:
+def train(config: ExperimentConfig, force_unlock: bool = False) -> dict:
     """Trains (or resumes) the run in `config.run_dir` and returns the final val metrics.
 
     Progress survives a kill at any moment: the step counter, optimizer slots and
     schedule are in each checkpoint, and the data order is a pure function of the seed
     and the step, so a resumed run sees the batches an uninterrupted one would have.
+    The chief holds run_dir's lock (run_lock) throughout; `force_unlock` takes it from a
+    holder this host cannot check. A non-finite loss or weights raise TrainingDiverged.
     """
+    with contextlib.ExitStack() as held_until_done:
+        return _train(config, held_until_done, force_unlock)
+
+
+def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
+           force_unlock: bool) -> dict:
     # Check the data before the run directory is created, so a fixed command can rerun.
     train_set = load_split(config, config.train_split)
     val_set = load_split(config, config.val_split)
     strategy = create_strategy(config.strategy, config.tpu)
     chief = is_chief(strategy)
+    if chief:  # before anything in run_dir is written
+        held_until_done.enter_context(run_dir_lock(config.run_dir, force_unlock))
     split_global_batch(config.batch_size, strategy)
     steps = steps_per_epoch(train_set, config.batch_size)
     total_steps = steps * config.epochs
@@ -166,15 +178,18 @@ def train(config: ExperimentConfig) -> dict:
     if pretrained:
         logging.info("initialised %d layers from --pretrained=%s", len(pretrained),
                      config.pretrained)
+    cause = likely_cause(config.learning_rate, config.mixed_precision)
     keeper = CheckpointKeeper(os.path.join(config.run_dir, "checkpoints"), model,
-                              model.optimizer, is_chief=chief)
+                              model.optimizer, is_chief=chief,
+                              divergence_cause=cause)
     start = keeper.restore_latest()
 
     tensorboard_dir = os.path.join(config.run_dir, "tensorboard")
     validation = ValidationCallback(val_set, config.scale, config.epochs,
                                     config.eval_every_epochs, tensorboard_dir if chief else None,
                                     config.num_image_summaries)
-    callbacks = [CheckpointCallback(keeper, config.checkpoint_every_steps), LearningRateLogger(),
+    callbacks = [DivergenceGuard(cause),  # first: a non-finite step is never checkpointed
+                 CheckpointCallback(keeper, config.checkpoint_every_steps), LearningRateLogger(),
                  validation]
     if chief:
         callbacks += [
@@ -200,6 +215,7 @@ def train(config: ExperimentConfig) -> dict:
         if start < total_steps:
             fit(start, total_steps, steps)
         summary = validation.latest or validation.run(model)
+    check_finite_weights(model.weights, keeper.step, cause)
     if chief:
         write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
     save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
