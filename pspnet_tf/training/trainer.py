@@ -97,16 +97,19 @@ def _check_shared_run_dir(config: ExperimentConfig) -> bool:
 
 
 def _open_run_dir(config: ExperimentConfig, strategy: tf.distribute.Strategy,
-                  chief: bool) -> bool:
+                  chief: bool, held_until_done: contextlib.ExitStack, force_unlock: bool) -> bool:
     """prepare_run_dir on the chief, then the same check on the other workers; True = resume.
 
     All workers share run_dir (they resume from the chief's checkpoints). A worker that
     fails tells the others, so that each exits with the error instead of waiting forever.
+    The chief first takes run_dir's lock, held until `held_until_done` closes.
     """
     resuming, error = False, None
     for chiefs_turn in (True, False):
         if chief is chiefs_turn:
             try:
+                if chief:  # before anything in run_dir is written
+                    held_until_done.enter_context(run_dir_lock(config.run_dir, force_unlock))
                 resuming = prepare_run_dir(config) if chief else _check_shared_run_dir(config)
             except UserError as failure:
                 error = failure
@@ -154,8 +157,6 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     val_set = load_split(config, config.val_split)
     strategy = create_strategy(config.strategy, config.tpu)
     chief = is_chief(strategy)
-    if chief:  # before anything in run_dir is written
-        held_until_done.enter_context(run_dir_lock(config.run_dir, force_unlock))
     split_global_batch(config.batch_size, strategy)
     steps = steps_per_epoch(train_set, config.batch_size)
     total_steps = steps * config.epochs
@@ -166,7 +167,7 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
         # and before the checkpoint restore (a resumed run keeps its trained weights).
         pretrained = apply_pretrained(model, config.pretrained) if config.pretrained else []
         compile_for_training(model, config, total_steps)
-    resuming = _open_run_dir(config, strategy, chief)
+    resuming = _open_run_dir(config, strategy, chief, held_until_done, force_unlock)
     # Every worker trains and saves; only the chief writes into run_dir itself.
     task = task_name(strategy)
     output_dir = config.run_dir if chief else os.path.join(config.run_dir, WORKERS_DIR, task)
