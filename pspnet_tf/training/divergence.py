@@ -10,7 +10,6 @@ import math
 from collections.abc import Iterable
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -45,12 +44,18 @@ def diverged(step: int, what: str, cause: str) -> TrainingDiverged:
 
 
 def first_non_finite(variables: Iterable[tf.Variable]) -> str | None:
-    """The name of the first variable holding a NaN or an infinity, or None."""
-    for variable in variables:
-        value = np.asarray(variable)
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            return variable.path if hasattr(variable, "path") else variable.name
-    return None
+    """The name of the first variable holding a NaN or an infinity, or None.
+
+    Reduced where the variables live (one boolean per variable comes back, not the weights:
+    on a GPU nothing is copied to the host). R-50-D8's 98 M weight and momentum values took
+    0.3-0.6 s on a loaded 2-core CPU, once per checkpoint.
+    """
+    floating = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
+    finite = [tf.reduce_all(tf.math.is_finite(v)) for v in floating]
+    if not finite or bool(tf.reduce_all(finite)):
+        return None
+    first = next(v for v, ok in zip(floating, finite) if not bool(ok))
+    return first.path if hasattr(first, "path") else first.name
 
 
 def check_finite_weights(variables: Iterable[tf.Variable], step: int, cause: str) -> None:
