@@ -1,6 +1,8 @@
 """Trains PSPNet: `python train.py --flagfile=configs/voc_r50.cfg`.
 
-Rerunning the same command resumes from the last checkpoint in --run_dir.
+Rerunning the same command resumes from the last checkpoint in --run_dir. Exit status: 0
+done; 2 a user error (one `error: ...` line); 130 (SIGINT) or 143 (SIGTERM): interrupted
+after checkpointing the step in flight, with one line `interrupted at step N; ...`.
 """
 
 import os

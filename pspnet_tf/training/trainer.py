@@ -252,8 +252,9 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
         if start < total_steps:
             fit(start, total_steps, steps)
         summary = validation.latest or validation.run(model)
-    if chief:
-        write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
-    save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
+        # A signal from here on is noted but lets the finished run write its results.
+        if chief:
+            write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
+        save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
     print(format_table(summary))
     return summary
