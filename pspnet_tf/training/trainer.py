@@ -86,6 +86,8 @@ def _run_end_logged(run_log: _RunLogHandler) -> Iterator[None]:
         message = user_error_message(error)
         if isinstance(error, RunInterrupted):
             line, exc_info = str(error), None
+        elif isinstance(error, KeyboardInterrupt):  # where no StopRequests was active
+            line, exc_info = "interrupted", None
         elif message is not None:
             line, exc_info = f"error: {message}", None
         else:
