@@ -25,7 +25,9 @@ def random_states(model: keras.Model) -> list[tf.Variable]:
     0.17 at the shipped dropout 0.1). Saved with every checkpoint, they make a resume exact
     after SIGINT, SIGTERM and kill -9 alike: they always match the checkpoint's step. (The
     alternative, a dropout drawn as a pure function of (seed, step), would need a custom
-    layer in every model; this keeps Keras' own layer.)
+    layer in every model; this keeps Keras' own layer.) Nothing else random runs in a
+    training step: keras.utils.set_random_seed only fixes the initial weights and these
+    generators' first states, and the data pipeline draws from (seed, step) statelessly.
     """
     weights = {id(variable) for variable in model.weights}
     return [variable for variable in model.variables if id(variable) not in weights]
