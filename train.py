@@ -5,7 +5,9 @@ Rerunning the same command resumes from the last checkpoint in --run_dir.
 Exit status: 0 when training finished; 2 for a problem to fix in the command or the data
 (one `error: ...` line says which), also when another train.py holds --run_dir's lock;
 3 when training diverged (the loss or the weights became NaN or infinite: lower
---learning_rate, or leave mixed_float16); nothing non-finite is saved.
+--learning_rate, or leave mixed_float16; nothing non-finite is saved); 130 (SIGINT) or 143
+(SIGTERM): interrupted after checkpointing the step in flight, with one line
+`interrupted at step N; ...`.
 """
 
 import os

@@ -1,27 +1,14 @@
 """Shared start-up of the absl entry points: quiet TensorFlow, one-line user errors."""
 
-import re
 import sys
 from collections.abc import Callable
 
 import tensorflow as tf
 from absl import app
 
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
-_EMBEDDED_USER_ERROR = re.compile(r"UserError: (.+)")
-
-
-def user_error_message(error: BaseException) -> str | None:
-    """The one-line message of a UserError, also when raised inside a tf.data function."""
-    if isinstance(error, UserError):
-        return str(error)
-    if isinstance(error, tf.errors.OpError):
-        match = _EMBEDDED_USER_ERROR.search(str(error))
-        if match:
-            return match.group(1).strip()
-    return None
 
 
 def use_one_inter_op_thread_on_cpu() -> None:
@@ -38,7 +25,9 @@ def use_one_inter_op_thread_on_cpu() -> None:
 
 def run(main: Callable[[list[str]], None]) -> None:
     """`absl.app.run(main)`, printing user errors as `error: ...` and exiting with their
-    `exit_status` (2; 3 for a diverged training run)."""
+    `exit_status` (2; 3 for a diverged training run), and an interrupted run's one line with
+    its exit status (RunInterrupted; 130 for a Ctrl-C met outside a run's training loop),
+    never a stack trace."""
 
     def guarded(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -52,5 +41,11 @@ def run(main: Callable[[list[str]], None]) -> None:
                 raise
             print(f"error: {message}", file=sys.stderr)
             sys.exit(error.exit_status if isinstance(error, UserError) else 2)
+        except RunInterrupted as interrupted:
+            print(interrupted, file=sys.stderr)
+            sys.exit(interrupted.exit_status)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
 
     app.run(guarded)

@@ -82,6 +82,8 @@ RUN_LOCK_FILE = "train.lock"
 
 _DEFAULTS = ExperimentConfig()
 
+CHECKPOINTS_DIR = "checkpoints"  # run_dir/checkpoints/ckpt-STEP.*
+
 
 def _pair(name: str, values: Sequence[str], kind: type) -> tuple:
     try:
@@ -357,33 +359,25 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
     """Creates run_dir with config.json, or checks that an existing one holds this run.
 
     Returns True when the directory already held this run (so training resumes). A run
-    directory that holds another config is never overwritten.
+    directory whose checkpoints belong to another config is never overwritten; one that a
+    run left before its first checkpoint (e.g. it stopped on a bad label) holds no training
+    yet, so a corrected command takes it over and rewrites its config.json.
     """
+    if os.path.exists(config.run_dir) and not os.path.isdir(config.run_dir):
+        raise UserError(f"--run_dir={config.run_dir} is a file, not a directory; "
+                        "pass another --run_dir (nothing was changed)")
     path = os.path.join(config.run_dir, "config.json")
     if os.path.exists(path):
-        with open(path) as handle:
-            try:
-                saved = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise UserError(
-                    f"{path} is not valid JSON ({error}); restore it or choose another --run_dir"
-                ) from error
-        current = json.loads(config.to_json())
-        # A field added to the config after the run started counts as its default value.
-        saved = {**json.loads(_DEFAULTS.to_json()), **saved}
-        changed = sorted(
-            key
-            for key in set(saved) | set(current)
-            if key not in RESUMABLE_FIELDS and saved.get(key) != current.get(key)
-        )
-        if changed:
-            details = ", ".join(f"{key}: {saved.get(key)} -> {current.get(key)}" for key in changed)
+        changed = _changed_fields(config, path)
+        if not changed:
+            return True
+        if _holds_checkpoints(config.run_dir):
+            details = ", ".join(f"{key}: {old} -> {new}" for key, old, new in changed)
             raise UserError(
                 f"--run_dir={config.run_dir} holds a run with another config "
                 f"({details}); pass a new --run_dir (nothing was changed)"
             )
-        return True
-    if os.path.isdir(config.run_dir) and set(os.listdir(config.run_dir)) - {RUN_LOCK_FILE}:
+    elif os.path.isdir(config.run_dir) and set(os.listdir(config.run_dir)) - {RUN_LOCK_FILE}:
         raise UserError(
             f"--run_dir={config.run_dir} is not empty and holds no config.json; "
             "pass a new or empty --run_dir (nothing was changed)"
@@ -394,3 +388,27 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
         handle.write(config.to_json())
     os.replace(temporary, path)
     return False
+
+
+def _changed_fields(config: ExperimentConfig, path: str) -> list[tuple[str, Any, Any]]:
+    """(field, saved value, current value) for each non-resumable field that differs from
+    the config.json at `path`."""
+    with open(path) as handle:
+        try:
+            saved = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"{path} is not valid JSON ({error}); restore it or choose another --run_dir"
+            ) from error
+    current = json.loads(config.to_json())
+    # A field added to the config after the run started counts as its default value.
+    saved = {**json.loads(_DEFAULTS.to_json()), **saved}
+    return [(key, saved.get(key), current.get(key))
+            for key in sorted(set(saved) | set(current))
+            if key not in RESUMABLE_FIELDS and saved.get(key) != current.get(key)]
+
+
+def _holds_checkpoints(run_dir: str) -> bool:
+    directory = os.path.join(run_dir, CHECKPOINTS_DIR)
+    return os.path.isdir(directory) and any(name.startswith("ckpt-")
+                                            for name in os.listdir(directory))

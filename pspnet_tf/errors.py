@@ -1,4 +1,8 @@
-"""The one exception type that entry points turn into a one-line message for the user."""
+"""The exception types that entry points turn into a one-line message for the user."""
+
+import re
+
+import tensorflow as tf
 
 
 class UserError(Exception):
@@ -10,3 +14,31 @@ class UserError(Exception):
     """
 
     exit_status: int = 2
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped a run cleanly; the message says how to go on.
+
+    Entry points print the message on one line and exit with `exit_status`: 128 + the
+    signal number, as a shell reports a process killed by that signal (130 for SIGINT,
+    143 for SIGTERM), so scripts see that the run did not finish.
+    """
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_status = 128 + signal_number
+
+
+_EMBEDDED_USER_ERROR = re.compile(r"UserError: (.+)")
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one-line message of a UserError, also when raised inside a tf.data function
+    (TensorFlow then wraps it, with its traceback, in an OpError); None for other errors."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, tf.errors.OpError):
+        match = _EMBEDDED_USER_ERROR.search(str(error))
+        if match:
+            return match.group(1).strip()
+    return None

@@ -62,8 +62,13 @@ def test_run_dir_is_created_then_resumed_only_with_the_same_config(tmp_path):
     assert json.load(open(tmp_path / "run" / "config.json"))["epochs"] == config.epochs
     assert prepare_run_dir(config) is True
     assert prepare_run_dir(dataclasses.replace(config, checkpoint_every_steps=5)) is True
+    # No checkpoint yet (the run stopped before one): a corrected command takes it over.
+    assert prepare_run_dir(dataclasses.replace(config, epochs=3)) is False
+    assert json.load(open(tmp_path / "run" / "config.json"))["epochs"] == 3
+    os.makedirs(tmp_path / "run" / "checkpoints")
+    (tmp_path / "run" / "checkpoints" / "ckpt-4.index").write_bytes(b"")
     with pytest.raises(UserError, match="learning_rate: 0.01 -> 0.02"):
-        prepare_run_dir(dataclasses.replace(config, learning_rate=0.02))
+        prepare_run_dir(dataclasses.replace(config, epochs=3, learning_rate=0.02))
     assert json.load(open(tmp_path / "run" / "config.json"))["learning_rate"] == 0.01
 
 
@@ -72,3 +77,10 @@ def test_non_empty_run_dir_without_config_is_not_taken_over(tmp_path):
     with pytest.raises(UserError, match="not empty"):
         prepare_run_dir(ExperimentConfig(run_dir=str(tmp_path)))
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(UserError, match="is a file"):
+        prepare_run_dir(ExperimentConfig(run_dir=str(tmp_path / "run")))
+    assert (tmp_path / "run").read_text() == "mine"

@@ -1,5 +1,7 @@
-"""train.py and evaluate.py end to end on tiny generated demo data, including kill -9 resume."""
+"""train.py and evaluate.py end to end on tiny generated demo data, including kill -9,
+SIGINT and SIGTERM resumes with the shipped dropout."""
 
+import csv
 import json
 import os
 import shutil
@@ -11,14 +13,16 @@ import time
 import h5py
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 from pspnet_tf.data.demo import generate_demo_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--flagfile=configs/demo.cfg", "--epochs=2", "--batch_size=4", "--crop_size=32,32",
-        "--scale=48,48", "--psp_channels=16", "--aux_channels=8", "--dropout=0",
-        "--num_image_summaries=2"]
-STEPS = 8  # 16 training images / batch 4 x 2 epochs
+        "--scale=48,48", "--psp_channels=16", "--aux_channels=8", "--num_image_summaries=2"]
+STEPS_PER_EPOCH = 4  # 16 training images / batch 4
+STEPS = 8  # x 2 epochs
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,13 @@ def command(script: str, *args: str) -> list[str]:
 ENV = {**os.environ, "TF_DETERMINISTIC_OPS": "1"}
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(script, *args), cwd=ROOT, env=ENV, capture_output=True,
+# TensorFlow's C++ log level as users have it (tests/conftest.py quiets it), so that its
+# warnings would show.
+USER_LOGGING_ENV = {key: value for key, value in ENV.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def run(script: str, *args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
+    return subprocess.run(command(script, *args), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -105,32 +114,162 @@ def latest_step(run_dir: str) -> int:
     return int(text.split('model_checkpoint_path: "ckpt-')[1].split('"')[0])
 
 
-def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(finished_run, demo_root,
-                                                                     tmp_path):
+def checkpoint_values(run_dir: str, step: int = STEPS) -> dict[str, np.ndarray]:
+    """Every value in a checkpoint (weights, optimizer slots and iterations, random states)
+    but the count of saves."""
+    reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints", f"ckpt-{step}"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH" and not name.startswith("save_counter")}
+
+
+def assert_same_training(resumed_dir: str, uninterrupted_dir: str) -> None:
+    """Final weights and every checkpointed value (optimizer state, dropout's random state)
+    as in the uninterrupted run, to 1e-6; the epoch's loss sums to float32 rounding."""
+    uninterrupted, resumed = final_weights(uninterrupted_dir), final_weights(resumed_dir)
+    assert uninterrupted.keys() == resumed.keys()
+    for name in uninterrupted:
+        np.testing.assert_allclose(resumed[name], uninterrupted[name], rtol=0, atol=1e-6,
+                                   err_msg=name)
+    uninterrupted, resumed = checkpoint_values(uninterrupted_dir), checkpoint_values(resumed_dir)
+    assert uninterrupted.keys() == resumed.keys()
+    assert any("optimizer" in name and "iter" in name for name in resumed)
+    assert any("random_states" in name for name in resumed)
+    differences = []
+    for name in uninterrupted:
+        loss_sums = "epoch_loss_sums" in name
+        if not loss_sums:
+            differences.append(np.max(np.abs(resumed[name].astype(np.float64)
+                                             - uninterrupted[name]), initial=0))
+        np.testing.assert_allclose(resumed[name], uninterrupted[name],
+                                   rtol=1e-5 if loss_sums else 0,
+                                   atol=0 if loss_sums else 1e-6, err_msg=name)
+    print(f"largest difference of a checkpointed weight or optimizer value: "
+          f"{max(differences):.3g}")
+
+
+def history_rows(run_dir: str) -> list[dict[str, str]]:
+    with open(os.path.join(run_dir, "history.csv"), newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_same_history(resumed_dir: str, uninterrupted_dir: str) -> None:
+    """history.csv: each epoch once, the values of the uninterrupted run (whole-epoch
+    means, also for an epoch that was interrupted); TensorBoard: each scalar once per epoch."""
+    resumed, uninterrupted = history_rows(resumed_dir), history_rows(uninterrupted_dir)
+    assert [row["epoch"] for row in resumed] == ["0", "1"]
+    for got, expected in zip(resumed, uninterrupted):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert float(got[key]) == pytest.approx(float(expected[key]), rel=1e-5), key
+    for name in ("train", "validation"):
+        folder = os.path.join(resumed_dir, "tensorboard", name)
+        points = [(value.tag, event.step) for file in sorted(os.listdir(folder))
+                  for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, file))
+                  for value in event.summary.value]
+        assert points and len(points) == len(set(points)), f"{name}: {sorted(points)}"
+        assert {step for _, step in points} == {0, 1}
+
+
+def start_training(args: list[str], stderr_path: str) -> subprocess.Popen:
+    with open(stderr_path, "w") as stderr:
+        return subprocess.Popen(command("train.py", *args), cwd=ROOT, env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def wait_until(process: subprocess.Popen, ready, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while not ready() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+
+
+def stop(process: subprocess.Popen, signal_number: int) -> int:
+    process.send_signal(signal_number)
+    try:
+        return process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def logged(run_dir: str, text: str) -> bool:
+    path = os.path.join(run_dir, "train.log")
+    return os.path.exists(path) and text in open(path).read()
+
+
+def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(finished_run, demo_root,
+                                                                   tmp_path):
     run_dir = str(tmp_path / "killed")
     args = [*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}",
             "--checkpoint_every_steps=1"]
-    process = subprocess.Popen(command("train.py", *args), cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while latest_step(run_dir) < 3 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = start_training(args, str(tmp_path / "stderr"))
+    wait_until(process, lambda: latest_step(run_dir) >= 1)
+    stop(process, signal.SIGKILL)
     killed_at = latest_step(run_dir)
-    assert 3 <= killed_at < STEPS, "the run should have been killed part-way"
+    assert 0 < killed_at < STEPS and killed_at % STEPS_PER_EPOCH, "should stop mid-epoch"
 
     result = run("train.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(os.path.join(run_dir, "train.log")).read()
     resumed_at = int(log.split("resumed from")[1].split("at step ")[1].split()[0])
-    assert resumed_at >= killed_at
+    assert resumed_at == killed_at
     assert latest_step(run_dir) == STEPS
-    uninterrupted, resumed = final_weights(finished_run[0]), final_weights(run_dir)
-    assert uninterrupted.keys() == resumed.keys()
-    for name in uninterrupted:
-        np.testing.assert_allclose(resumed[name], uninterrupted[name], rtol=1e-4, atol=1e-5,
-                                   err_msg=name)
+    assert_same_training(run_dir, finished_run[0])
+    assert_same_history(run_dir, finished_run[0])
+
+
+def test_sigint_checkpoints_says_so_in_one_line_and_the_rerun_matches(finished_run, demo_root,
+                                                                      tmp_path):
+    run_dir = str(tmp_path / "interrupted")
+    args = [*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}"]
+    process = start_training(args, str(tmp_path / "stderr"))
+    # After the first epoch's validation: the signal comes during the second epoch.
+    wait_until(process, lambda: logged(run_dir, "epoch 1/2: val mIoU"))
+    assert stop(process, signal.SIGINT) == 130
+    stderr = open(tmp_path / "stderr").read()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    line = stderr.strip().splitlines()[-1]
+    step = latest_step(run_dir)
+    assert line == f"interrupted at step {step}; run the same command to resume"
+    assert STEPS_PER_EPOCH <= step < STEPS
+    assert logged(run_dir, line)
+
+    result = run("train.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_training(run_dir, finished_run[0])
+    assert_same_history(run_dir, finished_run[0])
+
+
+@pytest.mark.slow
+def test_every_kind_of_interruption_in_turn_then_rerun_matches(finished_run, demo_root,
+                                                               tmp_path):
+    """SIGKILL, SIGTERM and SIGINT mid-epoch, during validation and during the final
+    validation of one run, each followed by the same command."""
+    run_dir = str(tmp_path / "interrupted")
+    args = [*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}",
+            "--checkpoint_every_steps=1"]
+    stops = [(signal.SIGKILL, lambda: latest_step(run_dir) >= 1),
+             (signal.SIGTERM, lambda: latest_step(run_dir) >= 3),
+             # The epoch-end checkpoint comes just before validation.
+             (signal.SIGINT, lambda: latest_step(run_dir) >= STEPS_PER_EPOCH),
+             (signal.SIGKILL, lambda: latest_step(run_dir) >= 6),
+             # During the last step or the final validation.
+             (signal.SIGTERM, lambda: latest_step(run_dir) >= STEPS - 1)]
+    for number, ready in stops:
+        process = start_training(args, str(tmp_path / "stderr"))
+        wait_until(process, ready)
+        status = stop(process, number)
+        stderr = open(tmp_path / "stderr").read()
+        assert "Traceback" not in stderr
+        if number != signal.SIGKILL:
+            assert status == 128 + number
+            assert stderr.strip().splitlines()[-1] == (
+                f"interrupted at step {latest_step(run_dir)}; run the same command to resume")
+    result = run("train.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_training(run_dir, finished_run[0])
+    assert_same_history(run_dir, finished_run[0])
 
 
 def test_run_dir_with_another_config_is_refused_and_left_untouched(finished_run, demo_root):
@@ -158,14 +297,61 @@ def test_bad_input_gives_one_clear_line(flag, message, demo_root, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def assert_one_error_line(result: subprocess.CompletedProcess, run_dir: str, *named: str) -> str:
+    """Exit status 2, one `error: ...` line naming `named` (last on stderr and in train.log),
+    no traceback and none of tf.numpy_function's noise."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], lines[-3:]
+    assert all(name in lines[-1] for name in named)
+    assert "Traceback" not in result.stderr and "numpy_function" not in result.stderr
+    assert logged(run_dir, lines[-1])
+    return lines[-1]
+
+
 def test_corrupt_image_found_mid_run_is_named_in_one_line(demo_root, tmp_path):
     broken_root = tmp_path / "broken"
     shutil.copytree(demo_root, broken_root)
     first = (broken_root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
     (broken_root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not a jpeg")
-    result = run("train.py", *TINY, f"--data_root={broken_root}",
-                 f"--run_dir={tmp_path / 'run'}")
+    run_dir = str(tmp_path / "run")
+    result = run("train.py", *TINY, f"--data_root={broken_root}", f"--run_dir={run_dir}",
+                 env=USER_LOGGING_ENV)
+    assert_one_error_line(result, run_dir, f"{first}.jpg")
+
+
+def test_label_out_of_range_is_one_line_and_the_corrected_command_reuses_the_run_dir(
+        demo_root, tmp_path):
+    broken_root = tmp_path / "broken"
+    shutil.copytree(demo_root, broken_root)
+    name = (broken_root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[5]
+    label_path = broken_root / "SegmentationClass" / f"{name}.png"
+    good_label = label_path.read_bytes()
+    with Image.open(label_path) as label:
+        values, palette = np.array(label), label.getpalette()
+    values[:4, :4] = 7  # the demo has classes 0..4
+    bad_label = Image.fromarray(values, mode="P")
+    bad_label.putpalette(palette)
+    bad_label.save(label_path)
+    run_dir = str(tmp_path / "run")
+    args = [*TINY, f"--data_root={broken_root}", f"--run_dir={run_dir}"]
+    assert_one_error_line(run("train.py", *args, env=USER_LOGGING_ENV), run_dir, f"{name}.png",
+                          "[7]")
+
+    # Fixed, and shortened: the run_dir holds no checkpoint, so its config may change.
+    label_path.write_bytes(good_label)
+    result = run("train.py", *args, "--epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.load(open(os.path.join(run_dir, "config.json")))["epochs"] == 1
+
+
+def test_run_dir_that_is_a_file_gives_one_line(demo_root, tmp_path):
+    path = tmp_path / "run"
+    path.write_text("a file")
+    result = run("train.py", *TINY, f"--data_root={demo_root}", f"--run_dir={path}")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert f"{first}.jpg" in result.stderr.strip().splitlines()[-1]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --run_dir={path} is a file, not a directory; pass another --run_dir "
+        "(nothing was changed)")
     assert "Traceback" not in result.stderr
+    assert path.read_text() == "a file"

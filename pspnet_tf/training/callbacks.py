@@ -13,6 +13,7 @@ from pspnet_tf.inference.predictor import Predictor
 from pspnet_tf.inference.visualize import colorize
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.evaluator import evaluate
+from pspnet_tf.training.interrupts import StopRequests
 
 
 def write_json(summary: dict, path: str) -> None:
@@ -24,16 +25,22 @@ def write_json(summary: dict, path: str) -> None:
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """Checkpoints at every epoch end and, optionally, every N optimizer steps."""
+    """Checkpoints at every epoch end and, optionally, every N optimizer steps; on a stop
+    request (SIGINT/SIGTERM), checkpoints the step just finished and raises RunInterrupted."""
 
-    def __init__(self, keeper: CheckpointKeeper, every_steps: int = 0) -> None:
+    def __init__(self, keeper: CheckpointKeeper, every_steps: int = 0,
+                 stop: StopRequests | None = None) -> None:
         super().__init__()
         self._keeper = keeper
         self._every_steps = every_steps
+        self._stop = stop
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self._every_steps and self._keeper.step % self._every_steps == 0:
+        stopping = self._stop is not None and self._stop.requested
+        if stopping or (self._every_steps and self._keeper.step % self._every_steps == 0):
             self._keeper.save()
+        if stopping:
+            self._stop.raise_if_requested(self._keeper.step)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._keeper.save()
@@ -55,8 +62,10 @@ class ValidationCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, dataset: SegmentationDataset, scale: tuple[int, int], epochs: int,
-                 every_epochs: int, log_dir: str | None, num_images: int) -> None:
+                 every_epochs: int, log_dir: str | None, num_images: int,
+                 stop: StopRequests | None = None) -> None:
         super().__init__()
+        self._stop = stop  # checked between images: validating a big split takes minutes
         self._dataset = dataset
         self._scale = scale
         self._epochs = epochs
@@ -70,8 +79,11 @@ class ValidationCallback(keras.callbacks.Callback):
     def run(self, model: keras.Model) -> dict:
         """Evaluates `model` on the whole validation split and returns the summary."""
         images = []
+        step = int(model.optimizer.iterations.numpy())
 
         def keep(index: int, image: np.ndarray, label: np.ndarray, prediction: np.ndarray) -> None:
+            if self._stop is not None:
+                self._stop.raise_if_requested(step)
             if index < self._num_images:
                 palette = self._dataset.palette
                 images.append(np.concatenate(
@@ -80,7 +92,6 @@ class ValidationCallback(keras.callbacks.Callback):
         self.latest = evaluate(Predictor(model, self._scale), self._dataset, verbose=False,
                                on_sample=keep)
         if self._writer:
-            step = int(model.optimizer.iterations.numpy())
             with self._writer.as_default():
                 for index, panel in enumerate(images):
                     tf.summary.image(f"image_truth_prediction/{index}", panel[np.newaxis],

@@ -9,18 +9,20 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from pspnet_tf.config import ExperimentConfig, prepare_run_dir
+from pspnet_tf.config import CHECKPOINTS_DIR, ExperimentConfig, prepare_run_dir
 from pspnet_tf.convert.pretrained import apply_pretrained
 from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import ensure_demo_dataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
 from pspnet_tf.data.tfrecord import ShardedDataset
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 from pspnet_tf.models import build_pspnet, save_weights
 from pspnet_tf.training.callbacks import (CheckpointCallback, LearningRateLogger,
                                           ValidationCallback, write_json)
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
+from pspnet_tf.training.history import EpochHistory, EpochLosses
+from pspnet_tf.training.interrupts import StopRequests
 from pspnet_tf.training.losses import SegmentationCrossEntropy
 from pspnet_tf.training.metrics import format_table
 from pspnet_tf.training.run_lock import run_dir_lock
@@ -31,6 +33,8 @@ from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chi
 FINAL_WEIGHTS = "final_weights.h5"
 METRICS_FILE = "metrics.json"
 WORKERS_DIR = "workers"  # run_dir/workers/TASK/: a non-chief worker's train.log and final weights
+# The losses Keras reports for the compiled model: the weighted total and each head's.
+LOSS_KEYS = ("loss", "logits_loss", "aux_logits_loss")
 
 
 def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
@@ -61,7 +65,7 @@ class _RunLogHandler(python_logging.FileHandler):
     also write into an earlier run's log."""
 
 
-def _log_to_file(path: str) -> None:
+def _log_to_file(path: str) -> _RunLogHandler:
     root = python_logging.getLogger()
     for previous in [h for h in root.handlers if isinstance(h, _RunLogHandler)]:
         root.removeHandler(previous)
@@ -70,6 +74,31 @@ def _log_to_file(path: str) -> None:
     handler.setFormatter(python_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root.addHandler(handler)
     logging.set_verbosity(logging.INFO)
+    return handler
+
+
+@contextlib.contextmanager
+def _run_end_logged(run_log: _RunLogHandler) -> Iterator[None]:
+    """Writes why a run stopped into train.log only: the entry point prints the same line
+    (an interrupt's, or `error: ...`) once on stderr, so it must not go to the console too.
+    An unexpected exception (a bug) goes there with its traceback."""
+    try:
+        yield
+    except BaseException as error:
+        message = user_error_message(error)
+        if isinstance(error, RunInterrupted):
+            line, exc_info = str(error), None
+        elif isinstance(error, KeyboardInterrupt):  # where no StopRequests was active
+            line, exc_info = "interrupted", None
+        elif message is not None:
+            line, exc_info = f"error: {message}", None
+        else:
+            line, exc_info = f"stopped by {type(error).__name__}", (type(error), error,
+                                                                     error.__traceback__)
+        run_log.handle(python_logging.makeLogRecord(
+            {"msg": line, "levelno": python_logging.ERROR, "levelname": "ERROR",
+             "exc_info": exc_info}))
+        raise
 
 
 def compile_for_training(model: keras.Model, config: ExperimentConfig,
@@ -140,9 +169,11 @@ def _lost_workers_reported(strategy: tf.distribute.Strategy, run_dir: str) -> It
 def train(config: ExperimentConfig, force_unlock: bool = False) -> dict:
     """Trains (or resumes) the run in `config.run_dir` and returns the final val metrics.
 
-    Progress survives a kill at any moment: the step counter, optimizer slots and
-    schedule are in each checkpoint, and the data order is a pure function of the seed
-    and the step, so a resumed run sees the batches an uninterrupted one would have.
+    Progress survives a kill at any moment: the step counter, optimizer slots, schedule,
+    dropout's random state and the epoch's loss sums are in each checkpoint, and the data
+    order is a pure function of the seed and the step, so a resumed run sees the batches
+    and dropout masks an uninterrupted one would have and ends with the same weights.
+    SIGINT or SIGTERM stop it after the step in flight, checkpointed (RunInterrupted).
     The chief holds run_dir's lock (run_lock) throughout; `force_unlock` takes it from a
     holder this host cannot check. A non-finite loss or weights raise TrainingDiverged.
     """
@@ -172,31 +203,48 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     task = task_name(strategy)
     output_dir = config.run_dir if chief else os.path.join(config.run_dir, WORKERS_DIR, task)
     os.makedirs(output_dir, exist_ok=True)
-    _log_to_file(os.path.join(output_dir, "train.log"))
-    role = ("resuming" if resuming else "new") if chief else f"{task} joins the"
+    run_log = _log_to_file(os.path.join(output_dir, "train.log"))
+    with _run_end_logged(run_log):
+        return _train_in_run_dir(config, model, strategy, train_set, val_set, steps,
+                                 pretrained, resuming, output_dir)
+
+
+def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
+                      strategy: tf.distribute.Strategy, train_set: SegmentationDataset,
+                      val_set: SegmentationDataset, steps: int, pretrained: list,
+                      resuming: bool, output_dir: str) -> dict:
+    """train() once run_dir and train.log are open: restore, fit, validate, save."""
+    chief = is_chief(strategy)
+    total_steps = steps * config.epochs
+    role = ("resuming" if resuming else "new") if chief else f"{task_name(strategy)} joins the"
     logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas", role,
                  config.run_dir, len(train_set.samples), steps, strategy.num_replicas_in_sync)
     if pretrained:
         logging.info("initialised %d layers from --pretrained=%s", len(pretrained),
                      config.pretrained)
     cause = likely_cause(config.learning_rate, config.mixed_precision)
-    keeper = CheckpointKeeper(os.path.join(config.run_dir, "checkpoints"), model,
-                              model.optimizer, is_chief=chief,
-                              divergence_cause=cause)
+    losses = EpochLosses(LOSS_KEYS, steps)
+    keeper = CheckpointKeeper(os.path.join(config.run_dir, CHECKPOINTS_DIR), model,
+                              model.optimizer, is_chief=chief, divergence_cause=cause,
+                              extra=losses.checkpointed())
     start = keeper.restore_latest()
 
+    # Saving is collective across workers, so a signal that reaches one worker only could
+    # not be checkpointed there: multi-worker runs keep the default signal handling and
+    # resume from their last checkpoint.
+    stop = StopRequests() if num_workers(strategy) == 1 else None
     tensorboard_dir = os.path.join(config.run_dir, "tensorboard")
     validation = ValidationCallback(val_set, config.scale, config.epochs,
                                     config.eval_every_epochs, tensorboard_dir if chief else None,
-                                    config.num_image_summaries)
-    callbacks = [DivergenceGuard(cause),  # first: a non-finite step is never checkpointed
-                 CheckpointCallback(keeper, config.checkpoint_every_steps), LearningRateLogger(),
-                 validation]
-    if chief:
-        callbacks += [
-            keras.callbacks.CSVLogger(os.path.join(config.run_dir, "history.csv"), append=True),
-            keras.callbacks.TensorBoard(tensorboard_dir),
-        ]
+                                    config.num_image_summaries, stop)
+    # Order matters: a non-finite step is never checkpointed (the guard comes first); the
+    # loss sums are updated before a checkpoint saves them; the history row is written after
+    # the learning rate and validation joined the epoch logs.
+    history = (EpochHistory(os.path.join(config.run_dir, "history.csv"), tensorboard_dir, losses)
+               if chief else None)
+    epoch_end = [LearningRateLogger(), validation, *([history] if history else [])]
+    callbacks = [DivergenceGuard(cause), losses,
+                 CheckpointCallback(keeper, config.checkpoint_every_steps, stop), *epoch_end]
 
     def fit(first: int, last: int, steps_in_epoch: int) -> None:
         data = build_train_dataset(
@@ -207,18 +255,25 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
         model.fit(_with_aux_targets(data), epochs=last // steps, initial_epoch=first // steps,
                   steps_per_epoch=steps_in_epoch, callbacks=callbacks, shuffle=False, verbose=1)
 
-    with _lost_workers_reported(strategy, config.run_dir):
+    with _lost_workers_reported(strategy, config.run_dir), stop or contextlib.nullcontext():
+        if history and start % steps == 0 and start and not history.has(start // steps - 1):
+            # Stopped after the epoch's last checkpoint but before its history row (e.g. a
+            # signal during validation): finish that epoch's end now.
+            for callback in epoch_end:
+                callback.set_model(model)
+                callback.on_epoch_end(start // steps - 1, {})
         if start % steps:
-            # Killed mid-epoch: finish that epoch's remaining steps first.
-            epoch_end = (start // steps + 1) * steps
-            fit(start, epoch_end, epoch_end - start)
-            start = epoch_end
+            # Stopped mid-epoch: finish that epoch's remaining steps first.
+            epoch_end_step = (start // steps + 1) * steps
+            fit(start, epoch_end_step, epoch_end_step - start)
+            start = epoch_end_step
         if start < total_steps:
             fit(start, total_steps, steps)
         summary = validation.latest or validation.run(model)
-    check_finite_weights(model.weights, keeper.step, cause)
-    if chief:
-        write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
-    save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
+        check_finite_weights(model.weights, keeper.step, cause)
+        # A signal from here on is noted but lets the finished run write its results.
+        if chief:
+            write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
+        save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
     print(format_table(summary))
     return summary
