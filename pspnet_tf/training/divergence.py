@@ -26,7 +26,7 @@ class TrainingDiverged(UserError):
 
 def likely_cause(learning_rate: float, mixed_precision: str) -> str:
     """What the user should change, for the divergence message."""
-    advice = (f"the learning rate is probably too high: start a new --run_dir with a lower "
+    advice = ("the learning rate is probably too high: start a new --run_dir with a lower "
               f"--learning_rate (now {learning_rate:g})")
     if mixed_precision == "mixed_float16":
         advice += (", or float16 overflowed: try --mixed_precision=float32 or "
