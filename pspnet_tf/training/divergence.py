@@ -11,7 +11,6 @@ from collections.abc import Iterable
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from pspnet_tf.errors import UserError
 
@@ -35,11 +34,10 @@ def likely_cause(learning_rate: float, mixed_precision: str) -> str:
 
 
 def diverged(step: int, what: str, cause: str) -> TrainingDiverged:
-    """The exception for a divergence at `step`, logged to train.log as it is made."""
+    """The exception for a divergence at `step` (train() writes its line to train.log)."""
     message = (f"training diverged at step {step}: {what}; {cause}. Nothing non-finite was "
                "saved; rerunning the same command resumes from the last finite checkpoint "
                "and diverges again")
-    logging.error("%s", message)
     return TrainingDiverged(message)
 
 
