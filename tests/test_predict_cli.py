@@ -65,7 +65,7 @@ def predicted(weights, inputs, tmp_path_factory):
         handle.write(STALE)
     result = run("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={inputs}",
                  f"--output={output}", "--side_by_side", "--overwrite")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # broken.png was skipped
     return output, result
 
 
@@ -85,10 +85,39 @@ def test_every_readable_image_gets_labels_overlay_and_side_by_side(weights, inpu
     assert "4 of 5 images" in result.stdout
 
 
-def test_unreadable_input_is_named_and_skipped(predicted):
+def test_unreadable_input_is_named_and_skipped_with_exit_status_1(predicted):
     output, result = predicted
     assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert "leave it out of --input" in result.stderr and "split" not in result.stderr
     assert not glob.glob(os.path.join(output, "*", "broken.png"))
+
+
+def test_input_without_a_readable_image_is_an_error(weights, inputs, tmp_path):
+    result = run("predict.py", *CONFIG, f"--weights={weights[1]}",
+                 f"--input={os.path.join(inputs, 'broken.png')}", f"--output={tmp_path}",
+                 "--allow_skips")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "holds no readable image" in errors[0]
+    assert "broken.png" in errors[0] and "Traceback" not in result.stderr
+    assert "split" not in result.stderr
+
+
+def test_folder_listing_takes_every_format_the_decoder_reads(weights, tmp_path):
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    picture = np.random.default_rng(6).integers(0, 256, (27, 35, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(folder / "animated.gif")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    output = tmp_path / "out"
+    result = run("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={folder}",
+                 f"--output={output}", "--allow_skips")
+    assert result.returncode == 0, result.stderr[-3000:]  # broken.jpg skipped, allowed
+    assert "1 of 2 images" in result.stdout and "broken.jpg" in result.stderr
+    image = read_image(str(folder / "animated.gif"))
+    with Image.open(output / "labels" / "animated.png") as labels:
+        np.testing.assert_array_equal(np.asarray(labels),
+                                      Predictor(weights[0], SCALE).predict(image))
 
 
 def test_existing_outputs_are_kept_unless_overwrite(weights, inputs, predicted, tmp_path):
