@@ -19,6 +19,7 @@ from pspnet_tf import save_weights
 from pspnet_tf.data.datasets import decode_image
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.export import (
+    EMPTY_REQUEST_MESSAGE,
     SAME_SIZE_MESSAGE,
     export_saved_model,
     next_version,
@@ -124,6 +125,14 @@ def test_fresh_process_gets_exactly_the_project_labels(weights, exported, tmp_pa
     probabilities = tf.nn.softmax(np.stack([predictor.logits(image) for image in images]))
     np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-5)
     assert SAME_SIZE_MESSAGE in str(served["mixed"])
+
+
+def test_an_empty_batch_gets_a_clear_error_from_both_signatures(exported):
+    signatures = tf.saved_model.load(os.path.join(exported, "1")).signatures
+    with pytest.raises(tf.errors.InvalidArgumentError, match=EMPTY_REQUEST_MESSAGE):
+        signatures["serving_default"](images=tf.zeros([0, 21, 26, 3], tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=EMPTY_REQUEST_MESSAGE):
+        signatures["serve_encoded"](image_bytes=tf.constant([], tf.string))
 
 
 def test_every_weight_is_stored_once(weights, exported):

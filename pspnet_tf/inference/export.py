@@ -18,6 +18,15 @@ from pspnet_tf.models.folding import fold_batchnorm
 
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
                      "send differently sized images in separate requests")
+EMPTY_REQUEST_MESSAGE = "the request holds no images; send at least one image per request"
+
+
+def _not_empty(batch: tf.Tensor) -> tf.Tensor:
+    """`batch`, checked to hold at least one image before anything uses it (otherwise the
+    first failing op would report something unrelated, e.g. a convolution's filter depth)."""
+    check = tf.debugging.assert_positive(tf.shape(batch)[0], message=EMPTY_REQUEST_MESSAGE)
+    with tf.control_dependencies([check]):
+        return tf.identity(batch)
 
 
 def _decode(data: tf.Tensor) -> tf.Tensor:
@@ -35,6 +44,7 @@ def _decode(data: tf.Tensor) -> tf.Tensor:
 
 def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
     """A [batch] string tensor of encoded images -> uint8 [batch, H, W, 3]; sizes must match."""
+    image_bytes = _not_empty(image_bytes)
     first = tf.shape(_decode(image_bytes[0]))
 
     def decode_one(data: tf.Tensor) -> tf.Tensor:
@@ -84,7 +94,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
         return outputs
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return segment(images)
+        return segment(_not_empty(images))
 
     def serve_encoded(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         return segment(decode_batch(image_bytes))
