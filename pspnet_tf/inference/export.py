@@ -1,7 +1,8 @@
 """SavedModel export for TF Serving: raw pixels in, class ids out.
 
 The serving graph holds the whole-image protocol of `Predictor` (keep-ratio resize to the
-test scale, normalisation, logits resized back to the input size, argmax) built from the
+test scale, normalisation, logits resized back to the input size and argmax, by bands of
+rows as `labels_at_size` does) built from the
 same functions, so a served model gives the labels evaluate.py measures. It is written to
 `<export_dir>/<version>/`, the layout TF Serving watches for new versions.
 """
@@ -13,7 +14,12 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.predictor import logits_at_size, network_logits, preprocess
+from pspnet_tf.inference.predictor import (
+    labels_at_size,
+    logits_at_size,
+    network_logits,
+    preprocess,
+)
 from pspnet_tf.models.folding import fold_batchnorm
 
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
@@ -86,11 +92,11 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     model = fold_batchnorm(model)
 
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = logits_at_size(network_logits(model, preprocess(images, scale)),
-                                tf.shape(images)[1:3])
-        outputs = {"segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        logits = network_logits(model, preprocess(images, scale))
+        size = tf.shape(images)[1:3]
+        outputs = {"segmentation": labels_at_size([logits], size)}
         if with_probabilities:
-            outputs["probabilities"] = tf.nn.softmax(logits, axis=-1)
+            outputs["probabilities"] = tf.nn.softmax(logits_at_size(logits, size), axis=-1)
         return outputs
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
