@@ -151,6 +151,14 @@ def test_existing_version_is_never_replaced(weights, exported):
     assert sorted(os.listdir(os.path.join(exported, "1"))) == before
 
 
+def test_export_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "model"
+    path.write_text("notes")
+    with pytest.raises(UserError, match=r"--export_dir=.*model is a file"):
+        export_saved_model(tiny_model(), SCALE, str(path))
+    assert path.read_text() == "notes"
+
+
 def test_next_version_follows_the_largest_integer_folder(tmp_path):
     assert next_version(str(tmp_path / "missing")) == 1
     for name in ("1", "7", "notes", "12b"):

@@ -80,6 +80,9 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     folded into the convolutions (`fold_batchnorm`). An existing version folder is never
     replaced.
     """
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise UserError(f"--export_dir={export_dir} is a file, not a folder; pass a new or "
+                        "existing model folder (the file was left as it is)")
     version = next_version(export_dir) if version is None else version
     if version < 1:
         raise UserError(f"--version={version} must be a positive integer (TF Serving loads "
