@@ -61,6 +61,17 @@ def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> lis
             for path in paths]
 
 
+def _make_folders(output: str, kinds: dict) -> None:
+    """Creates <output>/<kind>/ for every kind of output, before any work is done."""
+    for kind in kinds:
+        folder = os.path.join(output, kind)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create the folder {folder} ({error.strerror or error}); "
+                            "pass an --output folder that can be written") from None
+
+
 def main(argv: list[str]) -> None:
     config = config_from_flags()
     values = flags.FLAGS
@@ -71,11 +82,10 @@ def main(argv: list[str]) -> None:
     if existing and not values.overwrite:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
+    _make_folders(values.output, outputs[0])
     model = build_model(config, training_heads=False)
     load_weights(model, values.weights)
     predictor = predictor_from_flags(model, config.scale, values)
-    for kind in outputs[0]:
-        os.makedirs(os.path.join(values.output, kind), exist_ok=True)
     skipped = []
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for done, (path, targets) in enumerate(zip(paths, outputs), 1):

@@ -103,6 +103,17 @@ def test_input_without_a_readable_image_is_an_error(weights, inputs, tmp_path):
     assert "split" not in result.stderr
 
 
+def test_output_that_is_a_file_is_one_error_line(weights, inputs, tmp_path):
+    output = tmp_path / "predictions"
+    output.write_bytes(STALE)
+    result = run("predict.py", *CONFIG, f"--weights={weights[1]}",
+                 f"--input={os.path.join(inputs, 'gray.png')}", f"--output={output}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--output" in errors[0] and "Traceback" not in result.stderr
+    assert output.read_bytes() == STALE
+
+
 def test_folder_listing_takes_every_format_the_decoder_reads(weights, tmp_path):
     folder = tmp_path / "gifs"
     folder.mkdir()
@@ -145,6 +156,17 @@ def test_a_large_image_with_many_classes_is_predicted_in_bounded_memory(tmp_path
     assert peak_mb < LARGE_MEMORY_BOUND_MB, f"peak resident memory {peak_mb:.0f} MB"
     with Image.open(tmp_path / "out" / "labels" / "large.png") as labels:
         assert labels.size == (LARGE, LARGE)
+
+
+def test_evaluate_refuses_an_unwritable_output_before_evaluating(weights, tmp_path):
+    blocker = tmp_path / "metrics"
+    blocker.write_bytes(STALE)
+    result = run("evaluate.py", *CONFIG, f"--data_root={tmp_path / 'no_data'}",
+                 f"--weights={weights[1]}", f"--output={blocker / 'm.json'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--output" in errors[0] and "Traceback" not in result.stderr
+    assert blocker.read_bytes() == STALE
 
 
 def test_existing_outputs_are_kept_unless_overwrite(weights, inputs, predicted, tmp_path):

@@ -207,6 +207,16 @@ def test_evaluate_accepts_any_predictor_and_saves_palette_pngs(tmp_path):
         PredictionWriter(dataset, folder)
 
 
+def test_save_predictions_that_is_a_file_is_refused(tmp_path):
+    dataset = SegmentationDataset("demo", "val", ("a", "b"), np.zeros((2, 3), np.uint8),
+                                  [Sample("a.jpg", "a.png")])
+    path = tmp_path / "predictions"
+    path.write_text("notes")
+    with pytest.raises(UserError, match=r"--save_predictions=.*cannot be created as a folder"):
+        PredictionWriter(dataset, str(path))
+    assert path.read_text() == "notes"
+
+
 def test_cityscapes_predictions_are_also_written_as_label_ids(tmp_path):
     image_path = "x/leftImg8bit/val/aachen/aachen_000000_000019_leftImg8bit.png"
     palette = np.zeros((19, 3), np.uint8)
