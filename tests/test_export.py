@@ -156,6 +156,8 @@ def test_export_dir_that_is_a_file_is_refused(tmp_path):
     path.write_text("notes")
     with pytest.raises(UserError, match=r"--export_dir=.*model is a file"):
         export_saved_model(tiny_model(), SCALE, str(path))
+    with pytest.raises(UserError, match=r"cannot create --export_dir=.*model/serving"):
+        export_saved_model(tiny_model(), SCALE, str(path / "serving"))
     assert path.read_text() == "notes"
 
 

@@ -116,7 +116,11 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     archive.add_endpoint("serve_encoded", serve_encoded, input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes")])
     # Written beside the target and renamed, so TF Serving never sees a half-written version.
-    os.makedirs(export_dir, exist_ok=True)
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --export_dir={export_dir} ({error.strerror or error}); "
+                        "pass a folder that can be written") from None
     temporary = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(temporary, verbose=False)
