@@ -89,8 +89,8 @@ def labels_at_size(views: Sequence[tf.Tensor], size: tf.Tensor) -> tf.Tensor:
     ADE20K's 150 classes.
     """
     shape = tf.shape(views[0])
-    row_bytes = 4 * shape[0] * size[1] * shape[3]
-    band = tf.maximum(BAND_BYTES // row_bytes, 1)
+    row_bytes = 4 * tf.reduce_prod(tf.cast(tf.stack([shape[0], size[1], shape[3]]), tf.int64))
+    band = tf.cast(tf.maximum(BAND_BYTES // row_bytes, 1), tf.int32)
     count = (size[0] + band - 1) // band
 
     def body(index: tf.Tensor, bands: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
