@@ -12,9 +12,9 @@ from test_models import randomise, tiny_model
 from pspnet_tf.data.datasets import Sample, SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.errors import UserError
+from pspnet_tf.inference import predictor as predictor_module
 from pspnet_tf.inference.modes import predictor_from_flags
 from pspnet_tf.inference.outputs import CITYSCAPES_LABEL_IDS_DIR, PredictionWriter
-from pspnet_tf.inference import predictor as predictor_module
 from pspnet_tf.inference.predictor import (
     Predictor,
     labels_at_size,
