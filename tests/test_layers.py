@@ -1,7 +1,9 @@
 """Every custom layer of pspnet_tf through the shared harness (tests/layer_testing.py)."""
 
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 from layer_testing import run_layer_test
 
 from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv, ResizeLike
@@ -44,6 +46,18 @@ def test_pyramid_bottleneck_config_holds_only_its_own_arguments():
     layer([keras.Input((None, None, 6)), keras.Input((1, 1, 4)), keras.Input((2, 2, 4))])
     assert [(w.path, tuple(w.shape)) for w in layer.weights] == [
         ("bottleneck_conv/kernel", (3, 3, 14, 5))]  # as Conv2D named it: checkpoints load
+
+
+def test_pyramid_bottleneck_restores_training_checkpoints_of_the_conv2d_it_was(tmp_path):
+    """Runs checkpointed while the layer was a keras.layers.Conv2D subclass still resume."""
+    conv = keras.layers.Conv2D(5, 3, padding="same", use_bias=False)
+    conv.build((None, 7, 7, 14))
+    conv.kernel.assign(np.random.default_rng(0).normal(size=(3, 3, 14, 5)).astype("float32"))
+    path = tf.train.Checkpoint(layer=conv).save(str(tmp_path / "ckpt"))
+    layer = PyramidBottleneckConv(5)
+    layer.build([(None, 7, 7, 6), (None, 1, 1, 8)])
+    tf.train.Checkpoint(layer=layer).restore(path).assert_consumed()
+    np.testing.assert_array_equal(layer.kernel.numpy(), conv.kernel.numpy())
 
 
 class _Unregistered(keras.layers.Layer):

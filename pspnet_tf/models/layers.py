@@ -105,9 +105,15 @@ class PyramidBottleneckConv(keras.layers.Layer):
     def build(self, input_shapes: list[tuple]) -> None:
         features, *branches = input_shapes
         channels = features[-1] + sum(branch[-1] for branch in branches)
-        self.kernel = self.add_weight(name="kernel",
-                                      shape=(*self.KERNEL_SIZE, channels, self.filters),
-                                      initializer=self.kernel_initializer)
+        # Held as `_kernel`, as keras.layers.Conv2D holds it, so that training checkpoints
+        # (tf.train.Checkpoint tracks attribute names) of the Conv2D-based layer restore.
+        self._kernel = self.add_weight(name="kernel",
+                                       shape=(*self.KERNEL_SIZE, channels, self.filters),
+                                       initializer=self.kernel_initializer)
+
+    @property
+    def kernel(self) -> keras.Variable:
+        return self._kernel
 
     def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return tf.nn.convolution(inputs, kernel, padding="SAME")
