@@ -29,10 +29,10 @@ VARIANTS = {
     "r18_d8_inference": ("resnet18_v1c", 8, False),
     "r18_d8_training": ("resnet18_v1c", 8, True),
     "r18_d16_training": ("resnet18_v1c", 16, True),
-    "r50_d8_training": ("resnet50_v1c", 8, True),
     "r50_d16_inference": ("resnet50_v1c", 16, False),
 }
-SLOW_VARIANTS = {  # each R-101 file is 165 MB and takes seconds to write and read
+SLOW_VARIANTS = {  # files are 92/165 MB and take seconds to write and read
+    "r50_d8_training": ("resnet50_v1c", 8, True),
     "r101_d8_training": ("resnet101_v1c", 8, True),
     "r101_d16_inference": ("resnet101_v1c", 16, False),
 }
@@ -106,7 +106,7 @@ def test_saved_model_loads_in_a_fresh_process_with_the_same_logits(name,
 
 
 @pytest.mark.slow
-def test_resnet101_saved_models_load_in_a_fresh_process_with_the_same_logits(tmp_path):
+def test_larger_saved_models_load_in_a_fresh_process_with_the_same_logits(tmp_path):
     for name, (expected, loaded) in round_trip_in_fresh_process(SLOW_VARIANTS,
                                                                 tmp_path).items():
         assert set(loaded) == set(expected), name
@@ -155,4 +155,4 @@ def test_training_swaps_in_tap_gradients_and_still_saves_a_plain_pspnet(tmp_path
     assert ("pspnet_tf.models.layers", "PyramidBottleneckConv") in classes
     loaded = keras.saving.load_model(tmp_path / "trained.keras")
     assert_same_outputs(_as_dict(loaded(images(), training=False)), before)
-    assert _kernel_gradient_ops(loaded) == len(convs) + 1  # a copy has Keras's gradients
+    assert not any("convolution_op" in vars(layer) for layer in loaded.layers)  # Keras's own
