@@ -9,12 +9,6 @@ from layer_testing import run_layer_test
 from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv, ResizeLike
 
 
-@pytest.fixture(autouse=True)
-def restore_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 @pytest.mark.parametrize("bins, input_shape", [(1, (2, 5, 4, 3)), (3, (2, 10, 7, 4)),
                                                (6, (1, 13, 13, 2))])
 def test_adaptive_average_pooling(bins, input_shape):
