@@ -1,26 +1,25 @@
 """Reads PyTorch checkpoints (.pth) without PyTorch, and without running code from the file.
 
-Two formats are read, the ones `torch.save` has written since PyTorch 1.0:
+Both formats `torch.save` writes are read:
 
 - the zip format (default since PyTorch 1.6): `<name>/data.pkl` (the pickled object) and
   one stored member `<name>/data/<key>` per storage, byte order in `<name>/byteorder`
   (little endian when absent, as torch.load assumes);
-- the legacy format (`_use_new_zipfile_serialization=False`, and PyTorch 1.0-1.5, which
+- the legacy format (`_use_new_zipfile_serialization=False`, and PyTorch before 1.6, which
   wrote many published checkpoints): pickles of a magic number, the protocol version and
   system info, then the object, then the list of storage keys, then each storage as an
   int64 element count and its little-endian bytes.
 
-The even older tar format (PyTorch < 0.4) is refused with how to re-save it.
+The even older tar format of early PyTorch versions is refused with how to re-save it.
 
 Pickles are read by an unpickler that admits exactly the globals `torch.save` emits for
 tensors and containers (tensor and parameter rebuilders, storage types, OrderedDict,
 torch.Size, and the latin-1 decoding by which pickle protocol 2 writes bytes); anything
 else (a class, `os.system`, `builtins.eval`) stops the load before it is called, as
-`torch.load(weights_only=True)` does. Tensors come back as numpy arrays that
-own their memory, with torch's dtype, shape, strides and storage offset applied
-(bfloat16, which numpy lacks, as float32, which holds every bfloat16 value exactly). Each
-tensor reads only its span of its storage, so memory peaks at the arrays returned plus
-one tensor's bytes, not at twice the checkpoint.
+`torch.load(weights_only=True)` does. Tensors come back as C-contiguous numpy arrays of
+their own, with torch's dtype, shape, strides and storage offset applied (bfloat16, which
+numpy lacks, as float32, which holds every bfloat16 value exactly). Each tensor reads only
+its span of its storage, so memory peaks at the arrays returned plus one tensor's bytes.
 """
 
 import collections
@@ -285,7 +284,7 @@ def load_checkpoint(path: str) -> Any:
                 handle.seek(0)
                 return _load_zip(handle)
             if tarfile.is_tarfile(path):
-                raise UserError(f"{path} is in PyTorch's tar format (PyTorch < 0.4), which is "
+                raise UserError(f"{path} is in early PyTorch's tar format, which is "
                                 "not read; if you trust its source, re-save it with PyTorch: "
                                 "torch.save(torch.load(path, weights_only=False), path)")
             handle.seek(0)
