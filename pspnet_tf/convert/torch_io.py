@@ -19,7 +19,8 @@ else (a class, `os.system`, `builtins.eval`) stops the load before it is called,
 `torch.load(weights_only=True)` does. Tensors come back as C-contiguous numpy arrays of
 their own, with torch's dtype, shape, strides and storage offset applied (bfloat16, which
 numpy lacks, as float32, which holds every bfloat16 value exactly). Each tensor reads only
-its span of its storage, so memory peaks at the arrays returned plus one tensor's bytes.
+its span of its storage, straight into the array returned when the tensor is contiguous,
+so reading needs little more memory than the arrays it returns.
 """
 
 import collections
@@ -30,7 +31,6 @@ import pickle
 import struct
 import tarfile
 import zipfile
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -172,38 +172,57 @@ def _span(tensor: TensorRef) -> int:
     return 1 + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride))
 
 
-# read(storage, first element, count) -> the bytes of those elements of the storage
-ReadElements = Callable[[Storage, int, int], bytes]
+@dataclasses.dataclass(frozen=True)
+class StoredData:
+    """Where the tensor data lies in the checkpoint file."""
+
+    handle: BinaryIO
+    located: dict[str, tuple[int, int]]  # key -> (file position of element 0, elements)
+    byteorder: str  # "<" or ">"
+
+    def read(self, storage: Storage, first: int, count: int) -> np.ndarray:
+        """Elements [first, first + count) of `storage`, read straight into a new array."""
+        position, stored = self.located[storage.key]
+        if storage.offset + first + count > stored:
+            raise MalformedCheckpoint(f"storage {storage.key} holds {stored} elements, "
+                                      "fewer than its tensors use")
+        values = np.empty(count, storage.type.dtype.newbyteorder(self.byteorder))
+        self.handle.seek(position + (storage.offset + first) * values.itemsize)
+        if self.handle.readinto(values) != values.nbytes:
+            raise MalformedCheckpoint(f"storage {storage.key} is truncated")
+        return values
 
 
-def _to_array(tensor: TensorRef, read: ReadElements, byteorder: str) -> np.ndarray:
-    """The tensor's values as a C-contiguous array that owns its memory."""
-    stored = tensor.storage.type.dtype.newbyteorder(byteorder)
-    native = stored.newbyteorder("=")
+def _to_array(tensor: TensorRef, data: StoredData) -> np.ndarray:
+    """The tensor's values as a C-contiguous array of its own (a contiguous tensor is the
+    array its bytes were read into, without a copy)."""
+    native = tensor.storage.type.dtype.newbyteorder("=")
     if 0 in tensor.shape:
         values = np.empty(tensor.shape, native)
     else:
-        data = np.frombuffer(read(tensor.storage, tensor.offset, _span(tensor)), stored)
-        view = np.lib.stride_tricks.as_strided(
-            data, tensor.shape, [s * stored.itemsize for s in tensor.stride], writeable=False)
-        values = np.array(view, dtype=native, order="C")
+        span = data.read(tensor.storage, tensor.offset, _span(tensor))
+        values = np.lib.stride_tricks.as_strided(
+            span, tensor.shape, [s * span.itemsize for s in tensor.stride])
+        if not values.flags.c_contiguous:  # transposed, sliced, expanded
+            values = values.copy()
+        values = values.astype(native, copy=False)  # byte-swaps a big-endian file
     if tensor.storage.type.name == "BFloat16Storage":  # the high half of a float32
         values = (values.astype(np.uint32) << 16).view(np.float32)
     return values
 
 
-def _materialise(obj: Any, read: ReadElements, byteorder: str, done: dict[int, Any]) -> Any:
+def _materialise(obj: Any, data: StoredData, done: dict[int, Any]) -> Any:
     """`obj` with every TensorRef replaced by its array; an object pickled once (a tensor
     in two places) stays one object, as with torch.load."""
     if id(obj) in done:
         return done[id(obj)]
     if isinstance(obj, TensorRef):
-        result = _to_array(obj, read, byteorder)
+        result = _to_array(obj, data)
     elif isinstance(obj, dict):  # dict or OrderedDict, the only mappings admitted
-        result = type(obj)((key, _materialise(value, read, byteorder, done))
+        result = type(obj)((key, _materialise(value, data, done))
                            for key, value in obj.items())
     elif isinstance(obj, (list, tuple)):
-        result = type(obj)(_materialise(value, read, byteorder, done) for value in obj)
+        result = type(obj)(_materialise(value, data, done) for value in obj)
     else:
         return obj
     done[id(obj)] = result
@@ -217,10 +236,18 @@ def _read_exactly(handle: BinaryIO, count: int, what: str) -> bytes:
     return data
 
 
-def _check_inside(storage: Storage, first: int, count: int, stored_numel: int) -> None:
-    if storage.offset + first + count > stored_numel:
-        raise MalformedCheckpoint(f"storage {storage.key} holds {stored_numel} elements, "
-                                  f"fewer than its tensors use")
+def _member_data_position(archive: zipfile.ZipFile, handle: BinaryIO, member: str) -> int:
+    """Where a stored (uncompressed, as torch.save writes them) member's bytes start."""
+    info = archive.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise MalformedCheckpoint(f"{member} is compressed; torch.save stores tensor data "
+                                  "uncompressed")
+    handle.seek(info.header_offset)
+    signature, name_length, extra_length = struct.unpack(
+        "<4s22xHH", _read_exactly(handle, 30, member))
+    if signature != b"PK\x03\x04":
+        raise MalformedCheckpoint(f"{member} has no zip header")
+    return info.header_offset + 30 + name_length + extra_length
 
 
 def _load_zip(handle: BinaryIO) -> Any:
@@ -233,16 +260,13 @@ def _load_zip(handle: BinaryIO) -> Any:
             raise MalformedCheckpoint(f"unknown byte order {recorded[:20]!r}")
         unpickler = _TensorUnpickler(io.BytesIO(archive.read(f"{prefix}/data.pkl")))
         root = unpickler.load()
-
-        def read(storage: Storage, first: int, count: int) -> bytes:
-            member = f"{prefix}/data/{storage.key}"
-            itemsize = storage.type.dtype.itemsize
-            _check_inside(storage, first, count, archive.getinfo(member).file_size // itemsize)
-            with archive.open(member) as data:
-                data.seek((storage.offset + first) * itemsize)
-                return _read_exactly(data, count * itemsize, member)
-
-        return _materialise(root, read, "<" if recorded == b"little" else ">", {})
+        located = {}
+        for key, storage_type in unpickler.storages.items():
+            member = f"{prefix}/data/{key}"
+            located[key] = (_member_data_position(archive, handle, member),
+                            archive.getinfo(member).file_size // storage_type.dtype.itemsize)
+    return _materialise(root, StoredData(handle, located, "<" if recorded == b"little"
+                                         else ">"), {})
 
 
 def _load_legacy(handle: BinaryIO) -> Any:
@@ -257,20 +281,12 @@ def _load_legacy(handle: BinaryIO) -> Any:
     keys = _TensorUnpickler(handle).load()
     if not isinstance(keys, list) or set(keys) != set(unpickler.storages):
         raise MalformedCheckpoint("the storage list does not match the tensors")
-    located = {}  # key -> (file position of element 0, element count)
+    located = {}
     for key in keys:
         (numel,) = struct.unpack("<q", _read_exactly(handle, 8, f"storage {key}"))
         located[key] = (handle.tell(), _count(numel, "a storage size"))
         handle.seek(numel * unpickler.storages[key].dtype.itemsize, os.SEEK_CUR)
-
-    def read(storage: Storage, first: int, count: int) -> bytes:
-        position, stored_numel = located[storage.key]
-        itemsize = storage.type.dtype.itemsize
-        _check_inside(storage, first, count, stored_numel)
-        handle.seek(position + (storage.offset + first) * itemsize)
-        return _read_exactly(handle, count * itemsize, f"storage {storage.key}")
-
-    return _materialise(root, read, "<", {})
+    return _materialise(root, StoredData(handle, located, "<"), {})
 
 
 def load_checkpoint(path: str) -> Any:
