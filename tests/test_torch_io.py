@@ -95,6 +95,37 @@ def test_checkpoints_read_bit_identical_to_torch_load(format_name, tmp_path):
     assert state["shared_whole"][0] == 0.0 and state["shared_tail"][0] == 5.0
 
 
+class ViewedStorage:
+    """Pickled as a storage view, as PyTorch before 1.0 wrote them."""
+
+
+class TensorOnView:
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2,
+                (ViewedStorage(), 1, (2, 3), (1, 2), False, collections.OrderedDict()))
+
+
+def test_legacy_storage_views_are_read(tmp_path):
+    """('storage', type, root key, location, numel, (view key, offset, numel)) ids."""
+    path = str(tmp_path / "views.pth")
+
+    class LegacyPickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, ViewedStorage):
+                return ("storage", torch.FloatStorage, "root", "cpu", 12, ("view", 4, 8))
+            return None
+
+    with open(path, "wb") as handle:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, handle, protocol=2)
+        LegacyPickler(handle, protocol=2).dump({"view": TensorOnView()})
+        pickle.dump(["root"], handle, protocol=2)
+        handle.write(np.int64(12).tobytes() + np.arange(12, dtype="<f4").tobytes())
+    loaded = load_checkpoint(path)
+    assert_same(torch.load(path, weights_only=True), loaded)
+    np.testing.assert_array_equal(loaded["view"], [[5, 7, 9], [6, 8, 10]])
+
+
 def test_bfloat16_becomes_the_equal_float32(tmp_path):
     path = str(tmp_path / "bf16.pth")
     values = torch.tensor([1.0, -2.5, 3.0e38, 1.0e-38, float("inf")]).bfloat16()
