@@ -235,6 +235,33 @@ def test_a_whole_pickled_module_is_refused(legacy, tmp_path):
     assert "torch.nn.modules.linear.Linear" in error_for(path)
 
 
+def text(value: str) -> bytes:
+    """The pickle opcode pushing a str."""
+    return b"X" + len(value).to_bytes(4, "little") + value.encode()
+
+
+TWO_FLOATS = (b"ctorch._utils\n_rebuild_tensor_v2\n((" + text("storage") +
+              b"ctorch\nFloatStorage\n" + text("0") + text("cpu") + b"K\x02tQK\x00K\x02\x85"
+              b"K\x01\x85\x89ccollections\nOrderedDict\n)RtR")  # a tensor on storage 0
+
+
+@pytest.mark.parametrize("pickled", [
+    b"\x80\x02}" + text("w") + TWO_FLOATS + b"}" + text("stride") +
+    b"J\xff\xff\xff\xff\x85sbs.",
+    b"\x80\x02ctorch\nFloatStorage\n}" + text("name") + text("UntypedStorage") +
+    b"sb0}" + text("w") + TWO_FLOATS + b"s.",
+], ids=["tensor_stride", "storage_type"])
+def test_pickles_cannot_alter_checked_objects(pickled, tmp_path):
+    """pickle's BUILD sets attributes: a negative stride set after the bounds check would
+    read memory outside the data, a changed storage type would change later loads."""
+    valid, crafted = str(tmp_path / "valid.pth"), str(tmp_path / "crafted.pth")
+    torch.save({"w": torch.tensor([1.5, 2.5])}, valid)
+    rewrite_zip(valid, crafted,
+                lambda name, data: pickled if name.endswith("/data.pkl") else data)
+    assert "not a readable PyTorch checkpoint" in error_for(crafted)
+    np.testing.assert_array_equal(load_checkpoint(valid)["w"], np.float32([1.5, 2.5]))
+
+
 def truncate(path: str, keep: float) -> None:
     data = open(path, "rb").read()
     with open(path, "wb") as handle:

@@ -31,7 +31,7 @@ import pickle
 import struct
 import tarfile
 import zipfile
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -56,8 +56,9 @@ class MalformedCheckpoint(ValueError):
     """The file's structure is not what torch.save writes."""
 
 
-@dataclasses.dataclass(frozen=True)
-class StorageType:
+# Objects a pickle can reach are immutable tuples: pickle's BUILD opcode, which sets the
+# attributes of an object, can neither retarget a checked tensor nor change a storage type.
+class StorageType(NamedTuple):
     name: str  # torch's class name, e.g. FloatStorage
 
     @property
@@ -65,8 +66,7 @@ class StorageType:
         return np.dtype(_STORAGE_DTYPES[self.name])
 
 
-@dataclasses.dataclass(frozen=True)
-class Storage:
+class Storage(NamedTuple):
     """One storage (or a legacy view of one): `numel` elements from `offset` in `key`."""
 
     key: str
@@ -75,8 +75,7 @@ class Storage:
     numel: int
 
 
-@dataclasses.dataclass(frozen=True)
-class TensorRef:
+class TensorRef(NamedTuple):
     """A tensor as its pickle describes it; its data is read once unpickling is done."""
 
     storage: Storage
@@ -218,10 +217,10 @@ def _materialise(obj: Any, data: StoredData, done: dict[int, Any]) -> Any:
         return done[id(obj)]
     if isinstance(obj, TensorRef):
         result = _to_array(obj, data)
-    elif isinstance(obj, dict):  # dict or OrderedDict, the only mappings admitted
+    elif type(obj) in (dict, collections.OrderedDict):
         result = type(obj)((key, _materialise(value, data, done))
                            for key, value in obj.items())
-    elif isinstance(obj, (list, tuple)):
+    elif type(obj) in (list, tuple):
         result = type(obj)(_materialise(value, data, done) for value in obj)
     else:
         return obj
