@@ -8,6 +8,7 @@ import tensorflow as tf
 from absl import app
 
 from pspnet_tf.errors import UserError
+from pspnet_tf.packaged_configs import resolve_flagfile_args
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
 _EMBEDDED_USER_ERROR = re.compile(r"UserError: (.+)")
@@ -52,4 +53,4 @@ def run(main: Callable[[list[str]], None]) -> None:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded)
+    app.run(guarded, argv=resolve_flagfile_args(sys.argv))
