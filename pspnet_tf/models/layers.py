@@ -5,6 +5,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pspnet_tf.compat import set_conv_kernel
 from pspnet_tf.models.convolution import conv2d
 
 
@@ -97,10 +98,10 @@ class PyramidBottleneckConv(keras.layers.Conv2D):
     def build(self, input_shapes: list[tuple]) -> None:
         features, *branches = input_shapes
         channels = features[-1] + sum(branch[-1] for branch in branches)
-        self._kernel = self.add_weight(
+        set_conv_kernel(self, self.add_weight(
             name="kernel", shape=(*self.kernel_size, channels, self.filters),
             initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint, dtype=self.dtype)
+            constraint=self.kernel_constraint, dtype=self.dtype))
         self.bias = None
         self.built = True
 
