@@ -1,6 +1,6 @@
 """PyTorch checkpoints -> pspnet_tf weights: mmsegmentation PSPNets and ImageNet ResNetV1c.
 
-PyTorch is optional (requirements-convert.txt): it is imported only when a .pth file is
+PyTorch is optional (the [convert] extra): it is imported only when a .pth file is
 read, so training, evaluation and serving with Keras weights never need it.
 """
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from pspnet_tf.errors import UserError
 
-INSTALL_HINT = "pip install -r requirements-convert.txt"
+INSTALL_HINT = "pip install 'pspnet-tf[convert]'"
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
