@@ -3,11 +3,17 @@
 import os
 from importlib import metadata
 
-# TensorFlow's C++ INFO/WARNING lines (CUDA probing, tf.data op errors that the entry points
-# report in one line) drown the progress output; a value the user set wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pspnet_tf.native_logs import native_logs_dropped, verbose_requested
 
-from pspnet_tf.models import build_pspnet, load_weights, save_weights  # noqa: E402
+# TensorFlow's C++ INFO/WARNING lines (CUDA probing, tf.data op errors that the entry points
+# report in one line) drown the progress output; a value the user set wins, and
+# PSPNET_VERBOSE=1 / --verbose keeps them.
+_VERBOSE = verbose_requested()
+if not _VERBOSE:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+with native_logs_dropped(enabled=not _VERBOSE):  # TensorFlow's start-up lines
+    from pspnet_tf.models import build_pspnet, load_weights, save_weights  # noqa: E402
 
 try:
     __version__ = metadata.version("pspnet-tf")  # pyproject.toml is the one source

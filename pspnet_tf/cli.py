@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl import app
 
 from pspnet_tf.errors import UserError
-from pspnet_tf.packaged_configs import resolve_flagfile_args
+from pspnet_tf.cli_help import prepare_argv
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
 _EMBEDDED_USER_ERROR = re.compile(r"UserError: (.+)")
@@ -53,4 +53,4 @@ def run(main: Callable[[list[str]], None]) -> None:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded, argv=resolve_flagfile_args(sys.argv))
+    app.run(guarded, argv=prepare_argv(sys.argv, main))
