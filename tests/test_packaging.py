@@ -1,6 +1,7 @@
 """The package metadata, its package list and the shipped flagfiles found by name."""
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -60,3 +61,20 @@ def test_entry_point_reads_a_shipped_flagfile_from_another_directory(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "data root data/demo does not exist" in result.stdout
     assert "problems found in demo under data/demo" in result.stderr
+
+
+def test_docs_referenced_by_readme_and_code_exist():
+    """Every docs/*.md named in the repository is there (the docs replace an outside file)."""
+    named = set()
+    for folder, _, files in os.walk(ROOT):
+        if ".git" in folder.split(os.sep):
+            continue
+        for name in files:
+            if name.endswith((".py", ".md", ".cfg")):
+                with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                    text = handle.read()
+                named.update(re.findall(r"docs/(\w+\.md)", text))
+    assert named >= {"recipe.md", "datasets.md", "architecture.md", "performance.md",
+                     "serving.md"}
+    missing = sorted(name for name in named if not os.path.isfile(os.path.join(ROOT, "docs", name)))
+    assert not missing, f"docs/{missing} referenced but not in the repository"
