@@ -16,6 +16,7 @@ import collections
 import os
 import sys
 
+import pspnet_tf  # noqa: F401, I001  (before keras: quiets TensorFlow's start-up lines)
 import keras
 from absl import flags
 from PIL import Image

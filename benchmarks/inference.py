@@ -11,7 +11,7 @@ own process with the same number of intra-op threads (one inter-op thread), in a
 rounds; each row reports the median of --runs timed runs after two warm-up runs (the best round
 counts, as the CPU may be shared) and the process's peak resident memory. Achieved GFLOP/s
 count R-50-D8's 178.6 GMACs at 512x512 as 357.2 GFLOP, against an estimated peak of
-cores x clock x FLOP/cycle. Needs torch (requirements-dev.txt). Last line:
+cores x clock x FLOP/cycle. Needs torch (the [dev] extra). Last line:
 `ratio=<our slower default path (exported or Predictor) / PyTorch>`.
 """
 

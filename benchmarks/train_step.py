@@ -10,7 +10,7 @@ ours as train.py runs it (trainer.build_model + compile_for_training under creat
 Keras fit), and the same with XLA (--jit_compile). Each row runs in its own process with the
 same intra-op threads (one inter-op thread), in alternating rounds; a row reports the median
 step time of --steps timed steps after one warm-up step (the best round counts, as the CPU may
-be shared) and the process's peak resident memory. Needs torch (requirements-dev.txt).
+be shared) and the process's peak resident memory. Needs torch (the [dev] extra).
 Last line: `ratio=<ours (no XLA) / PyTorch>`.
 """
 

@@ -1,11 +1,23 @@
 """pspnet_tf: PSPNet semantic segmentation for TensorFlow 2 / Keras 3."""
 
 import os
+from importlib import metadata
+
+from pspnet_tf.native_logs import native_logs_dropped, verbose_requested
 
 # TensorFlow's C++ INFO/WARNING lines (CUDA probing, tf.data op errors that the entry points
-# report in one line) drown the progress output; a value the user set wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# report in one line) drown the progress output; a value the user set wins, and
+# PSPNET_VERBOSE=1 / --verbose keeps them.
+_VERBOSE = verbose_requested()
+if not _VERBOSE:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pspnet_tf.models import build_pspnet, load_weights, save_weights  # noqa: E402
+with native_logs_dropped(enabled=not _VERBOSE):  # TensorFlow's start-up lines
+    from pspnet_tf.models import build_pspnet, load_weights, save_weights  # noqa: E402
 
-__all__ = ["build_pspnet", "load_weights", "save_weights"]
+try:
+    __version__ = metadata.version("pspnet-tf")  # pyproject.toml is the one source
+except metadata.PackageNotFoundError:  # a source checkout that was never pip-installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__", "build_pspnet", "load_weights", "save_weights"]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import app
 
+from pspnet_tf.cli_help import prepare_argv
 from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
@@ -48,4 +49,4 @@ def run(main: Callable[[list[str]], None]) -> None:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
 
-    app.run(guarded)
+    app.run(guarded, argv=prepare_argv(sys.argv, main))

@@ -12,7 +12,7 @@ from typing import Any
 
 from absl import flags
 
-from pspnet_tf.data.datasets import DATASET_NAMES
+from pspnet_tf.data.datasets import DATASET_NAMES, dataset_classes
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import BACKBONES
 
@@ -84,6 +84,19 @@ _DEFAULTS = ExperimentConfig()
 
 CHECKPOINTS_DIR = "checkpoints"  # run_dir/checkpoints/ckpt-STEP.*
 
+# The --help group of each flag define_flags() defines (see pspnet_tf.cli_help).
+FLAG_GROUPS = {
+    "data": ("dataset", "data_root", "train_split", "val_split", "num_classes", "crop_size",
+             "scale", "ratio_range", "cat_max_ratio", "skip_bad_samples", "tfrecord_dir"),
+    "model": ("backbone", "output_stride", "psp_channels", "aux_channels", "dropout",
+              "pretrained"),
+    "optimisation": ("batch_size", "epochs", "learning_rate", "end_learning_rate", "momentum",
+                     "weight_decay", "aux_loss_weight", "seed"),
+    "runtime": ("strategy", "tpu", "mixed_precision", "jit_compile"),
+    "evaluation/inference": ("eval_every_epochs",),
+    "output": ("run_dir", "checkpoint_every_steps", "num_image_summaries"),
+}
+
 
 def _pair(name: str, values: Sequence[str], kind: type) -> tuple:
     try:
@@ -121,8 +134,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     )
     flags.DEFINE_integer(
         "num_classes",
-        d.num_classes,
-        "Number of classes; must equal the dataset's class count.",
+        None,
+        "Number of classes (default: the dataset's class count, for --dataset=folder the "
+        "lines of classes.txt); a value given must equal it.",
         lower_bound=1,
         flag_values=flag_values,
     )
@@ -323,7 +337,8 @@ def config_from_flags(values: Any = None) -> ExperimentConfig:
         data_root=values.data_root,
         train_split=values.train_split,
         val_split=values.val_split,
-        num_classes=values.num_classes,
+        num_classes=(values.num_classes if values.num_classes is not None
+                     else len(dataset_classes(values.dataset, values.data_root)[0])),
         backbone=values.backbone,
         output_stride=int(values.output_stride),
         psp_channels=values.psp_channels,

@@ -84,3 +84,21 @@ def test_run_dir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(UserError, match="is a file"):
         prepare_run_dir(ExperimentConfig(run_dir=str(tmp_path / "run")))
     assert (tmp_path / "run").read_text() == "mine"
+
+
+@pytest.mark.parametrize("dataset, count", [("voc", 21), ("demo", 5), ("ade20k", 150),
+                                            ("cityscapes", 19)])
+def test_num_classes_defaults_to_the_datasets_class_count(parse, dataset, count):
+    assert parse(f"--dataset={dataset}").num_classes == count
+
+
+def test_num_classes_of_a_folder_dataset_is_the_line_count_of_classes_txt(parse, tmp_path):
+    (tmp_path / "classes.txt").write_text("background\ncrack\n\nrust\n")
+    assert parse("--dataset=folder", f"--data_root={tmp_path}").num_classes == 3
+    with pytest.raises(UserError, match="classes.txt not found"):
+        parse("--dataset=folder", f"--data_root={tmp_path / 'elsewhere'}")
+
+
+def test_an_explicit_num_classes_is_kept_for_the_dataset_check(parse):
+    # The training, evaluation and verify checks compare it with the dataset and stop.
+    assert parse("--dataset=cityscapes", "--num_classes=21").num_classes == 21

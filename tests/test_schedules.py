@@ -1,4 +1,4 @@
-"""Poly schedule against the SPEC formula; TorchSGD against a numpy torch.optim.SGD."""
+"""Poly schedule against the published formula (docs/recipe.md); TorchSGD against a numpy torch.optim.SGD."""
 
 import keras
 import numpy as np
@@ -8,7 +8,7 @@ from pspnet_tf.training.schedules import TorchSGD, make_optimizer, poly_learning
 
 
 def spec_poly(step, base, total, end=1e-4, power=0.9):
-    """SPEC: lr = (base - min) * (1 - it / max_it)^0.9 + min."""
+    """docs/recipe.md: lr = (base - min) * (1 - it / max_it)^0.9 + min."""
     return (base - end) * (1 - step / total) ** power + end
 
 

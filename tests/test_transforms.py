@@ -216,7 +216,7 @@ def test_pad_fills_bottom_right_with_zero_and_ignore():
 
 
 def _step_by_step(image, label, scale, crop_size, seeds):
-    """SPEC steps 1-6 one transform at a time."""
+    """Recipe steps 1-6 (docs/recipe.md) one transform at a time."""
     image, label = transforms.random_rescale(image, label, scale, (0.5, 2.0), seed=seeds[0])
     image, label = transforms.random_crop(image, label, crop_size, 0.75, seed=seeds[1])
     image, label = transforms.random_flip(image, label, seed=seeds[2])

@@ -98,3 +98,24 @@ def test_command_line_exits_non_zero_and_changes_nothing(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr[-2000:]
     assert "no problems found" in clean.stdout
+
+
+def test_verify_command_takes_the_class_count_from_the_dataset(tmp_path):
+    """python -m pspnet_tf.data.verify --dataset=cityscapes needs no --num_classes (19);
+    an explicit wrong one is still reported."""
+    for split in ("train", "val"):
+        for folder in ("leftImg8bit", "gtFine"):
+            os.makedirs(tmp_path / folder / split / "city")
+        Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(
+            tmp_path / "leftImg8bit" / split / "city" / "city_0_0_leftImg8bit.png")
+        Image.fromarray(np.full((HEIGHT, WIDTH), 7, np.uint8)).save(  # labelId 7 = road
+            tmp_path / "gtFine" / split / "city" / "city_0_0_gtFine_labelIds.png")
+    command = [sys.executable, "-m", "pspnet_tf.data.verify", "--dataset=cityscapes",
+               f"--data_root={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "no problems found" in result.stdout
+    wrong = subprocess.run(command + ["--num_classes=21"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=240)
+    assert wrong.returncode == 2
+    assert "--num_classes=21 but cityscapes has 19 classes" in wrong.stdout

@@ -3,8 +3,8 @@
 import h5py
 import keras
 import numpy as np
-from keras.src.legacy.saving import legacy_h5_format
 
+from pspnet_tf.compat import legacy_h5_format
 from pspnet_tf.convert.download import fetch
 from pspnet_tf.convert.mapping import (
     BACKBONE_PREFIX,

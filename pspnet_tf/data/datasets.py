@@ -56,7 +56,7 @@ CITYSCAPES_CLASS_NAMES = (
     "motorcycle", "bicycle",
 )
 
-# Cityscapes labelIds -> trainIds (SPEC.md "Datasets"); every other id is ignored.
+# Cityscapes labelIds -> trainIds (docs/datasets.md); every other id is ignored.
 CITYSCAPES_LABEL_TO_TRAIN_ID = (
     (7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9),
     (23, 10), (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18),

@@ -1,4 +1,4 @@
-"""The SPEC.md training augmentations as graph-safe TensorFlow ops (mmsegmentation semantics).
+"""The training augmentations of docs/recipe.md as graph-safe TensorFlow ops (mmsegmentation semantics).
 
 Randomness is stateless: every random function takes an explicit `seed` (int32/int64 tensor
 of shape [2]), so the same seed always gives the same sample, which makes resumed runs
@@ -301,7 +301,7 @@ def _render_window(
     image: tf.Tensor, label: tf.Tensor, rows: _WindowAxis, cols: _WindowAxis,
     draws: PhotometricDraws,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """SPEC steps 1 and 3-6 on the source rectangle around a window, as one XLA computation:
+    """Recipe steps 1 and 3-6 (docs/recipe.md) on the source rectangle around a window, as one XLA computation:
     TensorFlow's per-op kernels spent most of a training sample's time in memory passes over
     the 512x512 crop that XLA fuses into a few."""
     left, right = tf.gather(image, cols.lower, axis=1), tf.gather(image, cols.upper, axis=1)
@@ -321,7 +321,7 @@ def random_train_window(
     rescale_seed: tf.Tensor, crop_seed: tf.Tensor, flip_seed: tf.Tensor,
     photometric_seed: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """SPEC steps 1-6 in one: the sample random_rescale, random_crop, random_flip,
+    """Recipe steps 1-6 in one: the sample random_rescale, random_crop, random_flip,
     photometric_distortion, normalize and pad_to_size give with these seeds (the label
     exactly, the image within float rounding), computing only the crop's pixels.
 

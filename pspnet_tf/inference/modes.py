@@ -1,6 +1,6 @@
 """The evaluation modes of evaluate.py and predict.py: their flags and the Predictor each builds.
 
-`whole` is the SPEC.md protocol; `slide` runs overlapping crop-sized windows on the resized
+`whole` is the protocol of the published results (docs/recipe.md); `slide` runs overlapping crop-sized windows on the resized
 image; `multiscale` averages the logits of several resize ratios (and their mirror images).
 """
 
@@ -25,7 +25,7 @@ def define_mode_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       "--crop every --stride pixels), or multiscale (--ratios, --flip).",
                       flag_values=flag_values)
     flags.DEFINE_list("crop", ["512", "512"], "Sliding-window size as HEIGHT,WIDTH "
-                      "(--mode=slide; SPEC: 512,512, Cityscapes 769,769).",
+                      "(--mode=slide; published: 512,512, Cityscapes 769,769).",
                       flag_values=flag_values)
     flags.DEFINE_list("stride", ["341", "341"], "Sliding-window step as HEIGHT,WIDTH "
                       "(--mode=slide; about 2/3 of --crop, Cityscapes 513,513).",

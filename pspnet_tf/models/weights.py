@@ -9,8 +9,8 @@ import os
 
 import h5py
 import keras
-from keras.src.legacy.saving import legacy_h5_format
 
+from pspnet_tf.compat import legacy_h5_format
 from pspnet_tf.errors import UserError
 
 AUX_PREFIX = "aux_"

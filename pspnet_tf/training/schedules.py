@@ -6,6 +6,8 @@ from typing import Any
 
 import keras
 
+from pspnet_tf.compat import optimizer_variable_index
+
 
 def poly_learning_rate(
     base_lr: float, total_steps: int, end_lr: float = 1e-4, power: float = 0.9
@@ -68,7 +70,7 @@ class TorchSGD(keras.optimizers.SGD):
             gradient = keras.ops.add(gradient, keras.ops.multiply(decay, variable))
         step = gradient
         if self.momentum != 0:
-            buffer = self.momentums[self._get_variable_index(variable)]
+            buffer = self.momentums[optimizer_variable_index(self, variable)]
             momentum = keras.ops.cast(self.momentum, variable.dtype)
             self.assign(buffer, keras.ops.add(keras.ops.multiply(buffer, momentum), gradient))
             if self.nesterov:

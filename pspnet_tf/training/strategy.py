@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
+from pspnet_tf.compat import MultiWorkerStrategyForKerasFit as _MultiWorkerStrategy
 from pspnet_tf.errors import UserError
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device", "tpu")
@@ -53,26 +54,6 @@ def parse_tf_config(value: str | None) -> TFConfig:
         task_type=task.get("type"),
         task_id=int(task.get("index", 0)),
     )
-
-
-class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3 `fit` passes it.
-
-    Keras 3.15 `fit` fails on TensorFlow's own multi-worker strategy in two places:
-    it reduces a whole `(x, y)` batch in one `reduce` call (to build the model), but the
-    strategy reduces single values only ("TODO: support `value` being a nest" in
-    distribute_lib: "Attempt to convert a value (PerReplica...)"); and it averages the
-    scalar losses of each step over axis 0 ("Invalid reduction dimension 0 for input
-    with 0 dimensions"). This reduces each value of a nest in turn, and scalars over
-    replicas only.
-    """
-
-    def reduce(self, reduce_op: Any, value: Any, axis: int | None = None) -> Any:
-        if isinstance(value, (tuple, list, dict)):
-            return tf.nest.map_structure(lambda item: self.reduce(reduce_op, item, axis), value)
-        if axis is not None and self.experimental_local_results(value)[0].shape.rank == 0:
-            axis = None
-        return super().reduce(reduce_op, value, axis)
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
