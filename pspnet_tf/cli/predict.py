@@ -12,7 +12,6 @@ import collections
 import os
 import sys
 
-import pspnet_tf  # noqa: F401, I001  (before keras: quiets TensorFlow's start-up lines)
 import keras
 from absl import flags
 from PIL import Image
@@ -92,5 +91,10 @@ def main(argv: list[str]) -> None:
         print(f"{len(skipped)} unreadable inputs skipped: {', '.join(skipped)}", file=sys.stderr)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-predict` command."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
