@@ -65,5 +65,10 @@ def main(argv: list[str]) -> None:
     print(f"metrics written to {output}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-evaluate` command."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

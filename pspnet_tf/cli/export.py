@@ -37,5 +37,10 @@ def main(argv: list[str]) -> None:
     print(f"SavedModel written to {path} (signatures serving_default, serve_encoded)")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-export` command."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -16,7 +16,6 @@ import collections
 import os
 import sys
 
-import pspnet_tf  # noqa: F401, I001  (before keras: quiets TensorFlow's start-up lines)
 import keras
 from absl import flags
 from PIL import Image
@@ -114,5 +113,10 @@ def main(argv: list[str]) -> None:
             sys.exit(1)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-predict` command."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -10,19 +10,11 @@ Exit status: 0 when training finished; 2 for a problem to fix in the command or 
 `interrupted at step N; ...`.
 """
 
-import os
+from absl import flags
 
-# TensorFlow turns its oneDNN CPU kernels on by default only on CPUs with AVX-512 VNNI/BF16 or
-# AMX. On an AVX2 CPU they made the R-50-D8 training step 1.3x faster, but inference slower
-# (README "Performance"), so training asks for them; a value the user set wins. This must
-# run before TensorFlow is imported.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from absl import flags  # noqa: E402
-
-from pspnet_tf import cli  # noqa: E402
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
-from pspnet_tf.training.trainer import train  # noqa: E402
+from pspnet_tf import cli
+from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.training.trainer import train
 
 define_flags()
 # Not part of the run's config: it only decides who may hold --run_dir's lock right now.
@@ -36,5 +28,10 @@ def main(argv: list[str]) -> None:
     train(config_from_flags(), force_unlock=flags.FLAGS.force_unlock)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-train` command."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -40,5 +40,10 @@ def main(argv: list[str]) -> None:
           f"{time.perf_counter() - start:.1f} s: {values.output}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-convert` command."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -221,8 +221,13 @@ def _main(command: str | None, argv: list[str]) -> None:
           f"{counts['kept']} already there")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-prepare` command."""
     _define_flags()
     # The command is the first argument; absl only sees the flags after it.
     chosen = sys.argv.pop(1) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
     cli.run(functools.partial(_main, chosen))
+
+
+if __name__ == "__main__":
+    run()

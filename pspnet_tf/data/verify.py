@@ -108,7 +108,12 @@ def _main(argv: list[str]) -> None:
     print(f"{config.dataset} under {config.data_root}: no problems found")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `pspnet-verify` command."""
     define_flags()
     flags.DEFINE_list("splits", [], "Splits to check (default: --train_split and --val_split).")
     cli.run(_main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,6 @@
+"""Segments images: `python predict.py` = `pspnet-predict` (pspnet_tf/cli/predict.py); see --help."""
+
+from pspnet_tf.cli.predict import run
+
+if __name__ == "__main__":
+    run()
