@@ -1,4 +1,5 @@
-"""Evaluates trained weights: `python evaluate.py` = `pspnet-evaluate` (pspnet_tf/cli/evaluate.py); see --help."""
+"""Evaluates trained weights: `python evaluate.py` = `pspnet-evaluate`
+(pspnet_tf/cli/evaluate.py); see --help."""
 
 from pspnet_tf.cli.evaluate import run
 

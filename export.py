@@ -1,4 +1,5 @@
-"""Exports a SavedModel for TF Serving: `python export.py` = `pspnet-export` (pspnet_tf/cli/export.py); see --help."""
+"""Exports a SavedModel for TF Serving: `python export.py` = `pspnet-export`
+(pspnet_tf/cli/export.py); see --help."""
 
 from pspnet_tf.cli.export import run
 

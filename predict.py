@@ -1,4 +1,5 @@
-"""Segments images: `python predict.py` = `pspnet-predict` (pspnet_tf/cli/predict.py); see --help."""
+"""Segments images: `python predict.py` = `pspnet-predict` (pspnet_tf/cli/predict.py);
+see --help."""
 
 from pspnet_tf.cli.predict import run
 

@@ -2,12 +2,12 @@
 
     python benchmarks/input_pipeline.py [--images=64] [--batches=16] [--rounds=3]
 
-Both run the training recipe of docs/recipe.md (keep-ratio rescale to (2048, 512) x U(0.5, 2),
-512x512 crop with cat_max_ratio 0.75, flip, photometric distortion, normalise, pad) on VOC-sized JPEGs
-(500x375) that it generates, on the same cores, in alternating rounds (the CPU may be shared,
-so the best round of each counts). Prints images/s of each, the CPU time each spends per
-image (all threads; less sensitive to other jobs than images/s), and a last line
-`ratio=<pipeline / reference>`.
+Both run the training recipe of docs/recipe.md (keep-ratio rescale to (2048, 512) x U(0.5,
+2), 512x512 crop with cat_max_ratio 0.75, flip, photometric distortion, normalise, pad) on
+VOC-sized JPEGs (500x375) that it generates, on the same cores, in alternating rounds (the
+CPU may be shared, so the best round of each counts). Prints images/s of each, the CPU time
+each spends per image (all threads; less sensitive to other jobs than images/s), and a last
+line `ratio=<pipeline / reference>`.
 """
 
 import argparse

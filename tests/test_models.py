@@ -1,4 +1,5 @@
-"""PSPNet model: architecture facts from docs/architecture.md, runtime-size pooling, weight sharing."""
+"""PSPNet model: architecture facts from docs/architecture.md, runtime-size pooling, weight
+sharing."""
 
 import keras
 import numpy as np

@@ -1,4 +1,5 @@
-"""Poly schedule against the published formula (docs/recipe.md); TorchSGD against a numpy torch.optim.SGD."""
+"""Poly schedule against the published formula (docs/recipe.md); TorchSGD against a numpy
+torch.optim.SGD."""
 
 import keras
 import numpy as np

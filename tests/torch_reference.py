@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-# The input normalisation of docs/recipe.md (RGB), kept here so torch-only processes need no TensorFlow.
+# The input normalisation of docs/recipe.md (RGB), kept here so torch-only processes need no
+# TensorFlow.
 IMAGE_MEAN = (123.675, 116.28, 103.53)
 IMAGE_STD = (58.395, 57.12, 57.375)
 LAYOUT = {8: ((1, 2, 1, 1), (1, 1, 2, 4)), 16: ((1, 2, 2, 1), (1, 1, 1, 2))}

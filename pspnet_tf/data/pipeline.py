@@ -92,7 +92,8 @@ def _augment(
     image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, *, crop_size: tuple[int, int],
     scale: tuple[int, int], ratio_range: tuple[float, float], cat_max_ratio: float,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The training steps 1-6 of docs/recipe.md, in order, each with its own seed split from `seed`."""
+    """The training steps 1-6 of docs/recipe.md, in order, each with its own seed split from
+    `seed`."""
     rescale_seed, crop_seed, flip_seed, photometric_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 4))
     image, label = transforms.random_train_window(

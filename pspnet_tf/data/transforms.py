@@ -1,4 +1,5 @@
-"""The training augmentations of docs/recipe.md as graph-safe TensorFlow ops (mmsegmentation semantics).
+"""The training augmentations of docs/recipe.md as graph-safe TensorFlow ops
+(mmsegmentation semantics).
 
 Randomness is stateless: every random function takes an explicit `seed` (int32/int64 tensor
 of shape [2]), so the same seed always gives the same sample, which makes resumed runs
@@ -301,9 +302,9 @@ def _render_window(
     image: tf.Tensor, label: tf.Tensor, rows: _WindowAxis, cols: _WindowAxis,
     draws: PhotometricDraws,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Recipe steps 1 and 3-6 (docs/recipe.md) on the source rectangle around a window, as one XLA computation:
-    TensorFlow's per-op kernels spent most of a training sample's time in memory passes over
-    the 512x512 crop that XLA fuses into a few."""
+    """Recipe steps 1 and 3-6 (docs/recipe.md) on the source rectangle around a window, as one
+    XLA computation: TensorFlow's per-op kernels spent most of a training sample's time in
+    memory passes over the 512x512 crop that XLA fuses into a few."""
     left, right = tf.gather(image, cols.lower, axis=1), tf.gather(image, cols.upper, axis=1)
     image = left + (right - left) * cols.lerp[None, :, None]
     top, bottom = tf.gather(image, rows.lower), tf.gather(image, rows.upper)

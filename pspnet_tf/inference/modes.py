@@ -1,7 +1,8 @@
 """The evaluation modes of evaluate.py and predict.py: their flags and the Predictor each builds.
 
-`whole` is the protocol of the published results (docs/recipe.md); `slide` runs overlapping crop-sized windows on the resized
-image; `multiscale` averages the logits of several resize ratios (and their mirror images).
+`whole` is the protocol of the published results (docs/recipe.md); `slide` runs overlapping
+crop-sized windows on the resized image; `multiscale` averages the logits of several resize
+ratios (and their mirror images).
 """
 
 from collections.abc import Sequence

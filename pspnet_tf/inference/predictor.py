@@ -1,4 +1,5 @@
-"""Inference with the evaluation protocols of docs/recipe.md: whole image, sliding window, multi-scale.
+"""Inference with the evaluation protocols of docs/recipe.md: whole image, sliding window,
+multi-scale.
 
 The image is resized keeping its ratio to the test scale (times each ratio), normalised, run
 through the model (whole, or in overlapping windows), and the logits of every view are resized

@@ -10,7 +10,8 @@ from pspnet_tf.models.layers import ResizeLike
 def build_pspnet(num_classes: int, backbone: str = "resnet50_v1c", output_stride: int = 8,
                  aux_channels: int = 256, dropout: float = 0.1, training_heads: bool = False,
                  psp_channels: int = 512) -> keras.Model:
-    """Builds PSPNet for NHWC float32 images normalised as in docs/recipe.md, of any height and width.
+    """Builds PSPNet for NHWC float32 images normalised as in docs/recipe.md, of any height and
+    width.
 
     With `training_heads=False` the model returns logits at the input resolution. With
     `training_heads=True` it returns `{"logits": ..., "aux_logits": ...}`, both at the input
