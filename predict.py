@@ -19,16 +19,15 @@ from PIL import Image
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.images import dataset_classes, find_inputs, read_image
+from pspnet_tf.inference.images import find_inputs, read_image
+from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import stem
 from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
-from pspnet_tf.models import load_weights
-from pspnet_tf.training.trainer import build_model
 
 define_flags()
 define_mode_flags()
-flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
+define_model_flags()
 flags.DEFINE_string("input", None, "An image, a folder of images, or a quoted glob "
                     "('photos/**/*.jpg'); JPEG or PNG, any size, gray, RGBA or 16-bit.")
 flags.DEFINE_string("output", None, "Folder for labels/, overlays/ and side_by_side/.")
@@ -38,7 +37,7 @@ flags.DEFINE_boolean("overwrite", False, "Replace outputs that already exist (ot
                      "command stops before writing anything).")
 flags.DEFINE_float("alpha", 0.5, "Weight of the class colours in the overlay.",
                    lower_bound=0.0, upper_bound=1.0)
-flags.mark_flags_as_required(["weights", "input", "output"])
+flags.mark_flags_as_required(["input", "output"])
 
 
 def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> list[dict]:
@@ -55,18 +54,16 @@ def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> lis
 
 
 def main(argv: list[str]) -> None:
-    config = config_from_flags()
     values = flags.FLAGS
-    class_names, palette = dataset_classes(config.dataset, config.data_root, config.num_classes)
+    loaded = model_from_flags(config_from_flags())
+    class_names, palette = loaded.classes()
     paths = find_inputs(values.input)
     outputs = _output_paths(paths, values.output, values.side_by_side)
     existing = [path for targets in outputs for path in targets.values() if os.path.exists(path)]
     if existing and not values.overwrite:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
-    model = build_model(config, training_heads=False)
-    load_weights(model, values.weights)
-    predictor = predictor_from_flags(model, config.scale, values)
+    predictor = predictor_from_flags(loaded.model, loaded.config.scale, values)
     for kind in outputs[0]:
         os.makedirs(os.path.join(values.output, kind), exist_ok=True)
     skipped = []
