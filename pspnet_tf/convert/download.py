@@ -10,6 +10,7 @@ one cache (several workers of one machine) wait for each other on a lock of the 
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -102,7 +103,7 @@ def fetch(source: str, cache_dir: str | None = None) -> str:
             return path
         try:
             _download(source, partial)
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             raise UserError(f"could not download {source} ({error}); check the URL and the "
                             "network and run again (the download resumes), or download it "
                             "yourself and pass the local file") from error
