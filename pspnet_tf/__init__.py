@@ -7,7 +7,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pspnet_tf.convert import from_pretrained, list_pretrained  # noqa: E402
-from pspnet_tf.models import SegmentationModel, build_pspnet, load_weights, save_weights  # noqa: E402
+from pspnet_tf.models import (  # noqa: E402
+    SegmentationModel,
+    build_pspnet,
+    load_weights,
+    save_weights,
+)
 
 __all__ = ["SegmentationModel", "build_pspnet", "from_pretrained", "list_pretrained",
            "load_weights", "save_weights"]

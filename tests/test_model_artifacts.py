@@ -1,8 +1,9 @@
 """Self-describing models: final_model.keras carries its classes, palette, dataset and scale,
 and evaluate.py, predict.py and export.py given only --model=PATH.keras give exactly what
-the --flagfile + --weights path gives; flags given still override."""
+the --flagfile + --weights path gives (built here in-process as the CLIs build it; the
+--weights CLIs themselves are tested in test_predict_cli.py and test_export.py); flags given
+still override."""
 
-import glob
 import json
 import os
 import subprocess
@@ -20,7 +21,11 @@ from pspnet_tf.config import ExperimentConfig, config_from_flags, define_flags
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE, generate_demo_dataset
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.artifacts import save_final_model
+from pspnet_tf.inference.images import find_inputs, read_image
 from pspnet_tf.inference.loading import define_model_flags, model_from_flags
+from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
+from pspnet_tf.inference.outputs import stem
+from pspnet_tf.training.evaluator import evaluate
 from pspnet_tf.training.trainer import load_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +62,7 @@ def artifacts(tmp_path_factory):
 def parsed(*args: str) -> flags.FlagValues:
     values = flags.FlagValues()
     define_flags(values)
+    define_mode_flags(values)
     define_model_flags(values)
     values(["test", *args])
     return values
@@ -92,36 +98,41 @@ def test_bad_model_flags_are_user_errors(artifacts, args, message):
         loaded(*args)
 
 
+def weights_predictor(data_root: str, weights: str, *args: str):
+    """(predictor, config, classes) of the --flagfile + --weights path, as the CLIs build it."""
+    values = parsed(*FLAGS, f"--data_root={data_root}", f"--weights={weights}", *args)
+    by_weights = model_from_flags(config_from_flags(values), values)
+    predictor = predictor_from_flags(by_weights.model, by_weights.config.scale, values)
+    return predictor, by_weights.config, by_weights.classes()
+
+
 def test_predict_with_model_alone_gives_the_weights_labels(artifacts, tmp_path):
     data_root, weights, keras_file = artifacts
     images = os.path.join(data_root, "JPEGImages")
-    run("predict.py", *FLAGS, f"--weights={weights}", f"--input={images}",
-        f"--output={tmp_path / 'weights'}")
-    run("predict.py", f"--model={keras_file}", f"--input={images}",
-        f"--output={tmp_path / 'model'}")
-    expected = sorted(glob.glob(str(tmp_path / "weights" / "*" / "*.png")))
-    assert len(expected) == 2 * 5  # labels and overlays of every image
-    for path in expected:
-        twin = path.replace(str(tmp_path / "weights"), str(tmp_path / "model"))
-        np.testing.assert_array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(twin)))
-        if "labels" in path:
-            assert Image.open(path).getpalette() == Image.open(twin).getpalette()
+    run("predict.py", f"--model={keras_file}", f"--input={images}", f"--output={tmp_path}")
+    predictor, _, (_, palette) = weights_predictor(data_root, weights)
+    inputs = find_inputs(images)
+    assert len(inputs) == 5
+    for path in inputs:
+        written = Image.open(tmp_path / "labels" / f"{stem(path)}.png")
+        np.testing.assert_array_equal(np.asarray(written), predictor.predict(read_image(path)))
+        assert written.getpalette()[:3 * len(palette)] == palette.flatten().tolist()
 
 
 def test_evaluate_with_model_alone_gives_the_weights_metrics(artifacts, tmp_path):
     data_root, weights, keras_file = artifacts
-    by_weights, by_model = str(tmp_path / "weights.json"), str(tmp_path / "model.json")
-    run("evaluate.py", *FLAGS, f"--data_root={data_root}", f"--weights={weights}",
-        f"--output={by_weights}")
-    run("evaluate.py", f"--model={keras_file}", f"--output={by_model}")
-    assert json.load(open(by_model)) == json.load(open(by_weights))
+    output = str(tmp_path / "metrics.json")
+    run("evaluate.py", f"--model={keras_file}", f"--output={output}")
+    predictor, config, _ = weights_predictor(data_root, weights)
+    expected = evaluate(predictor, load_split(config, "val"), verbose=False)
+    assert json.load(open(output)) == json.loads(json.dumps(expected))
 
 
 def test_export_with_model_alone_gives_the_weights_labels(artifacts, tmp_path):
-    _, weights, keras_file = artifacts
-    run("export.py", *FLAGS, f"--weights={weights}", f"--export_dir={tmp_path / 'weights'}")
-    run("export.py", f"--model={keras_file}", f"--export_dir={tmp_path / 'model'}")
-    images = np.random.default_rng(4).integers(0, 256, (1, 37, 53, 3), dtype=np.uint8)
-    labels = [tf.saved_model.load(str(tmp_path / kind / "1")).signatures["serving_default"](
-        images=tf.constant(images))["segmentation"].numpy() for kind in ("weights", "model")]
-    np.testing.assert_array_equal(labels[0], labels[1])
+    data_root, weights, keras_file = artifacts
+    run("export.py", f"--model={keras_file}", f"--export_dir={tmp_path}")
+    images = np.random.default_rng(4).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    served = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"](
+        images=tf.constant(images))["segmentation"].numpy()
+    predictor, _, _ = weights_predictor(data_root, weights, "--mode=whole")
+    np.testing.assert_array_equal(served, [predictor.predict(image) for image in images])
