@@ -143,3 +143,29 @@ def test_train_pretrained_names_fetch_the_published_backbone(server, tmp_path, m
     with pytest.raises(UserError, match="corrupt"):
         apply_pretrained(model, "resnet50_v1c", cache_dir=str(tmp_path / "cache"))
     assert server.hits(path) == 1
+
+
+def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_path,
+                                                                   monkeypatch):
+    """evaluate/predict/export --model=NAME: the converted model already in the cache (as
+    a first call leaves it) is loaded, with the dataset's classes, and nothing downloaded."""
+    from test_model_artifacts import loaded
+
+    from pspnet_tf.convert.download import CACHE_ENV
+    from pspnet_tf.data.datasets import dataset_classes
+    from pspnet_tf.inference.artifacts import model_metadata
+    from pspnet_tf.models.segmentation_model import save_model, segmentation_model
+
+    monkeypatch.setenv(BASE_ENV, server.base)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    name = "pspnet_r50-d8_512x1024_80k_cityscapes"
+    entry = next(c for c in CHECKPOINTS if c.name == name)
+    names, palette = dataset_classes("cityscapes", "")
+    model = build_pspnet(len(names), backbone="resnet18_v1c", **TINY_HEADS)
+    save_model(segmentation_model(model, model_metadata("cityscapes", entry.data_root, names,
+                                                        palette, entry.scale)),
+               str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
+    described = loaded(f"--model={name}")
+    assert described.config.dataset == "cityscapes" and described.config.scale == (2048, 1024)
+    assert described.config.data_root == "data/cityscapes"
+    assert described.classes()[0] == names and server.requests == []
