@@ -4,6 +4,8 @@ cache) against a loopback HTTP server serving generated mmseg-layout checkpoints
 import hashlib
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE
 from pspnet_tf.errors import UserError
 
 torch = pytest.importorskip("torch")
-from test_convert import (  # noqa: E402
-    TINY_HEADS, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
+from test_convert import (  # noqa: E402, F401  (torch_hidden is a fixture)
+    ROOT, TINY_HEADS, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_hidden,
+    torch_logits)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -120,6 +123,24 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
     assert again.metadata == model.metadata
     np.testing.assert_array_equal(keras_logits(again, images)["logits"],
                                   keras_logits(model, images)["logits"])
+
+
+def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):  # noqa: F811
+    data = Path(save_mmseg(tiny_reference(seed=3), tmp_path / "tiny.pth")).read_bytes()
+    path = f"/pspnet_tiny-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    server.files[path] = data
+    script = ("import sys\n"
+              "from pspnet_tf import from_pretrained\n"
+              "from pspnet_tf.convert import PretrainedCheckpoint\n"
+              f"entry = PretrainedCheckpoint('pspnet_tiny', {server.base + path!r}, "
+              f"'resnet18_v1c', 'demo', scale=(48, 40), **{TINY_HEADS!r})\n"
+              f"model = from_pretrained(entry, cache_dir={str(tmp_path / 'cache')!r})\n"
+              "print(model.metadata['class_names'])\n")
+    env, torch_imported = torch_hidden
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not torch_imported.exists() and str(list(DEMO_CLASS_NAMES)) in result.stdout
 
 
 def test_a_download_with_the_wrong_hash_is_refused_and_not_cached(server, tmp_path,
