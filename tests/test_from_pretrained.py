@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pspnet_tf import SegmentationModel, build_pspnet, from_pretrained, list_pretrained
-from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained
+from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained, fetch
 from pspnet_tf.convert.registry import BASE_ENV, CHECKPOINTS, OPENMMLAB
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE
 from pspnet_tf.errors import UserError
@@ -27,13 +27,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 class Server:
-    """Serves `files` ({url path: bytes}) on 127.0.0.1 with Range support; counts requests,
+    """Serves `files` ({url path: bytes}) on 127.0.0.1 with Range support; records requests,
     and `truncate` cuts the next response to a path off half-way through its body."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.truncate: set[str] = set()
+        self.ignore_range = False  # answer like a server without Range support
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -43,7 +44,7 @@ class Server:
                     self.send_error(404)
                     return
                 body, start = server.files[self.path], 0
-                if self.headers.get("Range"):
+                if self.headers.get("Range") and not server.ignore_range:
                     start = int(self.headers["Range"].split("=")[1].rstrip("-"))
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -123,6 +124,20 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
     assert again.metadata == model.metadata
     np.testing.assert_array_equal(keras_logits(again, images)["logits"],
                                   keras_logits(model, images)["logits"])
+
+
+def test_a_server_without_range_support_sends_the_whole_file_again(server, tmp_path):
+    payload = bytes(range(256)) * 4096
+    path = f"/resnet18_v1c-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
+    server.files[path] = payload
+    server.truncate.add(path)
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError, match="run again"):
+        fetch(server.base + path, str(cache))
+    server.ignore_range = True
+    assert Path(fetch(server.base + path, str(cache))).read_bytes() == payload
+    assert server.requests[-1] == (path, f"bytes={len(payload) // 2}-")
+    assert os.listdir(cache) == [path[1:]]
 
 
 def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):  # noqa: F811
