@@ -21,11 +21,18 @@ if os.path.basename(sys.argv[0]) in ("train.py", "pspnet-train"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 with native_logs_dropped(enabled=not _VERBOSE):  # TensorFlow's start-up lines
-    from pspnet_tf.models import build_pspnet, load_weights, save_weights  # noqa: E402
+    from pspnet_tf.convert import from_pretrained, list_pretrained  # noqa: E402
+    from pspnet_tf.models import (  # noqa: E402
+        SegmentationModel,
+        build_pspnet,
+        load_weights,
+        save_weights,
+    )
 
 try:
     __version__ = metadata.version("pspnet-tf")  # pyproject.toml is the one source
 except metadata.PackageNotFoundError:  # a source checkout that was never pip-installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "build_pspnet", "load_weights", "save_weights"]
+__all__ = ["SegmentationModel", "__version__", "build_pspnet", "from_pretrained",
+           "list_pretrained", "load_weights", "save_weights"]

@@ -304,8 +304,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string(
         "pretrained",
         d.pretrained,
-        "Initial weights, a path or URL: a .h5 from pspnet_tf.convert or train.py (ImageNet "
-        "backbone or full PSPNet), or a .pth converted on the fly (needs PyTorch); "
+        "Initial weights, a path, URL or name: a .h5 from pspnet_tf.convert or train.py (ImageNet "
+        "backbone or full PSPNet), a .pth converted on the fly, or a published checkpoint "
+        "name from pspnet_tf.list_pretrained() (e.g. resnet50_v1c); "
         "\"\" = random init. A resumed run keeps its checkpointed weights.",
         flag_values=flag_values,
     )

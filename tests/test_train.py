@@ -94,6 +94,24 @@ def test_training_writes_a_complete_run_directory(finished_run):
     assert "learning_rate" in history and "val_mIoU" in history
 
 
+def test_training_writes_a_self_describing_final_model(finished_run, demo_root):
+    import keras
+
+    from pspnet_tf import SegmentationModel, build_pspnet, load_weights
+    from pspnet_tf.data.demo import DEMO_CLASS_NAMES
+
+    run_dir, _ = finished_run
+    model = keras.saving.load_model(os.path.join(run_dir, "final_model.keras"))
+    assert isinstance(model, SegmentationModel) and not isinstance(model.output, dict)
+    assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
+    assert model.metadata["scale"] == [48, 48] and model.metadata["dataset"] == "demo"
+    assert model.metadata["data_root"] == demo_root and model.metadata["num_classes"] == 5
+    weights = build_pspnet(5, backbone="resnet18_v1c", psp_channels=16, aux_channels=8)
+    load_weights(weights, os.path.join(run_dir, "final_weights.h5"))
+    images = np.random.default_rng(1).normal(size=(1, 40, 52, 3)).astype("float32")
+    np.testing.assert_array_equal(model(images), weights(images))
+
+
 def test_evaluate_reproduces_the_final_validation(finished_run, demo_root, tmp_path):
     run_dir, _ = finished_run
     output = str(tmp_path / "eval.json")

@@ -13,24 +13,23 @@ from absl import flags
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
 from pspnet_tf.errors import UserError
+from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import PredictionWriter
-from pspnet_tf.models import load_weights
 from pspnet_tf.training.callbacks import write_json
 from pspnet_tf.training.evaluator import evaluate
 from pspnet_tf.training.metrics import format_table
-from pspnet_tf.training.trainer import build_model, load_split
+from pspnet_tf.training.trainer import load_split
 
 define_flags()
 define_mode_flags()
-flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
+define_model_flags()
 flags.DEFINE_string("output", None, "Where to write the metrics JSON (default: next to "
-                    "--weights as <weights>.<val_split>.metrics.json, or "
+                    "--weights or --model as <weights>.<val_split>.metrics.json, or "
                     "<weights>.<val_split>.<mode>.metrics.json for --mode=slide|multiscale).")
 flags.DEFINE_string("save_predictions", None, "New or empty folder for the predicted label "
                     "maps as palette PNGs (Cityscapes: also labelIds PNGs for the official "
                     "scripts, in <folder>/cityscapes_labelIds).")
-flags.mark_flag_as_required("weights")
 
 
 def _writable_output(path: str) -> str:
@@ -50,16 +49,16 @@ def _writable_output(path: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    config = config_from_flags()
+    loaded = model_from_flags(config_from_flags())
+    config = loaded.config
     mode = "" if flags.FLAGS.mode == "whole" else f".{flags.FLAGS.mode}"
+    source = flags.FLAGS.weights or flags.FLAGS.model
     output = _writable_output(flags.FLAGS.output
-                              or f"{flags.FLAGS.weights}.{config.val_split}{mode}.metrics.json")
+                              or f"{source}.{config.val_split}{mode}.metrics.json")
     dataset = load_split(config, config.val_split)
     save = flags.FLAGS.save_predictions
     writer = PredictionWriter(dataset, save) if save else None
-    model = build_model(config, training_heads=False)
-    load_weights(model, flags.FLAGS.weights)
-    summary = evaluate(predictor_from_flags(model, config.scale), dataset, on_sample=writer)
+    summary = evaluate(predictor_from_flags(loaded.model, config.scale), dataset, on_sample=writer)
     print(format_table(summary))
     write_json(summary, output)
     print(f"metrics written to {output}")

@@ -11,27 +11,24 @@ from absl import flags, logging
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
 from pspnet_tf.inference.export import export_saved_model
-from pspnet_tf.models import load_weights
-from pspnet_tf.training.trainer import build_model
+from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 
 define_flags()
-flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
+define_model_flags()
 flags.DEFINE_string("export_dir", None, "Model folder that TF Serving watches; the SavedModel "
                     "goes into its <version>/ subfolder.")
 flags.DEFINE_integer("version", None, "Version subfolder to write (default: one more than the "
                      "largest existing version, 1 for a new folder); never overwritten.")
 flags.DEFINE_boolean("with_probabilities", False, "Also output `probabilities`, the per-class "
                      "softmax at the input size (float32 [batch, H, W, num_classes]).")
-flags.mark_flags_as_required(["weights", "export_dir"])
+flags.mark_flag_as_required("export_dir")
 
 
 def main(argv: list[str]) -> None:
     # Keeps the dozen INFO lines TensorFlow's SavedModel writer logs per export off the screen.
     logging.set_verbosity(logging.WARNING)
-    config = config_from_flags()
-    model = build_model(config, training_heads=False)
-    load_weights(model, flags.FLAGS.weights)
-    path = export_saved_model(model, config.scale, flags.FLAGS.export_dir,
+    loaded = model_from_flags(config_from_flags())
+    path = export_saved_model(loaded.model, loaded.config.scale, flags.FLAGS.export_dir,
                               version=flags.FLAGS.version,
                               with_probabilities=flags.FLAGS.with_probabilities)
     print(f"SavedModel written to {path} (signatures serving_default, serve_encoded)")

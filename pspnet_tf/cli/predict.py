@@ -23,16 +23,15 @@ from PIL import Image
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.images import dataset_classes, find_inputs, read_image
+from pspnet_tf.inference.images import find_inputs, read_image
+from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import stem
 from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
-from pspnet_tf.models import load_weights
-from pspnet_tf.training.trainer import build_model
 
 define_flags()
 define_mode_flags()
-flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
+define_model_flags()
 flags.DEFINE_string("input", None, "An image, a folder of images, or a quoted glob "
                     "('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, "
                     "WebP, ...), any size, gray, RGBA or 16-bit.")
@@ -45,7 +44,7 @@ flags.DEFINE_boolean("allow_skips", False, "Exit with status 0, not 1, when some
                      "skipped as unreadable (an --input with no readable image stays an error).")
 flags.DEFINE_float("alpha", 0.5, "Weight of the class colours in the overlay.",
                    lower_bound=0.0, upper_bound=1.0)
-flags.mark_flags_as_required(["weights", "input", "output"])
+flags.mark_flags_as_required(["input", "output"])
 
 
 def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> list[dict]:
@@ -73,9 +72,9 @@ def _make_folders(output: str, kinds: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    config = config_from_flags()
     values = flags.FLAGS
-    class_names, palette = dataset_classes(config.dataset, config.data_root, config.num_classes)
+    loaded = model_from_flags(config_from_flags())
+    class_names, palette = loaded.classes()
     paths = find_inputs(values.input)
     outputs = _output_paths(paths, values.output, values.side_by_side)
     existing = [path for targets in outputs for path in targets.values() if os.path.exists(path)]
@@ -83,9 +82,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
     _make_folders(values.output, outputs[0])
-    model = build_model(config, training_heads=False)
-    load_weights(model, values.weights)
-    predictor = predictor_from_flags(model, config.scale, values)
+    predictor = predictor_from_flags(loaded.model, loaded.config.scale, values)
     skipped = []
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for done, (path, targets) in enumerate(zip(paths, outputs), 1):

@@ -6,9 +6,12 @@ formats built on zipfile, pickle and numpy.
 
 from pspnet_tf.convert.converter import convert_checkpoint
 from pspnet_tf.convert.download import fetch
+from pspnet_tf.convert.hub import from_pretrained
 from pspnet_tf.convert.mapping import convert_state_dict
 from pspnet_tf.convert.pretrained import apply_pretrained
+from pspnet_tf.convert.registry import PretrainedCheckpoint, list_pretrained
 from pspnet_tf.convert.torch_io import load_checkpoint, read_state_dict
 
-__all__ = ["apply_pretrained", "convert_checkpoint", "convert_state_dict", "fetch",
+__all__ = ["PretrainedCheckpoint", "apply_pretrained", "convert_checkpoint",
+           "convert_state_dict", "fetch", "from_pretrained", "list_pretrained",
            "load_checkpoint", "read_state_dict"]

@@ -1,4 +1,5 @@
-"""Initialises a model from pretrained weights: converted .h5 files or PyTorch checkpoints."""
+"""Initialises a model from pretrained weights: converted .h5 files, PyTorch checkpoints, or
+a published checkpoint by name (pspnet_tf.convert.registry)."""
 
 import h5py
 import keras
@@ -14,6 +15,7 @@ from pspnet_tf.convert.mapping import (
     is_backbone_layer,
     list_names,
 )
+from pspnet_tf.convert.registry import find_checkpoint, is_pretrained_name
 from pspnet_tf.convert.torch_io import read_state_dict
 from pspnet_tf.errors import UserError
 from pspnet_tf.models.weights import AUX_PREFIX
@@ -76,11 +78,14 @@ def _h5_weights(model: keras.Model, path: str) -> dict[str, list[np.ndarray]]:
 
 
 def apply_pretrained(model: keras.Model, source: str, cache_dir: str | None = None) -> list[str]:
-    """Loads `source` (path or URL of a .h5, or of a .pth converted on the fly) into `model`.
+    """Loads `source` into `model`: a path or URL of a .h5, or of a .pth converted on the fly,
+    or the name of a published checkpoint (`list_pretrained()`), downloaded once.
 
     Layers the file does not cover (the heads, for backbone weights) keep their random
     initialisation. Returns the names of the layers that were loaded.
     """
+    if is_pretrained_name(source):
+        source = find_checkpoint(source).resolved_url()
     path = fetch(source, cache_dir)
     if path.endswith(".h5"):
         weights = _h5_weights(model, path)

@@ -16,6 +16,7 @@ from pspnet_tf.data.demo import ensure_demo_dataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
 from pspnet_tf.data.tfrecord import ShardedDataset
 from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
+from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import build_pspnet, save_weights
 from pspnet_tf.models.convolution import use_tap_gradients
 from pspnet_tf.training.callbacks import (CheckpointCallback, LearningRateLogger,
@@ -32,6 +33,7 @@ from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chi
                                          num_workers, split_global_batch, task_name)
 
 FINAL_WEIGHTS = "final_weights.h5"
+FINAL_MODEL = "final_model.keras"  # the inference model with its classes and scale (chief)
 METRICS_FILE = "metrics.json"
 WORKERS_DIR = "workers"  # run_dir/workers/TASK/: a non-chief worker's train.log and final weights
 # The losses Keras reports for the compiled model: the weighted total and each head's.
@@ -277,6 +279,7 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
         # A signal from here on is noted but lets the finished run write its results.
         if chief:
             write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
+            save_final_model(model, config, val_set, os.path.join(config.run_dir, FINAL_MODEL))
         save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
     print(format_table(summary))
     return summary

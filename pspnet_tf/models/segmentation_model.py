@@ -1,0 +1,66 @@
+"""A PSPNet that carries what inference needs (class names, palette, test scale, dataset).
+
+The metadata lives in the model's own `get_config`, so `model.save("m.keras")` writes it into
+the .keras file's config.json and `keras.saving.load_model` (after `import pspnet_tf`) gives
+it back, also after a load/save cycle by code that knows nothing of it. The alternatives
+round-trip less cleanly: an extra entry in the .keras zip is dropped by the next
+`model.save`, and a metadata layer would sit in the graph of every exported model.
+`SegmentationModel` is a plain functional model otherwise (same layers, weights and
+outputs), so `fold_batchnorm` and the SavedModel export treat it like any PSPNet.
+"""
+
+import os
+from typing import Any
+
+import keras
+
+from pspnet_tf.errors import UserError
+from pspnet_tf.models.layers import PACKAGE
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SegmentationModel(keras.Model):
+    """A functional segmentation model with a JSON-serialisable `metadata` dict.
+
+    Built like `keras.Model(inputs, outputs)`; `metadata` holds plain JSON values (see
+    `pspnet_tf.inference.artifacts.model_metadata` for the keys pspnet_tf writes).
+    """
+
+    # *args/**kwargs keep Keras treating this as a functional model (full graph config).
+    def __init__(self, *args: Any, metadata: dict | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metadata = dict(metadata or {})
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "metadata": self.metadata}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "SegmentationModel":
+        config = dict(config)
+        metadata = config.pop("metadata", {})
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.metadata = metadata
+        return model
+
+
+def segmentation_model(model: keras.Model, metadata: dict) -> SegmentationModel:
+    """The inference variant of a (training- or inference-heads) PSPNet, with `metadata`.
+
+    It shares `model`'s layers, so it holds exactly the weights `model` has now, without a copy.
+    """
+    return SegmentationModel(model.input, model.get_layer("logits").output,
+                             metadata=metadata, name=model.name)
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """`model.save(path)` for a .keras path; the file appears complete or not at all."""
+    if not path.endswith(".keras"):
+        raise UserError(f"model path {path} must end in .keras")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

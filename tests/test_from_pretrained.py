@@ -1,0 +1,207 @@
+"""Published checkpoints by name: the real download code (progress, sha256 prefix, resume,
+cache) against a loopback HTTP server serving generated mmseg-layout checkpoints."""
+
+import hashlib
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pspnet_tf import SegmentationModel, build_pspnet, from_pretrained, list_pretrained
+from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained, fetch
+from pspnet_tf.convert.registry import BASE_ENV, CHECKPOINTS, OPENMMLAB
+from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE
+from pspnet_tf.errors import UserError
+
+torch = pytest.importorskip("torch")
+from test_convert import (  # noqa: E402, F401  (torch_hidden is a fixture)
+    ROOT, TINY_HEADS, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_hidden,
+    torch_logits)
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+class Server:
+    """Serves `files` ({url path: bytes}) on 127.0.0.1 with Range support; records requests,
+    and `truncate` cuts the next response to a path off half-way through its body."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.truncate: set[str] = set()
+        self.ignore_range = False  # answer like a server without Range support
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.requests.append((self.path, self.headers.get("Range")))
+                if self.path not in server.files:
+                    self.send_error(404)
+                    return
+                body, start = server.files[self.path], 0
+                if self.headers.get("Range") and not server.ignore_range:
+                    start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if self.path in server.truncate:
+                    server.truncate.discard(self.path)
+                    self.wfile.write(body[start:start + (len(body) - start) // 2])
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[start:])
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def hits(self, path: str) -> int:
+        return sum(requested == path for requested, _ in self.requests)
+
+
+@pytest.fixture
+def server():
+    serving = Server()
+    yield serving
+    serving.httpd.shutdown()
+    serving.httpd.server_close()
+
+
+def test_the_registry_holds_the_published_checkpoints_of_the_readme():
+    readme = README.read_text()
+    assert all(checkpoint.url.startswith(OPENMMLAB + "/") and checkpoint.url in readme
+               for checkpoint in CHECKPOINTS)
+    names = list_pretrained()
+    assert "pspnet_r50-d8_512x1024_80k_cityscapes" in names and "resnet50_v1c" in names
+    assert all(f"`{name}`" in readme for name in names)
+    with pytest.raises(UserError, match="ImageNet backbone"):
+        from_pretrained("resnet101_v1c")
+    with pytest.raises(UserError, match="not a published checkpoint"):
+        from_pretrained("pspnet_r18")
+
+
+def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
+    reference = tiny_reference(seed=21)
+    data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:8]
+    path = f"/tiny/pspnet_tiny_demo-{digest}.pth"
+    server.files[path] = data
+    entry = PretrainedCheckpoint("pspnet_tiny_demo", server.base + path,
+                                 backbone="resnet18_v1c", dataset="demo", scale=(48, 40),
+                                 **TINY_HEADS)
+    cache = tmp_path / "cache"
+
+    server.truncate.add(path)
+    with pytest.raises(UserError, match="run again"):
+        from_pretrained(entry, cache_dir=str(cache))
+    assert [name for name in os.listdir(cache) if not name.endswith(".part")] == []
+
+    model = from_pretrained(entry, cache_dir=str(cache))
+    assert server.requests[-1] == (path, f"bytes={len(data) // 2}-")  # resumed
+    assert isinstance(model, SegmentationModel)
+    assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
+    np.testing.assert_array_equal(model.metadata["palette"], DEMO_PALETTE)
+    assert model.metadata["scale"] == [48, 40] and model.metadata["dataset"] == "demo"
+    images = np.random.default_rng(2).normal(size=(1, 3, 45, 61)).astype("float32")
+    expected = {"logits": torch_logits(reference, images)["logits"]}
+    assert_parity(expected, keras_logits(model, images))
+    assert sorted(os.listdir(cache)) == [f"pspnet_tiny_demo-{digest}.keras",
+                                         f"pspnet_tiny_demo-{digest}.pth"]
+
+    again = from_pretrained(entry, cache_dir=str(cache))
+    assert server.hits(path) == 2  # the interrupted and the resumed request, nothing more
+    assert again.metadata == model.metadata
+    np.testing.assert_array_equal(keras_logits(again, images)["logits"],
+                                  keras_logits(model, images)["logits"])
+
+
+def test_a_server_without_range_support_sends_the_whole_file_again(server, tmp_path):
+    payload = bytes(range(256)) * 4096
+    path = f"/resnet18_v1c-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
+    server.files[path] = payload
+    server.truncate.add(path)
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError, match="run again"):
+        fetch(server.base + path, str(cache))
+    server.ignore_range = True
+    assert Path(fetch(server.base + path, str(cache))).read_bytes() == payload
+    assert server.requests[-1] == (path, f"bytes={len(payload) // 2}-")
+    assert os.listdir(cache) == [path[1:]]
+
+
+def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):  # noqa: F811
+    data = Path(save_mmseg(tiny_reference(seed=3), tmp_path / "tiny.pth")).read_bytes()
+    path = f"/pspnet_tiny-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    server.files[path] = data
+    script = ("import sys\n"
+              "from pspnet_tf import from_pretrained\n"
+              "from pspnet_tf.convert import PretrainedCheckpoint\n"
+              f"entry = PretrainedCheckpoint('pspnet_tiny', {server.base + path!r}, "
+              f"'resnet18_v1c', 'demo', scale=(48, 40), **{TINY_HEADS!r})\n"
+              f"model = from_pretrained(entry, cache_dir={str(tmp_path / 'cache')!r})\n"
+              "print(model.metadata['class_names'])\n")
+    env, torch_imported = torch_hidden
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not torch_imported.exists() and str(list(DEMO_CLASS_NAMES)) in result.stdout
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_not_cached(server, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setenv(BASE_ENV, server.base)
+    name = "pspnet_r50-d8_512x1024_80k_cityscapes"
+    path = next(c.url for c in CHECKPOINTS if c.name == name)[len(OPENMMLAB):]
+    server.files[path] = b"not the published checkpoint"
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError, match="sha256 does not start with 2376f12b"):
+        from_pretrained(name, cache_dir=str(cache))
+    assert os.listdir(cache) == [] and server.hits(path) == 1
+
+
+def test_train_pretrained_names_fetch_the_published_backbone(server, tmp_path, monkeypatch):
+    """What train.py --pretrained=resnet50_v1c runs: the registry's URL, hash-checked."""
+    monkeypatch.setenv(BASE_ENV, server.base)
+    path = "/pretrain/third_party/resnet50_v1c-2cccc1ad.pth"
+    server.files[path] = b"a corrupt download"
+    model = build_pspnet(5, backbone="resnet18_v1c", training_heads=True, **TINY_HEADS)
+    with pytest.raises(UserError, match="corrupt"):
+        apply_pretrained(model, "resnet50_v1c", cache_dir=str(tmp_path / "cache"))
+    assert server.hits(path) == 1
+
+
+def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_path,
+                                                                   monkeypatch):
+    """evaluate/predict/export --model=NAME: the converted model already in the cache (as
+    a first call leaves it) is loaded, with the dataset's classes, and nothing downloaded."""
+    from test_model_artifacts import loaded
+
+    from pspnet_tf.convert.download import CACHE_ENV
+    from pspnet_tf.data.datasets import dataset_classes
+    from pspnet_tf.inference.artifacts import model_metadata
+    from pspnet_tf.models.segmentation_model import save_model, segmentation_model
+
+    monkeypatch.setenv(BASE_ENV, server.base)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    name = "pspnet_r50-d8_512x1024_80k_cityscapes"
+    entry = next(c for c in CHECKPOINTS if c.name == name)
+    names, palette = dataset_classes("cityscapes", "")
+    model = build_pspnet(len(names), backbone="resnet18_v1c", **TINY_HEADS)
+    save_model(segmentation_model(model, model_metadata("cityscapes", entry.data_root, names,
+                                                        palette, entry.scale)),
+               str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
+    described = loaded(f"--model={name}")
+    assert described.config.dataset == "cityscapes" and described.config.scale == (2048, 1024)
+    assert described.config.data_root == "data/cityscapes"
+    assert described.classes()[0] == names and server.requests == []
