@@ -21,10 +21,11 @@ GROUP_ORDER = ("data", "model", "optimisation", "runtime", "evaluation/inference
 # holds the experiment flags'. A flag in neither is listed under "other".
 COMMAND_FLAG_GROUPS = {
     "data": ("input", "splits", "voc_root", "sbd_root"),
-    "model": ("weights", "source", "checkpoint", "allow_missing_classifier"),
-    "runtime": ("verbose",),
+    "model": ("model", "weights", "source", "checkpoint", "allow_missing_classifier"),
+    "runtime": ("verbose", "force_unlock"),
     "evaluation/inference": ("mode", "crop", "stride", "ratios", "flip"),
-    "output": ("output", "save_predictions", "side_by_side", "overwrite", "alpha", "export_dir",
+    "output": ("output", "save_predictions", "side_by_side", "overwrite", "allow_skips", "alpha",
+               "export_dir",
                "version", "with_probabilities", "samples_per_shard"),
 }
 _HELP_ARGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
