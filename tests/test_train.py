@@ -267,23 +267,24 @@ def test_every_kind_of_interruption_in_turn_then_rerun_matches(finished_run, dem
     run_dir = str(tmp_path / "interrupted")
     args = [*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}",
             "--checkpoint_every_steps=1"]
-    stops = [(signal.SIGKILL, lambda: latest_step(run_dir) >= 1),
-             (signal.SIGTERM, lambda: latest_step(run_dir) >= 3),
-             # The epoch-end checkpoint comes just before validation.
-             (signal.SIGINT, lambda: latest_step(run_dir) >= STEPS_PER_EPOCH),
-             (signal.SIGKILL, lambda: latest_step(run_dir) >= 6),
-             # During the last step or the final validation.
-             (signal.SIGTERM, lambda: latest_step(run_dir) >= STEPS - 1)]
-    for number, ready in stops:
+    # Each signal goes once this run has checkpointed a step >= the target (and beyond the
+    # step it started at). The epoch-end checkpoint comes just before validation.
+    stops = [(signal.SIGKILL, 1), (signal.SIGTERM, 2), (signal.SIGINT, STEPS_PER_EPOCH),
+             (signal.SIGKILL, 5), (signal.SIGTERM, STEPS - 1)]
+    stopped_at = []
+    for number, target in stops:
+        started_at = latest_step(run_dir)
         process = start_training(args, str(tmp_path / "stderr"))
-        wait_until(process, ready)
+        wait_until(process, lambda: latest_step(run_dir) >= max(target, started_at + 1))
         status = stop(process, number)
         stderr = open(tmp_path / "stderr").read()
         assert "Traceback" not in stderr
+        stopped_at.append(latest_step(run_dir))
         if number != signal.SIGKILL:
             assert status == 128 + number
             assert stderr.strip().splitlines()[-1] == (
-                f"interrupted at step {latest_step(run_dir)}; run the same command to resume")
+                f"interrupted at step {stopped_at[-1]}; run the same command to resume")
+    print("stopped at steps", stopped_at)
     result = run("train.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_training(run_dir, finished_run[0])

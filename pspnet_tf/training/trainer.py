@@ -264,9 +264,10 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
         if history and start % steps == 0 and start and not history.has(start // steps - 1):
             # Stopped after the epoch's last checkpoint but before its history row (e.g. a
             # signal during validation): finish that epoch's end now.
+            logs: dict = {}  # shared: each callback adds to the row the last one writes
             for callback in epoch_end:
                 callback.set_model(model)
-                callback.on_epoch_end(start // steps - 1, {})
+                callback.on_epoch_end(start // steps - 1, logs)
         if start % steps:
             # Stopped mid-epoch: finish that epoch's remaining steps first.
             epoch_end_step = (start // steps + 1) * steps
