@@ -146,3 +146,19 @@ def test_non_finite_weights_are_never_saved_and_never_restored(saved, warnings):
     assert fresh.restore_latest() == 3
     np.testing.assert_array_equal(kernel(fresh), kernels[3])
     assert any("ckpt-4" in message and "NaN" in message for message in warnings)
+
+
+def test_a_checkpoint_without_random_states_from_an_older_version_still_resumes(tmp_path,
+                                                                               warnings):
+    directory = str(tmp_path / "checkpoints")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dropout(0.1), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(7)
+    # What pspnet_tf wrote before dropout's random state joined the checkpoint.
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(
+        os.path.join(directory, "ckpt-7"))
+    model.optimizer.iterations.assign(0)
+    keeper = CheckpointKeeper(directory, model, model.optimizer)
+    assert keeper.restore_latest() == 7
+    assert any("holds no random_states" in message for message in warnings)

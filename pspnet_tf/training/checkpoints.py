@@ -106,9 +106,11 @@ class CheckpointKeeper:
         # Every worker must take part in saving; only the chief's copy is kept. Every worker
         # restores from `directory`, so on several machines it must be a shared filesystem.
         self._scratch = None if is_chief else tempfile.mkdtemp(prefix="pspnet_ckpt_")
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                               random_states=random_states(model),
-                                               **(extra or {}))
+        states = {"random_states": random_states(model), **(extra or {})}
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **states)
+        # Checkpoints of pspnet_tf before 0.1 hold only the model and the optimizer.
+        self._weights_only = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self._state_names = {name for name, value in states.items() if value}
         self._variables = [*model.weights, *optimizer.variables]
         self._optimizer = optimizer
         self._max_to_keep = max_to_keep
@@ -167,7 +169,10 @@ class CheckpointKeeper:
         """Restores ckpt-`step`; False (with a warning naming its files) when it is damaged."""
         prefix = os.path.join(self.directory, f"{CHECKPOINT_NAME}-{step}")
         try:
-            self._checkpoint.read(prefix).assert_existing_objects_matched()
+            saved = {name.split("/")[0] for name, _ in tf.train.list_variables(prefix)}
+            older = not self._state_names <= saved
+            reader = self._weights_only if older else self._checkpoint
+            reader.read(prefix).assert_existing_objects_matched()
         # Damaged files raise many types: DataLossError, NotFoundError (OpErrors), ValueError,
         # IndexError ("Read less bytes than requested"), AssertionError, protobuf's DecodeError.
         except Exception as error:  # noqa: BLE001 - every way a damaged file fails to read
@@ -180,5 +185,11 @@ class CheckpointKeeper:
             logging.warning("skipping checkpoint %s: its %s holds NaN or infinite values "
                             "(the run had diverged); trying an older one", prefix, non_finite)
             return False
+        if older:
+            logging.warning(
+                "checkpoint %s holds no %s (an older pspnet_tf wrote it): resuming with their "
+                "current values, so dropout draws other masks and this epoch's logged loss "
+                "covers the resumed steps only", prefix, " or ".join(
+                    sorted(self._state_names - saved)))
         logging.info("resumed from %s at step %d", prefix, self.step)
         return True
