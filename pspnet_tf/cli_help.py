@@ -25,8 +25,7 @@ COMMAND_FLAG_GROUPS = {
     "runtime": ("verbose", "force_unlock"),
     "evaluation/inference": ("mode", "crop", "stride", "ratios", "flip"),
     "output": ("output", "save_predictions", "side_by_side", "overwrite", "allow_skips", "alpha",
-               "export_dir",
-               "version", "with_probabilities", "samples_per_shard"),
+               "export_dir", "version", "with_probabilities", "samples_per_shard"),
 }
 _HELP_ARGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
 _FOREIGN_MODULES = ("absl.", "tensorflow.", "keras.")

@@ -371,6 +371,13 @@ def config_from_flags(values: Any = None) -> ExperimentConfig:
     )
 
 
+def check_run_dir_is_a_folder(run_dir: str) -> None:
+    """UserError when --run_dir names an existing file."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"--run_dir={run_dir} is a file, not a directory; "
+                        "pass another --run_dir (nothing was changed)")
+
+
 def prepare_run_dir(config: ExperimentConfig) -> bool:
     """Creates run_dir with config.json, or checks that an existing one holds this run.
 
@@ -379,9 +386,7 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
     run left before its first checkpoint (e.g. it stopped on a bad label) holds no training
     yet, so a corrected command takes it over and rewrites its config.json.
     """
-    if os.path.exists(config.run_dir) and not os.path.isdir(config.run_dir):
-        raise UserError(f"--run_dir={config.run_dir} is a file, not a directory; "
-                        "pass another --run_dir (nothing was changed)")
+    check_run_dir_is_a_folder(config.run_dir)
     path = os.path.join(config.run_dir, "config.json")
     if os.path.exists(path):
         changed = _changed_fields(config, path)

@@ -22,7 +22,7 @@ EXPERIMENT = ["--dataset=<voc|demo|ade20k|cityscapes|folder>  (default: voc)",
               "--verbose  (default: false)"]
 CONSOLE_SCRIPTS = {
     "pspnet-train": ["python train.py --flagfile=configs/voc_r50.cfg"],
-    "pspnet-evaluate": ["--weights  (default: required)",
+    "pspnet-evaluate": ["--model  (default: none)", "--weights  (default: none)",
                         "--mode=<whole|slide|multiscale>  (default: whole)"],
     "pspnet-predict": ["--input  (default: required)", "--alpha  (default: 0.5)"],
     "pspnet-export": ["--export_dir  (default: required)"],

@@ -110,7 +110,8 @@ class CheckpointKeeper:
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **states)
         # Checkpoints of pspnet_tf before 0.1 hold only the model and the optimizer.
         self._weights_only = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        self._state_names = {name for name, value in states.items() if value}
+        self._state_names = {name for name, value in states.items()
+                             if not isinstance(value, list) or value}
         self._variables = [*model.weights, *optimizer.variables]
         self._optimizer = optimizer
         self._max_to_keep = max_to_keep

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from absl import logging
 
-from pspnet_tf.config import RUN_LOCK_FILE
+from pspnet_tf.config import RUN_LOCK_FILE, check_run_dir_is_a_folder
 from pspnet_tf.errors import UserError
 
 
@@ -79,9 +79,7 @@ def acquire(run_dir: str, force: bool = False) -> dict:
     path = os.path.join(run_dir, RUN_LOCK_FILE)
     holder = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise UserError(f"--run_dir={run_dir} is a file, not a directory; pass another "
-                        "--run_dir")
+    check_run_dir_is_a_folder(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     for _ in range(3):  # another launch may release or take it between our steps
         if _create(path, holder):
