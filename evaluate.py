@@ -6,10 +6,13 @@ prints the per-class IoU table, mIoU, aAcc and mAcc, and writes them as JSON;
 predicted label maps.
 """
 
+import os
+
 from absl import flags
 
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.errors import UserError
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import PredictionWriter
 from pspnet_tf.models import load_weights
@@ -30,8 +33,27 @@ flags.DEFINE_string("save_predictions", None, "New or empty folder for the predi
 flags.mark_flag_as_required("weights")
 
 
+def _writable_output(path: str) -> str:
+    """`path`, once its folder exists (created if need be) and can be written: checked before
+    the evaluation, which may take hours, rather than when the metrics are written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the folder of --output={path} "
+                        f"({error.strerror or error}); pass another --output") from None
+    if os.path.isdir(path) or not os.access(folder, os.W_OK):
+        reason = "it is a folder" if os.path.isdir(path) else f"{folder} is not writable"
+        raise UserError(f"the metrics cannot be written to {path} ({reason}); pass a "
+                        "writable file path as --output")
+    return path
+
+
 def main(argv: list[str]) -> None:
     config = config_from_flags()
+    mode = "" if flags.FLAGS.mode == "whole" else f".{flags.FLAGS.mode}"
+    output = _writable_output(flags.FLAGS.output
+                              or f"{flags.FLAGS.weights}.{config.val_split}{mode}.metrics.json")
     dataset = load_split(config, config.val_split)
     save = flags.FLAGS.save_predictions
     writer = PredictionWriter(dataset, save) if save else None
@@ -39,9 +61,6 @@ def main(argv: list[str]) -> None:
     load_weights(model, flags.FLAGS.weights)
     summary = evaluate(predictor_from_flags(model, config.scale), dataset, on_sample=writer)
     print(format_table(summary))
-    mode = "" if flags.FLAGS.mode == "whole" else f".{flags.FLAGS.mode}"
-    output = (flags.FLAGS.output
-              or f"{flags.FLAGS.weights}.{config.val_split}{mode}.metrics.json")
     write_json(summary, output)
     print(f"metrics written to {output}")
 

@@ -6,6 +6,10 @@
   <output>/overlays/<stem>.png      the prediction blended over the image
   <output>/side_by_side/<stem>.png  image | prediction | legend (with --side_by_side)
 Unreadable inputs are reported and skipped; existing outputs are kept unless --overwrite.
+
+Exit status: 0 when every input was predicted; 1 when some inputs were skipped as unreadable
+(the others are predicted; --allow_skips makes this 0); 2 for a user error, including
+inputs none of which is readable.
 """
 
 import collections
@@ -30,12 +34,15 @@ define_flags()
 define_mode_flags()
 flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
 flags.DEFINE_string("input", None, "An image, a folder of images, or a quoted glob "
-                    "('photos/**/*.jpg'); JPEG or PNG, any size, gray, RGBA or 16-bit.")
+                    "('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, "
+                    "WebP, ...), any size, gray, RGBA or 16-bit.")
 flags.DEFINE_string("output", None, "Folder for labels/, overlays/ and side_by_side/.")
 flags.DEFINE_boolean("side_by_side", False, "Also write image | prediction | legend of the "
                      "classes present.")
 flags.DEFINE_boolean("overwrite", False, "Replace outputs that already exist (otherwise the "
                      "command stops before writing anything).")
+flags.DEFINE_boolean("allow_skips", False, "Exit with status 0, not 1, when some inputs were "
+                     "skipped as unreadable (an --input with no readable image stays an error).")
 flags.DEFINE_float("alpha", 0.5, "Weight of the class colours in the overlay.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.mark_flags_as_required(["weights", "input", "output"])
@@ -54,6 +61,17 @@ def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> lis
             for path in paths]
 
 
+def _make_folders(output: str, kinds: dict) -> None:
+    """Creates <output>/<kind>/ for every kind of output, before any work is done."""
+    for kind in kinds:
+        folder = os.path.join(output, kind)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create the folder {folder} ({error.strerror or error}); "
+                            "pass an --output folder that can be written") from None
+
+
 def main(argv: list[str]) -> None:
     config = config_from_flags()
     values = flags.FLAGS
@@ -64,11 +82,10 @@ def main(argv: list[str]) -> None:
     if existing and not values.overwrite:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
+    _make_folders(values.output, outputs[0])
     model = build_model(config, training_heads=False)
     load_weights(model, values.weights)
     predictor = predictor_from_flags(model, config.scale, values)
-    for kind in outputs[0]:
-        os.makedirs(os.path.join(values.output, kind), exist_ok=True)
     skipped = []
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for done, (path, targets) in enumerate(zip(paths, outputs), 1):
@@ -86,9 +103,14 @@ def main(argv: list[str]) -> None:
                 Image.fromarray(side_by_side(image, labels, class_names, palette)).save(
                     targets["side_by_side"])
         progress.update(done)
+    if len(skipped) == len(paths):
+        raise UserError(f"--input={values.input} holds no readable image ({len(paths)} "
+                        f"unreadable: {', '.join(paths[:3])}); pass images OpenCV can decode")
     print(f"{len(paths) - len(skipped)} of {len(paths)} images predicted into {values.output}")
     if skipped:
         print(f"{len(skipped)} unreadable inputs skipped: {', '.join(skipped)}", file=sys.stderr)
+        if not values.allow_skips:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

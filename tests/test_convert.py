@@ -115,6 +115,15 @@ def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path):
     assert Path(output).read_bytes() == before
 
 
+def test_output_in_a_folder_that_cannot_be_created_is_refused(tmp_path):
+    path = save_mmseg(tiny_reference(), tmp_path / "tiny.pth")
+    blocker = tmp_path / "weights"
+    blocker.write_text("notes")
+    with pytest.raises(UserError, match=r"cannot write the weights file .*weights/tiny\.h5"):
+        convert_checkpoint(tiny_keras(), path, "mmseg", str(blocker / "tiny.h5"))
+    assert blocker.read_text() == "notes"
+
+
 def error_of(state: dict, allow_missing_classifier: bool = False, source: str = "mmseg") -> str:
     with pytest.raises(UserError) as caught:
         checkpoint_weights(tiny_keras(), state, "ckpt.pth", source, allow_missing_classifier)

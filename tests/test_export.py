@@ -19,6 +19,7 @@ from pspnet_tf import save_weights
 from pspnet_tf.data.datasets import decode_image
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.export import (
+    EMPTY_REQUEST_MESSAGE,
     SAME_SIZE_MESSAGE,
     export_saved_model,
     next_version,
@@ -126,6 +127,14 @@ def test_fresh_process_gets_exactly_the_project_labels(weights, exported, tmp_pa
     assert SAME_SIZE_MESSAGE in str(served["mixed"])
 
 
+def test_an_empty_batch_gets_a_clear_error_from_both_signatures(exported):
+    signatures = tf.saved_model.load(os.path.join(exported, "1")).signatures
+    with pytest.raises(tf.errors.InvalidArgumentError, match=EMPTY_REQUEST_MESSAGE):
+        signatures["serving_default"](images=tf.zeros([0, 21, 26, 3], tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=EMPTY_REQUEST_MESSAGE):
+        signatures["serve_encoded"](image_bytes=tf.constant([], tf.string))
+
+
 def test_every_weight_is_stored_once(weights, exported):
     stored = tf.train.load_checkpoint(os.path.join(exported, "1", "variables", "variables"))
     values = sum(int(np.prod(shape)) for name, shape in stored.get_variable_to_shape_map().items()
@@ -140,6 +149,16 @@ def test_existing_version_is_never_replaced(weights, exported):
         export_saved_model(weights[0], SCALE, exported, version=1)
     assert os.listdir(exported) == ["1"]
     assert sorted(os.listdir(os.path.join(exported, "1"))) == before
+
+
+def test_export_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "model"
+    path.write_text("notes")
+    with pytest.raises(UserError, match=r"--export_dir=.*model is a file"):
+        export_saved_model(tiny_model(), SCALE, str(path))
+    with pytest.raises(UserError, match=r"cannot create --export_dir=.*model/serving"):
+        export_saved_model(tiny_model(), SCALE, str(path / "serving"))
+    assert path.read_text() == "notes"
 
 
 def test_next_version_follows_the_largest_integer_folder(tmp_path):

@@ -65,7 +65,7 @@ def predicted(weights, inputs, tmp_path_factory):
         handle.write(STALE)
     result = run("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={inputs}",
                  f"--output={output}", "--side_by_side", "--overwrite")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # broken.png was skipped
     return output, result
 
 
@@ -85,10 +85,88 @@ def test_every_readable_image_gets_labels_overlay_and_side_by_side(weights, inpu
     assert "4 of 5 images" in result.stdout
 
 
-def test_unreadable_input_is_named_and_skipped(predicted):
+def test_unreadable_input_is_named_and_skipped_with_exit_status_1(predicted):
     output, result = predicted
     assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert "leave it out of --input" in result.stderr and "split" not in result.stderr
     assert not glob.glob(os.path.join(output, "*", "broken.png"))
+
+
+def test_input_without_a_readable_image_is_an_error(weights, inputs, tmp_path):
+    result = run("predict.py", *CONFIG, f"--weights={weights[1]}",
+                 f"--input={os.path.join(inputs, 'broken.png')}", f"--output={tmp_path}",
+                 "--allow_skips")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "holds no readable image" in errors[0]
+    assert "broken.png" in errors[0] and "Traceback" not in result.stderr
+    assert "split" not in result.stderr
+
+
+def test_output_that_is_a_file_is_one_error_line(weights, inputs, tmp_path):
+    output = tmp_path / "predictions"
+    output.write_bytes(STALE)
+    result = run("predict.py", *CONFIG, f"--weights={weights[1]}",
+                 f"--input={os.path.join(inputs, 'gray.png')}", f"--output={output}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--output" in errors[0] and "Traceback" not in result.stderr
+    assert output.read_bytes() == STALE
+
+
+def test_folder_listing_takes_every_format_the_decoder_reads(weights, tmp_path):
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    picture = np.random.default_rng(6).integers(0, 256, (27, 35, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(folder / "animated.gif")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    output = tmp_path / "out"
+    result = run("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={folder}",
+                 f"--output={output}", "--allow_skips")
+    assert result.returncode == 0, result.stderr[-3000:]  # broken.jpg skipped, allowed
+    assert "1 of 2 images" in result.stdout and "broken.jpg" in result.stderr
+    image = read_image(str(folder / "animated.gif"))
+    with Image.open(output / "labels" / "animated.png") as labels:
+        np.testing.assert_array_equal(np.asarray(labels),
+                                      Predictor(weights[0], SCALE).predict(image))
+
+
+# Runs a command and prints the peak resident memory of it (its only child), in KiB.
+PEAK_MEMORY = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+LARGE = 1200  # pixels square; ADE20K's 150 classes
+# Measured: 825 MB with logits resized in bands of rows, 1606 MB with full-size float logits
+# (864 MB per copy), as predict.py computed them before.
+LARGE_MEMORY_BOUND_MB = 1200
+
+
+def test_a_large_image_with_many_classes_is_predicted_in_bounded_memory(tmp_path):
+    model = tiny_model(num_classes=150)
+    randomise(model, seed=12)
+    save_weights(model, str(tmp_path / "w.h5"))
+    picture = np.random.default_rng(9).integers(0, 256, (LARGE // 40, LARGE // 40, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "large.jpg"), cv2.resize(picture, (LARGE, LARGE)))
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, sys.executable, os.path.join(ROOT, "predict.py"),
+         *CONFIG, "--dataset=ade20k", "--num_classes=150", f"--weights={tmp_path / 'w.h5'}",
+         f"--input={tmp_path / 'large.jpg'}", f"--output={tmp_path / 'out'}"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    peak_mb = int(result.stdout.split()[-1]) / 1024
+    assert peak_mb < LARGE_MEMORY_BOUND_MB, f"peak resident memory {peak_mb:.0f} MB"
+    with Image.open(tmp_path / "out" / "labels" / "large.png") as labels:
+        assert labels.size == (LARGE, LARGE)
+
+
+def test_evaluate_refuses_an_unwritable_output_before_evaluating(weights, tmp_path):
+    blocker = tmp_path / "metrics"
+    blocker.write_bytes(STALE)
+    result = run("evaluate.py", *CONFIG, f"--data_root={tmp_path / 'no_data'}",
+                 f"--weights={weights[1]}", f"--output={blocker / 'm.json'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--output" in errors[0] and "Traceback" not in result.stderr
+    assert blocker.read_bytes() == STALE
 
 
 def test_existing_outputs_are_kept_unless_overwrite(weights, inputs, predicted, tmp_path):

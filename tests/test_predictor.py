@@ -12,13 +12,16 @@ from test_models import randomise, tiny_model
 from pspnet_tf.data.datasets import Sample, SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.errors import UserError
+from pspnet_tf.inference import predictor as predictor_module
 from pspnet_tf.inference.modes import predictor_from_flags
 from pspnet_tf.inference.outputs import CITYSCAPES_LABEL_IDS_DIR, PredictionWriter
 from pspnet_tf.inference.predictor import (
     Predictor,
+    labels_at_size,
     logits_at_size,
     network_logits,
     preprocess,
+    resized_rows,
 )
 from pspnet_tf.inference.sliding import slide_logits
 from pspnet_tf.inference.visualize import colorize, side_by_side
@@ -109,6 +112,43 @@ def test_multiscale_flip_averages_the_logits_of_every_view(model, image):
     assert multiscale.predict(image).shape == image.shape[:2]
 
 
+def full_size_labels(views: list[tf.Tensor], size) -> np.ndarray:
+    """The labels as computed before banding: every view's logits resized at once."""
+    resized = tf.add_n([logits_at_size(view, size) for view in views]) / len(views)
+    return tf.argmax(resized, axis=-1, output_type=tf.int32).numpy()
+
+
+# (network h, w), (original H, W), classes, views: up- and downsampling, odd sizes, one row
+@pytest.mark.parametrize("source, size, classes, views", [
+    ((5, 7), (37, 53), 4, 1), ((64, 48), (301, 203), 21, 3), ((13, 11), (9, 7), 3, 2),
+    ((48, 40), (97, 131), 150, 1), ((60, 40), (90, 17), 5, 12), ((1, 1), (5, 5), 3, 1),
+    ((40, 30), (40, 30), 6, 2),
+])
+@pytest.mark.parametrize("band_bytes", [1, predictor_module.BAND_BYTES])
+def test_labels_in_bands_equal_the_full_size_argmax(monkeypatch, source, size, classes, views,
+                                                    band_bytes):
+    monkeypatch.setattr(predictor_module, "BAND_BYTES", band_bytes)
+    rng = np.random.default_rng(sum(size) + classes)
+    logits = [tf.constant(rng.standard_normal((2, *source, classes)), tf.float32)
+              for _ in range(views)]
+    banded = tf.function(labels_at_size)(logits, tf.constant(size))
+    np.testing.assert_array_equal(banded, full_size_labels(logits, tf.constant(size)))
+    # The rows themselves are the resize kernel's values bit for bit.
+    top = size[0] // 3
+    rows = resized_rows(logits[0], tf.constant(size), tf.constant(top), tf.constant(size[0]))
+    np.testing.assert_array_equal(rows, logits_at_size(logits[0], size)[:, top:])
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"ratios": (0.5, 1.25), "flip": True}, {"window": ((24, 24), (16, 16))}])
+def test_predictor_labels_are_the_argmax_of_its_full_size_logits(monkeypatch, model, options):
+    monkeypatch.setattr(predictor_module, "BAND_BYTES", 4 * 61 * 4 * 5)  # bands of 5 rows
+    image = np.random.default_rng(8).integers(0, 256, (43, 61, 3), dtype=np.uint8)
+    predictor = Predictor(model, SCALE, **options)
+    expected = tf.argmax(predictor.logits(image), axis=-1, output_type=tf.int32)
+    np.testing.assert_array_equal(predictor.predict(image), expected)
+
+
 @pytest.mark.parametrize("mode", ["whole", "slide", "multiscale"])
 def test_xla_compiled_network_gives_the_same_logits(model, image, mode):
     flags = mode_flags(mode=mode, ratios=["0.5", "1.25"], flip=True)
@@ -165,6 +205,16 @@ def test_evaluate_accepts_any_predictor_and_saves_palette_pngs(tmp_path):
             assert saved.getpalette()[3:6] == list(dataset.palette[1])
     with pytest.raises(UserError, match="not empty"):
         PredictionWriter(dataset, folder)
+
+
+def test_save_predictions_that_is_a_file_is_refused(tmp_path):
+    dataset = SegmentationDataset("demo", "val", ("a", "b"), np.zeros((2, 3), np.uint8),
+                                  [Sample("a.jpg", "a.png")])
+    path = tmp_path / "predictions"
+    path.write_text("notes")
+    with pytest.raises(UserError, match=r"--save_predictions=.*cannot be created as a folder"):
+        PredictionWriter(dataset, str(path))
+    assert path.read_text() == "notes"
 
 
 def test_cityscapes_predictions_are_also_written_as_label_ids(tmp_path):

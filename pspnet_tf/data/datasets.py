@@ -7,6 +7,7 @@ and evaluation fail early with a message that names the file instead of deep ins
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import io
 import os
@@ -100,7 +101,12 @@ _LABEL_MODES = ("P", "L")
 CITYSCAPES_LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 CITYSCAPES_TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 FOLDER_CLASS_FILE = "classes.txt"
-FOLDER_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Every extension OpenCV's imread documentation names; `image_extensions` keeps the ones this
+# OpenCV build decodes.
+_OPENCV_EXTENSIONS = (".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif",
+                      ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tiff",
+                      ".tif", ".exr", ".hdr", ".pic", ".gif", ".jxl")
+DATASET_REMEDY = "re-download it or remove it from the split"
 # "name", "name<TAB>r,g,b" or "name,r,g,b" (spaces allowed around the numbers).
 _CLASS_LINE = re.compile(r"(.+?)(?:\t|,)\s*(\d+\s*,\s*\d+\s*,\s*\d+)")
 _MAX_LISTED_MISSING = 3
@@ -232,14 +238,42 @@ class SegmentationDataset:
                 for path in (sample.image_path, sample.label_path) if not os.path.isfile(path)]
 
 
-def decode_image(data: bytes, path: str) -> np.ndarray:
-    """Image file bytes -> HxWx3 uint8 RGB; `path` only names the file in errors."""
+def decode_image(data: bytes, path: str, remedy: str = DATASET_REMEDY) -> np.ndarray:
+    """Image file bytes -> HxWx3 uint8 RGB; `path` names the file and `remedy` says what to do
+    about it in the error (the default suits a dataset split, predict.py passes its own)."""
     array = np.frombuffer(data, np.uint8)
     image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
     if image is None:
         raise UserError(f"cannot decode image {path}: the file is corrupt or not an image; "
-                        "re-download it or remove it from the split")
+                        f"{remedy}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@functools.cache
+def image_extensions() -> tuple[str, ...]:
+    """The file extensions `decode_image` reads, for listing the images of a folder.
+
+    Found by encoding a small picture in each format OpenCV documents (in colour, else in
+    gray) and decoding it with `decode_image`, so the list is what this OpenCV build actually
+    reads: 21 extensions with OpenCV 5.0, GIF, AVIF and JPEG 2000 among them.
+    """
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)  # failed probes would log OpenCV errors
+    readable = []
+    try:
+        for extension in _OPENCV_EXTENSIONS:
+            for picture in (np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)):
+                try:
+                    encoded, data = cv2.imencode(extension, picture)
+                    if encoded and decode_image(data.tobytes(), extension) is not None:
+                        readable.append(extension)
+                        break
+                except (cv2.error, UserError):
+                    continue
+    finally:
+        logging.setLogLevel(level)
+    return tuple(readable)
 
 
 def _voc_samples(data_root: str, split: str) -> list[Sample]:
@@ -332,10 +366,10 @@ def _folder_samples(data_root: str, split: str) -> list[Sample]:
         raise UserError(f"split folder {image_dir} not found; --data_root must hold "
                         "images/<split>/, masks/<split>/ and classes.txt")
     images = sorted(name for name in os.listdir(image_dir)
-                    if os.path.splitext(name)[1].lower() in FOLDER_IMAGE_EXTENSIONS)
+                    if os.path.splitext(name)[1].lower() in image_extensions())
     if not images:
         raise UserError(f"split folder {image_dir} holds no images "
-                        f"({', '.join(FOLDER_IMAGE_EXTENSIONS)})")
+                        f"({', '.join(image_extensions())})")
     stems = [os.path.splitext(name)[0] for name in images]
     duplicated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicated:

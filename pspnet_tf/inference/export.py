@@ -1,7 +1,8 @@
 """SavedModel export for TF Serving: raw pixels in, class ids out.
 
 The serving graph holds the whole-image protocol of `Predictor` (keep-ratio resize to the
-test scale, normalisation, logits resized back to the input size, argmax) built from the
+test scale, normalisation, logits resized back to the input size and argmax, by bands of
+rows as `labels_at_size` does) built from the
 same functions, so a served model gives the labels evaluate.py measures. It is written to
 `<export_dir>/<version>/`, the layout TF Serving watches for new versions.
 """
@@ -13,11 +14,25 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.predictor import logits_at_size, network_logits, preprocess
+from pspnet_tf.inference.predictor import (
+    labels_at_size,
+    logits_at_size,
+    network_logits,
+    preprocess,
+)
 from pspnet_tf.models.folding import fold_batchnorm
 
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
                      "send differently sized images in separate requests")
+EMPTY_REQUEST_MESSAGE = "the request holds no images; send at least one image per request"
+
+
+def _not_empty(batch: tf.Tensor) -> tf.Tensor:
+    """`batch`, checked to hold at least one image before anything uses it (otherwise the
+    first failing op would report something unrelated, e.g. a convolution's filter depth)."""
+    check = tf.debugging.assert_positive(tf.shape(batch)[0], message=EMPTY_REQUEST_MESSAGE)
+    with tf.control_dependencies([check]):
+        return tf.identity(batch)
 
 
 def _decode(data: tf.Tensor) -> tf.Tensor:
@@ -35,6 +50,7 @@ def _decode(data: tf.Tensor) -> tf.Tensor:
 
 def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
     """A [batch] string tensor of encoded images -> uint8 [batch, H, W, 3]; sizes must match."""
+    image_bytes = _not_empty(image_bytes)
     first = tf.shape(_decode(image_bytes[0]))
 
     def decode_one(data: tf.Tensor) -> tf.Tensor:
@@ -64,6 +80,9 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     folded into the convolutions (`fold_batchnorm`). An existing version folder is never
     replaced.
     """
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise UserError(f"--export_dir={export_dir} is a file, not a folder; pass a new or "
+                        "existing model folder (the file was left as it is)")
     version = next_version(export_dir) if version is None else version
     if version < 1:
         raise UserError(f"--version={version} must be a positive integer (TF Serving loads "
@@ -76,15 +95,15 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     model = fold_batchnorm(model)
 
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = logits_at_size(network_logits(model, preprocess(images, scale)),
-                                tf.shape(images)[1:3])
-        outputs = {"segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        logits = network_logits(model, preprocess(images, scale))
+        size = tf.shape(images)[1:3]
+        outputs = {"segmentation": labels_at_size([logits], size)}
         if with_probabilities:
-            outputs["probabilities"] = tf.nn.softmax(logits, axis=-1)
+            outputs["probabilities"] = tf.nn.softmax(logits_at_size(logits, size), axis=-1)
         return outputs
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return segment(images)
+        return segment(_not_empty(images))
 
     def serve_encoded(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         return segment(decode_batch(image_bytes))
@@ -97,7 +116,11 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     archive.add_endpoint("serve_encoded", serve_encoded, input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes")])
     # Written beside the target and renamed, so TF Serving never sees a half-written version.
-    os.makedirs(export_dir, exist_ok=True)
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --export_dir={export_dir} ({error.strerror or error}); "
+                        "pass a folder that can be written") from None
     temporary = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     archive.write_out(temporary, verbose=False)

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from pspnet_tf.data import datasets
-from pspnet_tf.data.datasets import FOLDER_IMAGE_EXTENSIONS, decode_image
+from pspnet_tf.data.datasets import decode_image, image_extensions
 from pspnet_tf.errors import UserError
 
 
@@ -20,8 +20,8 @@ def find_inputs(pattern: str) -> list[str]:
         return [pattern]
     if os.path.isdir(pattern):
         paths = sorted(os.path.join(pattern, name) for name in os.listdir(pattern)
-                       if os.path.splitext(name)[1].lower() in FOLDER_IMAGE_EXTENSIONS)
-        where = f"the folder holds no {', '.join(FOLDER_IMAGE_EXTENSIONS)} files"
+                       if os.path.splitext(name)[1].lower() in image_extensions())
+        where = f"the folder holds no {', '.join(image_extensions())} files"
     else:
         paths = sorted(path for path in glob.glob(pattern, recursive=True)
                        if os.path.isfile(path))
@@ -32,6 +32,9 @@ def find_inputs(pattern: str) -> list[str]:
     return paths
 
 
+PREDICT_REMEDY = "replace the file or leave it out of --input"
+
+
 def read_image(path: str) -> np.ndarray:
     """HxWx3 uint8 RGB of the image file at `path` (UserError naming it when unreadable)."""
     try:
@@ -39,7 +42,7 @@ def read_image(path: str) -> np.ndarray:
             data = handle.read()
     except OSError as error:
         raise UserError(f"cannot read image {path} ({error.strerror or error})") from None
-    return decode_image(data, path)
+    return decode_image(data, path, remedy=PREDICT_REMEDY)
 
 
 def dataset_classes(name: str, data_root: str,

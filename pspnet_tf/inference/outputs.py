@@ -39,7 +39,11 @@ class PredictionWriter:
         if os.path.isdir(directory) and os.listdir(directory):
             raise UserError(f"--save_predictions={directory} is not empty; pass a new or empty "
                             "folder (nothing was written)")
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--save_predictions={directory} cannot be created as a folder "
+                            f"({error.strerror or error}); pass a new or empty folder") from None
         self._dataset = dataset
         self._directory = directory
         self._label_ids = _train_id_to_label_id() if dataset.name == "cityscapes" else None

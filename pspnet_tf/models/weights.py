@@ -21,9 +21,14 @@ def save_weights(model: keras.Model, path: str) -> None:
     if not path.endswith(".h5") or path.endswith(".weights.h5"):
         raise UserError(f"weights path {path} must end in .h5 (not .weights.h5): "
                         "the by-name layout is stored in legacy HDF5 files")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
-    with h5py.File(temporary, "w") as handle:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handle = h5py.File(temporary, "w")
+    except OSError as error:
+        raise UserError(f"cannot write the weights file {path} ({error.strerror or error}); "
+                        "pass a path in a folder that can be written") from None
+    with handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)
     os.replace(temporary, path)
 
