@@ -8,7 +8,7 @@ import tensorflow as tf
 from pspnet_tf import build_pspnet, load_weights, save_weights
 from pspnet_tf.errors import UserError
 from pspnet_tf.models.backbone import conv
-from pspnet_tf.models.convolution import TapGradientConv2D, conv2d
+from pspnet_tf.models.convolution import conv2d, use_tap_gradients
 from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
 
 
@@ -131,14 +131,17 @@ def _gradient_op_types(layer: keras.layers.Layer, inputs: tf.Tensor) -> set[str]
 
 
 @pytest.mark.parametrize("strides, uses_taps", [(1, True), (2, False)])
-def test_tap_gradient_conv_replaces_the_kernel_gradient_op_on_cpu_hosts(strides, uses_taps):
+def test_tap_gradients_replace_the_kernel_gradient_op_on_cpu_hosts(strides, uses_taps):
     inputs = tf.random.normal((1, 9, 9, 4))
-    layer = TapGradientConv2D(3, 3, strides=strides, padding="same", dilation_rate=1)
-    keras_layer = keras.layers.Conv2D.from_config(layer.get_config())
-    layer.build(inputs.shape)
-    keras_layer.build(inputs.shape)
-    keras_layer.set_weights(layer.get_weights())
-    np.testing.assert_array_equal(layer(inputs), keras_layer(inputs))
+    images = keras.Input((9, 9, 4))
+    model = keras.Model(images, keras.layers.Conv2D(3, 3, strides=strides, padding="same",
+                                                    name="probe")(images))
+    layer = model.get_layer("probe")
+    expected = layer(inputs)
+    assert "MatMul" not in _gradient_op_types(layer, inputs)
+    assert use_tap_gradients(model) == int(uses_taps)
+    assert type(layer) is keras.layers.Conv2D  # the layer and its config stay Keras's
+    np.testing.assert_array_equal(layer(inputs), expected)
     op_types = _gradient_op_types(layer, inputs)
     assert ("Conv2DBackpropFilter" not in op_types) == uses_taps
     assert ("MatMul" in op_types) == uses_taps

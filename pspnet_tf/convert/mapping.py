@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from pspnet_tf.errors import UserError
+from pspnet_tf.models.layers import PyramidBottleneckConv
 
 BACKBONE_PREFIX = "backbone."
 IMAGENET_CLASSIFIER_PREFIX = "fc."  # ImageNet ResNets' classifier; a segmenter has none
@@ -47,6 +48,8 @@ def _torch_tensors(layer: keras.layers.Layer) -> list[tuple[str, bool]]:
     if isinstance(layer, keras.layers.BatchNormalization):
         return [("weight", False), ("bias", False), ("running_mean", False),
                 ("running_var", False)]
+    if isinstance(layer, PyramidBottleneckConv):  # a 3x3 convolution without bias
+        return [("weight", True)]
     if isinstance(layer, keras.layers.Conv2D):
         return [("weight", True)] + ([("bias", False)] if layer.use_bias else [])
     raise ValueError(f"layer {layer.name} ({type(layer).__name__}) cannot be converted")

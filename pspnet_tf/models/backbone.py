@@ -9,8 +9,6 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from pspnet_tf.models.convolution import TapGradientConv2D
-
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 
@@ -59,7 +57,7 @@ def conv(x: tf.Tensor, filters: int, kernel: int, name: str, stride: int = 1, di
     if stride > 1 and kernel > 1:
         x = keras.layers.ZeroPadding2D(dilation * (kernel // 2), name=f"{name}_pad")(x)
         padding = "valid"
-    return TapGradientConv2D(
+    return keras.layers.Conv2D(
         filters, kernel, strides=stride, dilation_rate=dilation, padding=padding,
         use_bias=use_bias, name=name,
     )(x)

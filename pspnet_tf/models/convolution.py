@@ -1,11 +1,16 @@
 """Convolutions whose training gradient is computed faster on CPU-only hosts.
 
 Forward values are exactly Keras's; only how the kernel and input gradients are computed
-differs, and only where TensorFlow sees no GPU or TPU.
+differs, and only where TensorFlow sees no GPU or TPU. Models are built of plain
+`keras.layers.Conv2D`; `use_tap_gradients` swaps this gradient into a model for training.
 """
+
+import functools
 
 import keras
 import tensorflow as tf
+
+from pspnet_tf.models.layers import PyramidBottleneckConv
 
 
 def _has_accelerator() -> bool:
@@ -71,16 +76,32 @@ def conv2d(inputs: tf.Tensor, kernel: tf.Tensor, padding: str,
     return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
 
 
-class TapGradientConv2D(keras.layers.Conv2D):
-    """`keras.layers.Conv2D` whose stride-1 convolutions use `conv2d` above.
+def _uses_tap_gradient(layer: keras.layers.Layer) -> bool:
+    """Keras's own stride-1 Conv2D: strided convolutions keep Keras's op, as there the window
+    slices cost more than they save."""
+    return (type(layer) is keras.layers.Conv2D and layer.strides == (1, 1)
+            and layer.groups == 1 and layer.data_format == "channels_last")
 
-    Same weights, configuration and forward values as Keras's layer; only the way the
-    gradients are computed on CPU-only hosts differs. Strided convolutions keep
-    Keras's op: there the window slices cost more than they save.
+
+def use_tap_gradients(model: keras.Model) -> int:
+    """Makes `model`'s stride-1 convolutions compute their gradients with `conv2d`; returns
+    how many layers now do.
+
+    For training only (`compile_for_training` calls it before the train function is traced).
+    The layers stay what they are, `keras.layers.Conv2D` and `PyramidBottleneckConv` with the
+    same configuration and weights; only each instance's `convolution_op` is replaced, so
+    forward values are bit-identical and a model saved afterwards (`model.save`) is as
+    portable as before. Copies (`fold_batchnorm`, `keras.models.clone_model`, a reloaded
+    `.keras` file) have Keras's gradient again.
     """
-
-    def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-        if (self.strides != (1, 1) or self.groups != 1
-                or self.data_format != "channels_last"):
-            return super().convolution_op(inputs, kernel)
-        return conv2d(inputs, kernel, self.padding.upper(), self.dilation_rate)
+    swapped = 0
+    for layer in model.layers:
+        if _uses_tap_gradient(layer):
+            layer.convolution_op = functools.partial(
+                conv2d, padding=layer.padding.upper(), dilation=layer.dilation_rate)
+        elif isinstance(layer, PyramidBottleneckConv):
+            layer.convolution_op = functools.partial(conv2d, padding="SAME")
+        else:
+            continue
+        swapped += 1
+    return swapped

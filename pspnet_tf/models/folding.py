@@ -3,10 +3,6 @@
 import keras
 import numpy as np
 
-from pspnet_tf.models.convolution import TapGradientConv2D
-
-PLAIN_CONVOLUTIONS = (keras.layers.Conv2D, TapGradientConv2D)  # kernel applied as is
-
 
 def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
     """{conv name: its BatchNorm} for plain Conv2D layers whose only consumer is a BatchNorm."""
@@ -18,7 +14,7 @@ def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormaliza
             consumers.setdefault(id(tensor), []).append(layer)
     pairs = {}
     for layer in model.layers:
-        if type(layer) not in PLAIN_CONVOLUTIONS:  # PyramidBottleneckConv computes more
+        if type(layer) is not keras.layers.Conv2D:  # PyramidBottleneckConv computes more
             continue
         users = consumers.get(id(layer.output), [])
         if len(users) == 1 and isinstance(users[0], keras.layers.BatchNormalization):
@@ -44,9 +40,9 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 
     Inference only: the moving statistics become the convolution's kernel and bias, so the
     copy gives the same outputs up to float rounding while skipping one pass over each of
-    those activations. The copy's convolutions are plain `keras.layers.Conv2D` (the CPU
-    training gradient of `TapGradientConv2D` has no use there). `model` itself is left
-    unchanged and can go on training.
+    those activations. The copy has Keras's gradients (a training model's
+    `use_tap_gradients` is not copied). `model` itself is left unchanged and can go on
+    training.
     """
     pairs = _foldable_pairs(model)
     folded = {norm.name for norm in pairs.values()}
@@ -55,8 +51,6 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         config = layer.get_config()
         if layer.name in pairs:
             config["use_bias"] = True
-        if isinstance(layer, TapGradientConv2D):  # its training gradient is not needed here
-            return keras.layers.Conv2D.from_config(config)
         return layer.__class__.from_config(config)
 
     def call(layer: keras.layers.Layer, *args, **kwargs):

@@ -6,7 +6,6 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.models.backbone import batch_norm, conv_bn_relu
-from pspnet_tf.models.convolution import TapGradientConv2D
 from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
 
 PYRAMID_BINS = (1, 2, 3, 6)
@@ -16,7 +15,7 @@ def _classifier(x: tf.Tensor, num_classes: int, dropout: float, prefix: str) -> 
     """Dropout2d (whole channels) then a 1x1 conv with bias, as mmsegmentation's `cls_seg`."""
     if dropout > 0:
         x = keras.layers.SpatialDropout2D(dropout, name=f"{prefix}dropout")(x)
-    return TapGradientConv2D(num_classes, 1, name=f"{prefix}conv_seg")(x)
+    return keras.layers.Conv2D(num_classes, 1, name=f"{prefix}conv_seg")(x)
 
 
 def psp_head(features: tf.Tensor, num_classes: int, channels: int = 512,

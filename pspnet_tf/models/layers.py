@@ -5,7 +5,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pspnet_tf.models.convolution import conv2d
+PACKAGE = "pspnet_tf"  # the registered names are "pspnet_tf>ClassName"
 
 
 def _pooling_matrix(size: tf.Tensor, bins: int, dtype: tf.DType) -> tf.Tensor:
@@ -23,6 +23,7 @@ def _pooling_matrix(size: tf.Tensor, bins: int, dtype: tf.DType) -> tf.Tensor:
     return tf.cast(inside, dtype) / counts
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class AdaptiveAveragePooling2D(keras.layers.Layer):
     """`torch.nn.AdaptiveAvgPool2d(bins)` for NHWC tensors of any runtime size.
 
@@ -75,7 +76,8 @@ def _shifted_interpolation_matrices(out_size: tf.Tensor, in_size: tf.Tensor,
     return tf.stack([padded[shift:shift + out_size] for shift in range(3)])
 
 
-class PyramidBottleneckConv(keras.layers.Conv2D):
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PyramidBottleneckConv(keras.layers.Layer):
     """PSPNet's bottleneck: a 3x3 'same' convolution, no bias, over
     concat([features] + [bilinear upsampling of each pooled branch to the features' size]).
 
@@ -83,32 +85,44 @@ class PyramidBottleneckConv(keras.layers.Conv2D):
     linear, so the branch channels' share of the output is the 3x3 kernel applied to the
     small pooled maps, then upsampled with interpolation matrices shifted per kernel tap.
     That removes the branches' half of the largest convolution in PSPNet (39 of 179 GMACs for
-    R-50-D8 at 512x512) and gives the same result up to float rounding. The kernel has the
-    shape and layout of the plain convolution's, so checkpoints load unchanged.
+    R-50-D8 at 512x512) and gives the same result up to float rounding. The kernel (weight
+    "kernel", shape (3, 3, all input channels, filters)) has the shape and layout of the
+    plain convolution's, so checkpoints load unchanged.
 
-    Called on [features, pooled_1, ..., pooled_n]; pooled maps may have any size.
+    Called on [features, pooled_1, ..., pooled_n]; pooled maps may have any size. The
+    features' convolution goes through `convolution_op`, as in `keras.layers.Conv2D`, so that
+    training can swap in a faster gradient (`pspnet_tf.models.convolution`).
     """
 
-    def __init__(self, filters: int, **kwargs: Any) -> None:
-        kwargs.update(kernel_size=3, padding="same", use_bias=False)
-        super().__init__(filters, **kwargs)
-        self.input_spec = None  # Conv2D's spec describes one input; this layer takes a list.
+    KERNEL_SIZE = (3, 3)
+
+    def __init__(self, filters: int, kernel_initializer: Any = "glorot_uniform",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shapes: list[tuple]) -> None:
         features, *branches = input_shapes
         channels = features[-1] + sum(branch[-1] for branch in branches)
-        self._kernel = self.add_weight(
-            name="kernel", shape=(*self.kernel_size, channels, self.filters),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint, dtype=self.dtype)
-        self.bias = None
-        self.built = True
+        # Held as `_kernel`, as keras.layers.Conv2D holds it, so that training checkpoints
+        # (tf.train.Checkpoint tracks attribute names) of the Conv2D-based layer restore.
+        self._kernel = self.add_weight(name="kernel",
+                                       shape=(*self.KERNEL_SIZE, channels, self.filters),
+                                       initializer=self.kernel_initializer)
+
+    @property
+    def kernel(self) -> keras.Variable:
+        return self._kernel
+
+    def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        return tf.nn.convolution(inputs, kernel, padding="SAME")
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
         features, *branches = inputs
         kernel = self.kernel
         start = features.shape[-1]
-        outputs = conv2d(features, kernel[:, :, :start], "SAME")
+        outputs = self.convolution_op(features, kernel[:, :, :start])
         size = tf.shape(features)[1:3]
         for pooled in branches:
             end = start + pooled.shape[-1]
@@ -123,7 +137,12 @@ class PyramidBottleneckConv(keras.layers.Conv2D):
     def compute_output_shape(self, input_shapes: list[tuple]) -> tuple:
         return (*input_shapes[0][:-1], self.filters)
 
+    def get_config(self) -> dict:
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ResizeLike(keras.layers.Layer):
     """Bilinearly resizes its first input to the spatial size of its second input.
 

@@ -1,0 +1,158 @@
+"""PSPNets saved with `model.save("x.keras")` load with `import pspnet_tf` alone (no
+custom_objects) in a fresh process and give the same logits, bit for bit; the CPU training
+gradient is swapped in for training only and never saved."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from layer_testing import assert_same_outputs, run_serialization_test
+from test_models import randomise
+
+from pspnet_tf import build_pspnet
+from pspnet_tf.config import ExperimentConfig
+from pspnet_tf.training.trainer import build_model, compile_for_training
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 4
+TINY = ExperimentConfig(num_classes=NUM_CLASSES, backbone="resnet18_v1c", psp_channels=16,
+                        aux_channels=8)
+# name: (backbone, output stride, training heads); small heads keep files and builds small.
+VARIANTS = {
+    "r18_d8_inference": ("resnet18_v1c", 8, False),
+    "r18_d8_training": ("resnet18_v1c", 8, True),
+    "r18_d16_training": ("resnet18_v1c", 16, True),
+    "r50_d16_inference": ("resnet50_v1c", 16, False),
+}
+SLOW_VARIANTS = {  # R-50/R-101 files are 92/165 MB and take seconds to write and read
+    "r50_d8_training": ("resnet50_v1c", 8, True),
+    "r101_d8_training": ("resnet101_v1c", 8, True),
+    "r101_d16_inference": ("resnet101_v1c", 16, False),
+}
+LOAD_IN_FRESH_PROCESS = """
+import sys
+import keras
+import numpy as np
+import pspnet_tf
+
+directory = sys.argv[1]
+images = np.load(f"{directory}/images.npy")
+for name in sys.argv[2:]:
+    outputs = keras.saving.load_model(f"{directory}/{name}.keras")(images, training=False)
+    outputs = outputs if isinstance(outputs, dict) else {"logits": outputs}
+    np.savez(f"{directory}/{name}.npz", **{key: np.asarray(v) for key, v in outputs.items()})
+"""
+
+
+def images(batch: int = 2, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(5).normal(size=(batch, size, size, 3)).astype("float32")
+
+
+def tiny(backbone: str, output_stride: int, training_heads: bool) -> keras.Model:
+    return build_pspnet(NUM_CLASSES, backbone=backbone, output_stride=output_stride,
+                        psp_channels=16, aux_channels=8, training_heads=training_heads)
+
+
+def _as_dict(outputs) -> dict[str, np.ndarray]:
+    outputs = outputs if isinstance(outputs, dict) else {"logits": outputs}
+    return {key: np.asarray(value) for key, value in outputs.items()}
+
+
+def _saved_classes(path: Path) -> set[tuple[str, str]]:
+    """(module, class name) of every layer in a .keras file's config."""
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    return {(layer["module"], layer["class_name"]) for layer in config["config"]["layers"]}
+
+
+def round_trip_in_fresh_process(variants: dict, directory: Path) -> dict:
+    """{name: (outputs before saving, outputs after loading in one fresh process)}."""
+    inputs = images()
+    np.save(directory / "images.npy", inputs)
+    expected = {}
+    for seed, (name, (backbone, output_stride, training_heads)) in enumerate(variants.items()):
+        model = tiny(backbone, output_stride, training_heads)
+        randomise(model, seed)
+        expected[name] = _as_dict(model(inputs, training=False))
+        model.save(directory / f"{name}.keras")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(directory), *variants],
+        cwd=directory, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+        text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {name: (expected[name], dict(np.load(directory / f"{name}.npz")))
+            for name in variants}
+
+
+@pytest.fixture(scope="module")
+def fresh_process_results(tmp_path_factory) -> dict:
+    return round_trip_in_fresh_process(VARIANTS, tmp_path_factory.mktemp("keras_files"))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_saved_model_loads_in_a_fresh_process_with_the_same_logits(name,
+                                                                   fresh_process_results):
+    expected, loaded = fresh_process_results[name]
+    assert set(loaded) == set(expected)
+    for key in expected:
+        np.testing.assert_array_equal(loaded[key], expected[key])
+
+
+@pytest.mark.slow
+def test_larger_saved_models_load_in_a_fresh_process_with_the_same_logits(tmp_path):
+    for name, (expected, loaded) in round_trip_in_fresh_process(SLOW_VARIANTS,
+                                                                tmp_path).items():
+        assert set(loaded) == set(expected), name
+        for key in expected:
+            np.testing.assert_array_equal(loaded[key], expected[key], err_msg=name)
+
+
+@pytest.mark.parametrize("training_heads", [False, True])
+def test_model_config_serialisation_and_keras_file_round_trips(training_heads):
+    model = tiny("resnet18_v1c", 8, training_heads)
+    randomise(model, seed=7)
+    run_serialization_test(model, images())
+
+
+def _kernel_gradient_ops(model: keras.Model) -> int:
+    """Conv2DBackpropFilter ops in the graph of the gradient of a training step's loss."""
+    inputs = images(batch=1)
+
+    @tf.function
+    def gradient(x):
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = sum(tf.reduce_sum(o) for o in keras.tree.flatten(outputs))
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = gradient.get_concrete_function(inputs).graph
+    return sum(op.type == "Conv2DBackpropFilter" for op in graph.get_operations())
+
+
+def test_training_swaps_in_tap_gradients_and_still_saves_a_plain_pspnet(tmp_path):
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("hosts with a GPU keep TensorFlow's kernel gradient")
+    model = build_model(TINY, training_heads=True)
+    randomise(model)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    strided = [layer for layer in convs if layer.strides != (1, 1)]
+    assert _kernel_gradient_ops(model) == len(convs) + 1  # + the PPM bottleneck's
+    before = _as_dict(model(images(), training=False))
+    compile_for_training(model, TINY, total_steps=10)
+    assert _kernel_gradient_ops(model) == len(strided) > 0  # the rest are tap products
+    assert_same_outputs(_as_dict(model(images(), training=False)), before)
+
+    model.save(tmp_path / "trained.keras")
+    classes = _saved_classes(tmp_path / "trained.keras")
+    assert {module for module, _ in classes} <= {"keras.layers", "pspnet_tf.models.layers"}
+    assert ("pspnet_tf.models.layers", "PyramidBottleneckConv") in classes
+    loaded = keras.saving.load_model(tmp_path / "trained.keras")
+    assert_same_outputs(_as_dict(loaded(images(), training=False)), before)
+    assert not any("convolution_op" in vars(layer) for layer in loaded.layers)  # Keras's own

@@ -1,0 +1,76 @@
+"""Every custom layer of pspnet_tf through the shared harness (tests/layer_testing.py)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from layer_testing import run_layer_test
+
+from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv, ResizeLike
+
+
+@pytest.mark.parametrize("bins, input_shape", [(1, (2, 5, 4, 3)), (3, (2, 10, 7, 4)),
+                                               (6, (1, 13, 13, 2))])
+def test_adaptive_average_pooling(bins, input_shape):
+    batch, _, _, channels = input_shape
+    run_layer_test(AdaptiveAveragePooling2D, {"bins": bins}, input_shape,
+                   expected_output_shape=(batch, bins, bins, channels))
+
+
+@pytest.mark.parametrize("features_size", [(7, 9), (1, 1)])
+def test_pyramid_bottleneck_conv(features_size):
+    pooled = [(2, bins, bins, 4) for bins in (1, 2, 3, 6)]
+    run_layer_test(PyramidBottleneckConv, {"filters": 5}, [(2, *features_size, 6), *pooled],
+                   expected_output_shape=(2, *features_size, 5),
+                   expected_num_trainable_weights=1)
+
+
+@pytest.mark.parametrize("source, reference", [((2, 5, 6, 3), (2, 11, 13, 8)),
+                                               ((1, 12, 10, 2), (1, 4, 5, 1))])
+def test_resize_like(source, reference):
+    run_layer_test(ResizeLike, {}, [source, reference],
+                   expected_output_shape=(source[0], *reference[1:3], source[3]),
+                   constant_inputs=(1,))
+
+
+def test_pyramid_bottleneck_config_holds_only_its_own_arguments():
+    layer = PyramidBottleneckConv(5, name="bottleneck_conv")
+    own = set(layer.get_config()) - set(keras.layers.Layer(name="x").get_config())
+    assert own == {"filters", "kernel_initializer"}
+    layer([keras.Input((None, None, 6)), keras.Input((1, 1, 4)), keras.Input((2, 2, 4))])
+    assert [(w.path, tuple(w.shape)) for w in layer.weights] == [
+        ("bottleneck_conv/kernel", (3, 3, 14, 5))]  # as Conv2D named it: checkpoints load
+
+
+def test_pyramid_bottleneck_restores_training_checkpoints_of_the_conv2d_it_was(tmp_path):
+    """Runs checkpointed while the layer was a keras.layers.Conv2D subclass still resume."""
+    conv = keras.layers.Conv2D(5, 3, padding="same", use_bias=False)
+    conv.build((None, 7, 7, 14))
+    conv.kernel.assign(np.random.default_rng(0).normal(size=(3, 3, 14, 5)).astype("float32"))
+    path = tf.train.Checkpoint(layer=conv).save(str(tmp_path / "ckpt"))
+    layer = PyramidBottleneckConv(5)
+    layer.build([(None, 7, 7, 6), (None, 1, 1, 8)])
+    tf.train.Checkpoint(layer=layer).restore(path).assert_consumed()
+    np.testing.assert_array_equal(layer.kernel.numpy(), conv.kernel.numpy())
+
+
+class _Unregistered(keras.layers.Layer):
+    def __init__(self, bins: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bins = bins
+
+    def call(self, inputs):
+        return inputs * self.bins
+
+
+@keras.saving.register_keras_serializable(package="pspnet_tf_tests")
+class _IncompleteConfig(_Unregistered):
+    def get_config(self) -> dict:
+        return super().get_config()  # registered, but without "bins"
+
+
+@pytest.mark.parametrize("layer_cls, problem", [(_Unregistered, "not registered"),
+                                                (_IncompleteConfig, "get_config lacks")])
+def test_the_harness_catches_what_breaks_loading(layer_cls, problem):
+    with pytest.raises(AssertionError, match=problem):
+        run_layer_test(layer_cls, {"bins": 2}, (1, 3, 3, 2), (1, 3, 3, 2))
