@@ -34,9 +34,21 @@ TINY_HEADS = {"psp_channels": 16, "aux_channels": 8}  # what TINY's flags build
 NUM_CLASSES = 5  # the demo dataset's classes
 
 
-def convert(*args: str) -> subprocess.CompletedProcess:
+@pytest.fixture
+def torch_hidden(tmp_path) -> tuple[dict[str, str], Path]:
+    """(environment, marker) for subprocesses in which `import torch` fails and leaves the
+    marker behind, so that even an import whose failure is caught is seen."""
+    shim = tmp_path / "torch_hidden"
+    shim.mkdir()
+    marker = tmp_path / "torch_was_imported"
+    (shim / "torch.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                   "raise ImportError('PyTorch must not be needed')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), ROOT])}, marker
+
+
+def convert(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pspnet_tf.convert", *args], check=False,
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
 def save_mmseg(model: torch.nn.Module, path) -> str:
@@ -97,12 +109,15 @@ def tiny_keras(num_classes: int = NUM_CLASSES):
     return build_pspnet(num_classes, backbone="resnet18_v1c", training_heads=True, **TINY_HEADS)
 
 
-def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path):
+def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path, torch_hidden):
     reference = tiny_reference()
     path = save_mmseg(reference, tmp_path / "tiny.pth")
     output = str(tmp_path / "tiny.h5")
-    result = convert("--source=mmseg", f"--checkpoint={path}", f"--output={output}", *TINY)
+    env, torch_imported = torch_hidden
+    result = convert("--source=mmseg", f"--checkpoint={path}", f"--output={output}", *TINY,
+                     env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not torch_imported.exists()  # converted without PyTorch
     inference = build_pspnet(NUM_CLASSES, backbone="resnet18_v1c", **TINY_HEADS)
     load_weights(inference, output)
     images = np.random.default_rng(3).normal(size=(2, 3, 45, 61)).astype("float32")
@@ -260,22 +275,21 @@ def test_urls_are_downloaded_once_into_the_cache_and_hash_checked(tmp_path):
     assert sorted(os.listdir(cache)) == [os.path.basename(cached)]
 
 
-def test_train_starts_from_pretrained_weights_without_torch(tmp_path, demo_root):  # noqa: F811
+def test_train_starts_from_pretrained_weights_without_torch(tmp_path, torch_hidden,
+                                                            demo_root):  # noqa: F811
     reference = tiny_reference(seed=5)
     weights = str(tmp_path / "pretrained.h5")
     convert_checkpoint(tiny_keras(), save_mmseg(reference, tmp_path / "pretrained.pth"),
                        "mmseg", weights)
-    no_torch = tmp_path / "no_torch"
-    no_torch.mkdir()
-    (no_torch / "torch.py").write_text("raise ImportError('torch must not be needed')\n")
+    env, torch_imported = torch_hidden
     run_dir = str(tmp_path / "run")
     result = subprocess.run(
         [sys.executable, "train.py", *TINY, "--epochs=1", "--learning_rate=0",
          "--end_learning_rate=0", "--weight_decay=0", f"--data_root={demo_root}",
          f"--run_dir={run_dir}", f"--pretrained={weights}"],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(no_torch), ROOT])})
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not torch_imported.exists()
     trained = tiny_keras()
     load_weights(trained, os.path.join(run_dir, "final_weights.h5"))
     expected = reference.state_dict()
@@ -283,6 +297,28 @@ def test_train_starts_from_pretrained_weights_without_torch(tmp_path, demo_root)
                        ("bottleneck_conv", "decode_head.bottleneck.conv.weight")):
         np.testing.assert_array_equal(trained.get_layer(layer).get_weights()[0],
                                       expected[key].numpy().transpose(2, 3, 1, 0))
+
+
+def test_pretrained_pth_is_converted_on_the_fly_without_torch(tmp_path, torch_hidden):
+    """What train.py --pretrained=X.pth runs before training (apply_pretrained)."""
+    reference = tiny_reference(seed=6)
+    checkpoint = save_mmseg(reference, tmp_path / "pretrained.pth")
+    loaded = str(tmp_path / "loaded.npy")
+    script = ("import numpy as np\n"
+              "from pspnet_tf import build_pspnet\n"
+              "from pspnet_tf.convert import apply_pretrained\n"
+              f"model = build_pspnet({NUM_CLASSES}, backbone='resnet18_v1c', "
+              f"training_heads=True, **{TINY_HEADS!r})\n"
+              f"apply_pretrained(model, {checkpoint!r})\n"
+              f"np.save({loaded!r}, model.get_layer('layer4_1_conv2').get_weights()[0])\n")
+    env, torch_imported = torch_hidden
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not torch_imported.exists()
+    np.testing.assert_array_equal(
+        np.load(loaded),
+        reference.state_dict()["backbone.layer4.1.conv2.weight"].numpy().transpose(2, 3, 1, 0))
 
 
 def test_bad_pretrained_fails_before_creating_the_run_dir(tmp_path, demo_root):  # noqa: F811

@@ -6,7 +6,7 @@
       --backbone=resnet50_v1c --output=resnet50_v1c.h5
 
 --checkpoint may be a URL (downloaded once into $PSPNET_TF_CACHE, default
-~/.cache/pspnet_tf). Needs PyTorch: pip install -r requirements-convert.txt.
+~/.cache/pspnet_tf). PyTorch is not needed (pspnet_tf.convert.torch_io reads the file).
 """
 
 import time
