@@ -15,6 +15,7 @@ from pspnet_tf.config import config_from_flags, define_flags
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import PredictionWriter
+from pspnet_tf.inference.precision import define_precision_flag, with_precision
 from pspnet_tf.models import load_weights
 from pspnet_tf.training.callbacks import write_json
 from pspnet_tf.training.evaluator import evaluate
@@ -23,6 +24,7 @@ from pspnet_tf.training.trainer import build_model, load_split
 
 define_flags()
 define_mode_flags()
+define_precision_flag()
 flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
 flags.DEFINE_string("output", None, "Where to write the metrics JSON (default: next to "
                     "--weights as <weights>.<val_split>.metrics.json, or "
@@ -50,7 +52,7 @@ def _writable_output(path: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    config = config_from_flags()
+    config = with_precision(config_from_flags(), flags.FLAGS.precision)
     mode = "" if flags.FLAGS.mode == "whole" else f".{flags.FLAGS.mode}"
     output = _writable_output(flags.FLAGS.output
                               or f"{flags.FLAGS.weights}.{config.val_split}{mode}.metrics.json")

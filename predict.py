@@ -26,12 +26,14 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.inference.images import dataset_classes, find_inputs, read_image
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import stem
+from pspnet_tf.inference.precision import define_precision_flag, with_precision
 from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
 from pspnet_tf.models import load_weights
 from pspnet_tf.training.trainer import build_model
 
 define_flags()
 define_mode_flags()
+define_precision_flag()
 flags.DEFINE_string("weights", None, "Weights file (.h5) written by train.py or the converter.")
 flags.DEFINE_string("input", None, "An image, a folder of images, or a quoted glob "
                     "('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, "
@@ -73,7 +75,7 @@ def _make_folders(output: str, kinds: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    config = config_from_flags()
+    config = with_precision(config_from_flags(), flags.FLAGS.precision)
     values = flags.FLAGS
     class_names, palette = dataset_classes(config.dataset, config.data_root, config.num_classes)
     paths = find_inputs(values.input)
