@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from test_models import tiny_model
 
 from pspnet_tf import save_weights
@@ -140,7 +141,7 @@ def test_litert_quantized_files_are_smaller_and_run(weights):
         assert agreement(labels, expected) > 0.99, quantize
 
 
-@pytest.mark.slow  # tf2onnx's einsum optimizer alone takes 1.5 min on a loaded 2-core CPU
+@pytest.mark.slow  # 70-140 s on the shared 2-core CPU, most of it tf2onnx's einsum search
 def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, tmp_path):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
@@ -236,3 +237,19 @@ def test_bfloat16_precision_runs_the_network_in_bfloat16_with_float32_logits(
     assert predictor.logits(pixels).dtype == "float32"
     expected = several_classes(Predictor(model, SCALE).predict(pixels))
     assert agreement(predictor.predict(pixels), expected) > 0.9
+
+
+def test_bfloat16_saved_model_serves_float32_logits_labels(weights, tmp_path, restore_policy):
+    model, path = weights
+    result = run("export.py", *CONFIG, f"--weights={path}", "--precision=bfloat16",
+                 f"--export_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = tf.saved_model.load(str(tmp_path / "1"))
+    pixels = images(SIZE, seed=6)
+    labels = loaded.signatures["serving_default"](images=tf.constant(pixels))["segmentation"]
+    graph = loaded.signatures["serving_default"].graph.as_graph_def()
+    functions = [node for function in graph.library.function for node in function.node_def]
+    assert any(node.attr["T"].type == tf.bfloat16.as_datatype_enum for node in functions
+               if node.op == "Conv2D")
+    expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
+    assert agreement(labels.numpy()[0], expected) > 0.9
