@@ -39,8 +39,7 @@ def _static_network_size(input_size: tuple[int, int], scale: tuple[int, int]) ->
 
 
 def segmentation_function(model: keras.Model, scale: tuple[int, int],
-                          input_size: tuple[int, int] | None = None,
-                          ) -> tf.Module:
+                          input_size: tuple[int, int] | None = None) -> tf.Module:
     """A module whose tf.function `segment` maps `images` uint8 [1, H, W, 3] to
     {"segmentation": int32 [1, H, W]}.
 
@@ -53,13 +52,15 @@ def segmentation_function(model: keras.Model, scale: tuple[int, int],
     """
     network = fold_batchnorm(model)
     height, width = input_size if input_size else (None, None)
+    # Computed here, eagerly: the graph gets Python ints, not float64 size arithmetic.
+    network_size = _static_network_size(input_size, scale) if input_size else None
     spec = tf.TensorSpec([1, height, width, 3], tf.uint8, name="images")
 
     @tf.function(input_signature=[spec])
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
         pixels = tf.cast(images, tf.float32)
         if input_size:
-            inputs = normalized_at_size(pixels, _static_network_size(input_size, scale))
+            inputs = normalized_at_size(pixels, network_size)
             size = tf.constant(input_size, tf.int32)
         else:
             inputs = preprocess(pixels, tuple(scale))
