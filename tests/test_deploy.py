@@ -253,3 +253,11 @@ def test_bfloat16_saved_model_serves_float32_logits_labels(weights, tmp_path, re
                if node.op == "Conv2D")
     expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
     assert agreement(labels.numpy()[0], expected) > 0.9
+
+
+def test_onnx_without_tf2onnx_names_the_packages_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    values = flag_values(format="onnx", output=str(tmp_path / "m.onnx"))
+    with pytest.raises(UserError, match=r"pip install tf2onnx onnx"):
+        export_from_flags(tiny_model(), SCALE, values)
+    assert os.listdir(tmp_path) == []
