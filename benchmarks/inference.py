@@ -1,21 +1,29 @@
 """Inference of PSPNet R-50-D8 on the CPU: pspnet_tf vs a PyTorch reference, in one run.
 
-    python benchmarks/inference.py [--runs=5] [--rounds=2] [--threads=N] [--size=512]
+    python benchmarks/inference.py [--runs=5] [--rounds=2] [--threads=N] [--size=512] [--bf16]
 
 Task: one uint8 RGB image (batch 1, 512x512, 21 classes) to int32 class ids, i.e. normalise,
 network, argmax. Rows: the PyTorch reference of the same architecture (tests/torch_reference.py,
 mmsegmentation's module layout, eval mode, inference_mode); our exported SavedModel's
 serving_default (loaded with tf.saved_model.load, as TF Serving does); our Predictor (what
-evaluate.py and predict.py run), also with the network compiled by XLA. Every row runs in its
+evaluate.py and predict.py run), also with the network compiled by XLA; the reference exported
+to ONNX (torch.onnx dynamo exporter) run by ONNX Runtime and our export.py --format=litert file
+run by ai-edge-litert (XNNPACK), when those packages (onnx, onnxscript, onnxruntime;
+ai-edge-litert) are installed; and, on hosts with bfloat16 units (avx512_bf16 / amx_bf16 in
+/proc/cpuinfo) or with --bf16, PyTorch under autocast(bfloat16) and our SavedModel exported
+with --precision=bfloat16. Every row runs in its
 own process with the same number of intra-op threads (one inter-op thread), in alternating
 rounds; each row reports the median of --runs timed runs after two warm-up runs (the best round
 counts, as the CPU may be shared) and the process's peak resident memory. Achieved GFLOP/s
 count R-50-D8's 178.6 GMACs at 512x512 as 357.2 GFLOP, against an estimated peak of
-cores x clock x FLOP/cycle. Needs torch (the [dev] extra). Last line:
-`ratio=<our slower default path (exported or Predictor) / PyTorch>`.
+cores x clock x FLOP/cycle. Needs torch (the [dev] extra). Prints the CPU model and
+flags, then `ratio=<our slower default path (exported or Predictor) / PyTorch>`,
+`ratio_ort=<our fastest float32 path / ONNX Runtime>` and, on hosts with bfloat16 units,
+`ratio_bf16=<our bfloat16 SavedModel / PyTorch bfloat16>`.
 """
 
 import argparse
+import importlib.util
 import os
 import re
 import subprocess
@@ -42,35 +50,83 @@ ROWS = {
     "predictor": "pspnet_tf Predictor",
     "predictor_xla": "pspnet_tf Predictor, XLA (--jit_compile)",
 }
+ORT_ROWS = {"onnxruntime": "PyTorch reference as ONNX, ONNX Runtime"}
+LITERT_ROWS = {"litert": "pspnet_tf LiteRT file (XNNPACK)"}
+BF16_ROWS = {
+    "pytorch_bf16": "PyTorch reference, autocast(bfloat16)",
+    "exported_bf16": "pspnet_tf SavedModel, --precision=bfloat16",
+}
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", *BF16_FLAGS)
 
 
-def _pytorch_runner(image, threads: int):
-    import numpy as np
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+def _served_reference(threads: int):
+    """The reference as served: uint8 NHWC pixels -> normalise -> network -> int32 argmax."""
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))  # the reference lives with the parity tests
     from torch_reference import IMAGE_MEAN, IMAGE_STD, PSPNet, randomise
 
     torch.set_num_threads(threads)
-    model = randomise(PSPNet(50, 8, NUM_CLASSES, aux=False))
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
+
+    class Served(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = randomise(PSPNet(50, 8, NUM_CLASSES, aux=False))
+            self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1))
+
+        def forward(self, images):
+            logits, _ = self.net((images.permute(0, 3, 1, 2).float() - self.mean) / self.std)
+            return logits.argmax(1).to(torch.int32)
+
+    return Served().eval()
+
+
+def _pytorch_runner(image, threads: int, bf16: bool):
+    import contextlib
+
+    import torch
+
+    model = _served_reference(threads)
+    pixels = torch.from_numpy(image[None])
 
     def run():
-        with torch.inference_mode():
-            logits, _ = model((pixels.float() - mean) / std)
-            return logits.argmax(1).to(torch.int32).numpy()
+        precision = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                     else contextlib.nullcontext())
+        with torch.inference_mode(), precision:
+            return model(pixels).numpy()
 
     return run
 
 
+def _onnxruntime_runner(image, threads: int, path: str):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(["segmentation"], {"images": image[None]})[0]
+
+
+def _litert_runner(image, threads: int, path: str):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=path, num_threads=threads).get_signature_runner()
+    return lambda: runner(images=image[None])["segmentation"]
+
+
 def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
-    if row == "exported":  # plain TensorFlow, as TF Serving runs it
+    if row in ("exported", "exported_bf16"):  # plain TensorFlow, as TF Serving runs it
         use_tensorflow_threads(threads)
         import tensorflow as tf
 
-        serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+        folder = os.path.join(export_dir, row, "1")
+        serve = tf.saved_model.load(folder).signatures["serving_default"]
         images = tf.constant(image[None])
         return lambda: serve(images=images)["segmentation"].numpy()
     from pspnet_tf import build_pspnet
@@ -89,20 +145,53 @@ def worker(row: str, runs: int, threads: int, size: int, export_dir: str) -> Non
     import numpy as np
 
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    if row == "pytorch":
-        run = _pytorch_runner(image, threads)
+    if row in ("pytorch", "pytorch_bf16"):
+        run = _pytorch_runner(image, threads, bf16=row == "pytorch_bf16")
+    elif row == "onnxruntime":
+        run = _onnxruntime_runner(image, threads, os.path.join(export_dir, "reference.onnx"))
+    elif row == "litert":
+        run = _litert_runner(image, threads, os.path.join(export_dir, "pspnet.tflite"))
     else:
         run = _tensorflow_runner(image, threads, row, export_dir)
     report(time_calls(run, runs, warm_up=2))
 
 
-def export(export_dir: str, size: int) -> None:
-    """Exports a randomly initialised R-50-D8 as version 1, the way export.py does."""
+def export(export_dir: str, size: int, rows: list[str]) -> None:
+    """Exports a randomly initialised R-50-D8 the way export.py does, for each row that
+    needs a file: SavedModels (float32, bfloat16), the LiteRT file, the reference as ONNX."""
+    if "onnxruntime" in rows:
+        import torch
+
+        image = torch.zeros((1, size, size, 3), dtype=torch.uint8)
+        torch.onnx.export(_served_reference(os.cpu_count()), (image,),
+                          os.path.join(export_dir, "reference.onnx"), input_names=["images"],
+                          output_names=["segmentation"], dynamo=True, verbose=False)
+    import keras
+
     from pspnet_tf import build_pspnet
     from pspnet_tf.inference.export import export_saved_model
+    from pspnet_tf.inference.export_litert import export_litert
 
-    export_saved_model(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size), export_dir,
-                       version=1)
+    for row, policy in (("exported", "float32"), ("exported_bf16", "mixed_bfloat16")):
+        if row in rows:
+            keras.mixed_precision.set_global_policy(policy)
+            model = build_pspnet(NUM_CLASSES, "resnet50_v1c", 8)
+            export_saved_model(model, (size, size), os.path.join(export_dir, row), version=1)
+    keras.mixed_precision.set_global_policy("float32")
+    if "litert" in rows:
+        export_litert(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
+                      os.path.join(export_dir, "pspnet.tflite"), (size, size))
+
+
+def cpu_description() -> tuple[str, bool]:
+    """The CPU model and its flags that matter here, and whether it has bfloat16 units."""
+    text = open("/proc/cpuinfo").read()
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split())
+    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
+    shown = " ".join(flag for flag in SHOWN_FLAGS if flag in flags) or "none of them"
+    has_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    return (f"{model.group(1) if model else 'unknown CPU'}; flags: {shown} (of "
+            f"{' '.join(SHOWN_FLAGS)}); bfloat16 units: {'yes' if has_bf16 else 'no'}"), has_bf16
 
 
 def peak_gflops(threads: int) -> tuple[float, str]:
@@ -127,38 +216,64 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all rows")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--size", type=int, default=512, help="image height and width")
-    parser.add_argument("--worker", choices=[*ROWS, "export"], help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help="also run the bfloat16 rows on "
+                        "hosts without bfloat16 units (emulated: slow, and no ratio_bf16)")
+    parser.add_argument("--worker", choices=[*ROWS, *ORT_ROWS, *LITERT_ROWS, *BF16_ROWS,
+                                             "export"], help=argparse.SUPPRESS)
     parser.add_argument("--export_dir", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "export":
-        export(args.export_dir, args.size)
+        export(args.export_dir, args.size, args.rows.split(","))
         return
     if args.worker:
         worker(args.worker, args.runs, args.threads, args.size, args.export_dir)
         return
 
     started = time.time()
+    cpu, has_bf16 = cpu_description()
+    rows = dict(ROWS)
+    if _installed("onnx", "onnxscript", "onnxruntime"):
+        rows.update(ORT_ROWS)
+    if _installed("ai_edge_litert"):
+        rows.update(LITERT_ROWS)
+    if has_bf16 or args.bf16:
+        rows.update(BF16_ROWS)
     script = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory() as scratch:
-        run_worker(script, ["--worker=export", f"--export_dir={scratch}", f"--size={args.size}"])
-        best = best_rounds(script, ROWS, args.rounds, [
+        run_worker(script, ["--worker=export", f"--export_dir={scratch}", f"--size={args.size}",
+                            f"--rows={','.join(rows)}"])
+        best = best_rounds(script, rows, args.rounds, [
             f"--runs={args.runs}", f"--threads={args.threads}", f"--size={args.size}",
-            f"--export_dir={os.path.join(scratch, '1')}"])
-    seconds = {row: best[row]["seconds"] for row in ROWS}
+            f"--export_dir={scratch}"])
+    seconds = {row: best[row]["seconds"] for row in rows}
     peak, how = peak_gflops(args.threads)
     gflop = GFLOP_AT_512 * (args.size / 512) ** 2
     print(f"PSPNet R-50-D8, {NUM_CLASSES} classes, batch 1, {args.size}x{args.size}, CPU, "
           f"{args.threads} threads; median of {args.runs} runs, best of {args.rounds} rounds")
     print(f"{'path':<44}{'s/image':>9}{'vs torch':>10}{'GFLOP/s':>9}{'% peak':>8}"
           f"{'peak MB':>9}")
-    for row, label in ROWS.items():
+    for row, label in rows.items():
         rate = gflop / seconds[row]
         print(f"{label:<44}{seconds[row]:>9.3f}{seconds[row] / seconds['pytorch']:>10.3f}"
               f"{rate:>9.1f}{100 * rate / peak:>7.1f}%{best[row]['peak_mb']:>9.0f}")
     print(f"peak FP32 estimate {peak:.0f} GFLOP/s ({how}); "
           f"measured in {time.time() - started:.0f} s")
+    print(f"CPU: {cpu}")
+    missing = [name for name, group in (("ONNX Runtime (onnx, onnxscript, onnxruntime)", ORT_ROWS),
+                                        ("LiteRT (ai-edge-litert)", LITERT_ROWS),
+                                        ("bfloat16 (no bfloat16 units; --bf16 forces)", BF16_ROWS))
+               if not set(group) <= set(rows)]
+    if missing:
+        print(f"rows left out: {'; '.join(missing)}")
     ours = max(seconds["exported"], seconds["predictor"])
     print(f"ratio={ours / seconds['pytorch']:.3f}")
+    if "onnxruntime" in seconds:
+        fastest = min(seconds[row] for row in (*ROWS, *LITERT_ROWS)
+                      if row in seconds and row != "pytorch")
+        print(f"ratio_ort={fastest / seconds['onnxruntime']:.3f}")
+    if has_bf16:
+        print(f"ratio_bf16={seconds['exported_bf16'] / seconds['pytorch_bf16']:.3f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ AttributeError deep inside training or a weight file written differently.
   inference model share one file; Keras 3 exposes it only as `keras.src`.
 - `optimizer_variable_index`: an optimizer's slot (e.g. momentum buffer) for a variable;
   Keras' own optimizers look it up with the private `_get_variable_index`.
+- `convert_variables_to_constants_v2`: a traced function with its variables frozen into
+  constants; TensorFlow 2.21's LiteRT converter otherwise leaves Keras 3 weights out of the
+  file, and TensorFlow has no public equivalent.
 - `MultiWorkerStrategyForKerasFit`: TensorFlow's MultiWorkerMirroredStrategy with a
   `reduce` that takes what Keras 3's `fit` passes it.
 """
@@ -19,10 +22,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 __all__ = [
     "MultiWorkerStrategyForKerasFit",
     "check_internals",
+    "convert_variables_to_constants_v2",
     "legacy_h5_format",
     "optimizer_variable_index",
 ]
@@ -68,6 +73,8 @@ def _broken_internals() -> list[str]:
             broken.append("Optimizer._get_variable_index no longer indexes the slot lists")
     except AttributeError:
         broken.append("Optimizer._get_variable_index")
+    if not callable(convert_variables_to_constants_v2):
+        broken.append("tensorflow.python.framework.convert_to_constants")
     base_reduce = tf.distribute.MultiWorkerMirroredStrategy.reduce
     if not callable(base_reduce) or "axis" not in base_reduce.__code__.co_varnames:
         broken.append("MultiWorkerMirroredStrategy.reduce(reduce_op, value, axis)")

@@ -16,6 +16,7 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import PredictionWriter
+from pspnet_tf.inference.precision import define_precision_flag, with_precision
 from pspnet_tf.training.callbacks import write_json
 from pspnet_tf.training.evaluator import evaluate
 from pspnet_tf.training.metrics import format_table
@@ -24,6 +25,7 @@ from pspnet_tf.training.trainer import load_split
 define_flags()
 define_mode_flags()
 define_model_flags()
+define_precision_flag()
 flags.DEFINE_string("output", None, "Where to write the metrics JSON (default: next to "
                     "--weights or --model as <weights>.<val_split>.metrics.json, or "
                     "<weights>.<val_split>.<mode>.metrics.json for --mode=slide|multiscale).")
@@ -49,7 +51,7 @@ def _writable_output(path: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    loaded = model_from_flags(config_from_flags())
+    loaded = model_from_flags(with_precision(config_from_flags(), flags.FLAGS.precision))
     config = loaded.config
     mode = "" if flags.FLAGS.mode == "whole" else f".{flags.FLAGS.mode}"
     source = flags.FLAGS.weights or flags.FLAGS.model

@@ -1,37 +1,38 @@
-"""Exports trained weights as a SavedModel that TF Serving runs as is.
+"""Exports trained weights as a SavedModel that TF Serving runs as is, or as one LiteRT or
+ONNX file.
 
 `python export.py --flagfile=configs/voc_r50.cfg --weights=runs/voc_r50/final_weights.h5
 --export_dir=exported/voc_r50` writes exported/voc_r50/<version>/ with the signatures
-`serving_default` (uint8 pixels) and `serve_encoded` (JPEG/PNG bytes); see README
-"Export and serving".
+`serving_default` (uint8 pixels) and `serve_encoded` (JPEG/PNG bytes); `--format=litert
+--input_size=512,512 --output=voc_r50.tflite` or `--format=onnx --output=voc_r50.onnx` write
+one file with serving_default's contract; see README "Export and serving" and "Deployment".
 """
 
 from absl import flags, logging
 
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.inference.export import export_saved_model
+from pspnet_tf.inference.deploy import define_export_flags, export_from_flags
 from pspnet_tf.inference.loading import define_model_flags, model_from_flags
+from pspnet_tf.inference.precision import define_precision_flag, with_precision
 
 define_flags()
 define_model_flags()
+define_export_flags()
+define_precision_flag()
 flags.DEFINE_string("export_dir", None, "Model folder that TF Serving watches; the SavedModel "
-                    "goes into its <version>/ subfolder.")
+                    "goes into its <version>/ subfolder (--format=saved_model).")
 flags.DEFINE_integer("version", None, "Version subfolder to write (default: one more than the "
                      "largest existing version, 1 for a new folder); never overwritten.")
 flags.DEFINE_boolean("with_probabilities", False, "Also output `probabilities`, the per-class "
                      "softmax at the input size (float32 [batch, H, W, num_classes]).")
-flags.mark_flag_as_required("export_dir")
 
 
 def main(argv: list[str]) -> None:
     # Keeps the dozen INFO lines TensorFlow's SavedModel writer logs per export off the screen.
     logging.set_verbosity(logging.WARNING)
-    loaded = model_from_flags(config_from_flags())
-    path = export_saved_model(loaded.model, loaded.config.scale, flags.FLAGS.export_dir,
-                              version=flags.FLAGS.version,
-                              with_probabilities=flags.FLAGS.with_probabilities)
-    print(f"SavedModel written to {path} (signatures serving_default, serve_encoded)")
+    loaded = model_from_flags(with_precision(config_from_flags(), flags.FLAGS.precision))
+    print(export_from_flags(loaded.model, loaded.config.scale, flags.FLAGS))
 
 
 def run() -> None:

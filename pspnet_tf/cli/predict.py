@@ -27,11 +27,13 @@ from pspnet_tf.inference.images import find_inputs, read_image
 from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import stem
+from pspnet_tf.inference.precision import define_precision_flag, with_precision
 from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
 
 define_flags()
 define_mode_flags()
 define_model_flags()
+define_precision_flag()
 flags.DEFINE_string("input", None, "An image, a folder of images, or a quoted glob "
                     "('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, "
                     "WebP, ...), any size, gray, RGBA or 16-bit.")
@@ -73,7 +75,7 @@ def _make_folders(output: str, kinds: dict) -> None:
 
 def main(argv: list[str]) -> None:
     values = flags.FLAGS
-    loaded = model_from_flags(config_from_flags())
+    loaded = model_from_flags(with_precision(config_from_flags(), values.precision))
     class_names, palette = loaded.classes()
     paths = find_inputs(values.input)
     outputs = _output_paths(paths, values.output, values.side_by_side)

@@ -87,5 +87,8 @@ def model_from_flags(config: ExperimentConfig, values: Any = None) -> LoadedMode
         load_weights(model, values.weights)
         return LoadedModel(model, config)
     source = values.model
+    if getattr(values, "precision", None) not in (None, "float32"):
+        raise UserError(f"--precision={values.precision} works with --weights and its "
+                        "--flagfile; a --model runs in the precision it was saved in")
     model = from_pretrained(source) if is_pretrained_name(source) else load_model_file(source)
     return _described(model, config, values)

@@ -23,7 +23,11 @@ from pspnet_tf.inference.sliding import slide_logits
 def preprocess(images: tf.Tensor, scale: tuple[int, int], ratio: float = 1.0) -> tf.Tensor:
     """uint8 [B, H, W, 3] RGB -> normalised float32 at the keep-ratio size of scale * ratio."""
     shape = tf.shape(images)
-    size = tf.stack(keep_ratio_size(shape[1], shape[2], scale, ratio))
+    return normalized_at_size(images, tf.stack(keep_ratio_size(shape[1], shape[2], scale, ratio)))
+
+
+def normalized_at_size(images: tf.Tensor, size: tf.Tensor | tuple[int, int]) -> tf.Tensor:
+    """uint8 (or float32 whole-number) [B, H, W, 3] RGB -> normalised float32 at `size`."""
     # The resize kernel reads uint8 itself (the same float32 result as casting first) and so
     # never holds a float copy of the full image: 432 MB for a 6000x6000 photo.
     resized = tf.image.resize(images, size, "bilinear")

@@ -1,0 +1,30 @@
+"""ONNX export through tf2onnx: one .onnx file for ONNX Runtime and other ONNX runtimes."""
+
+import keras
+
+from pspnet_tf.errors import UserError
+from pspnet_tf.inference.deploy import segmentation_function, write_atomically
+
+OPSET = 17  # ONNX Runtime >= 1.13; Resize with half-pixel coordinates, ArgMax int64
+
+
+def export_onnx(model: keras.Model, scale: tuple[int, int], output: str,
+                input_size: tuple[int, int] | None = None) -> None:
+    """Writes `segmentation_function(model, scale, input_size)` as ONNX to `output`.
+
+    Without `input_size` the file takes any height and width (dynamic axes).
+    """
+    try:
+        import tf2onnx
+    except ImportError:
+        raise UserError("--format=onnx needs tf2onnx and onnx: pip install tf2onnx onnx "
+                        "(the project's [deploy] extra)") from None
+    function = segmentation_function(model, scale, input_size).segment
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
+                                            opset=OPSET)
+
+    def write(path: str) -> None:
+        with open(path, "wb") as file:
+            file.write(proto.SerializeToString())
+
+    write_atomically(output, write)

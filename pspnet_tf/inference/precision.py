@@ -1,0 +1,32 @@
+"""--precision for inference (export.py, evaluate.py, predict.py): the network in float32 or
+bfloat16, the logits in float32 either way.
+
+bfloat16 is Keras's `mixed_bfloat16` policy: the weights stay float32 variables (so float32
+weight files load unchanged) and are cast to bfloat16 per layer; the logits layer is float32
+(`build_pspnet`). CPUs without bfloat16 units (no AVX512_BF16 / AMX) emulate it, slower
+than float32.
+"""
+
+import dataclasses
+
+from absl import flags
+
+from pspnet_tf.config import ExperimentConfig
+
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def define_precision_flag(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines --precision (call once, from an entry point)."""
+    flags.DEFINE_enum("precision", None, list(POLICIES), "Arithmetic of the network: float32 "
+                      "or bfloat16 (Keras mixed_bfloat16; float32 logits; emulated and slower "
+                      "on CPUs without bfloat16 units). Default: that of --mixed_precision.",
+                      flag_values=flag_values)
+
+
+def with_precision(config: ExperimentConfig, precision: str | None) -> ExperimentConfig:
+    """`config` whose dtype policy (`mixed_precision`, which `build_model` applies) runs the
+    network at `precision`; unchanged for None."""
+    if precision is None:
+        return config
+    return dataclasses.replace(config, mixed_precision=POLICIES[precision])

@@ -1,0 +1,263 @@
+"""export.py --format=litert|onnx and --precision: files their own runtimes load in a fresh
+process and that give Predictor's labels."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_models import tiny_model
+
+from pspnet_tf import save_weights
+from pspnet_tf.config import ExperimentConfig
+from pspnet_tf.errors import UserError
+from pspnet_tf.inference.deploy import export_from_flags, parse_input_size
+from pspnet_tf.inference.export_litert import litert_bytes
+from pspnet_tf.inference.precision import with_precision
+from pspnet_tf.inference.predictor import Predictor
+from pspnet_tf.training.trainer import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCALE = (48, 40)
+CONFIG = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
+          f"--scale={SCALE[0]},{SCALE[1]}"]
+NUM_CLASSES = 5  # configs/demo.cfg
+SIZE = (37, 53)
+
+# Fresh interpreters that never import pspnet_tf (or TensorFlow): what a deployment sees.
+LITERT_CLIENT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    model, inputs, output = sys.argv[1:]
+    interpreter = Interpreter(model_path=model)
+    runner = interpreter.get_signature_runner()
+    details = runner.get_input_details()["images"], runner.get_output_details()["segmentation"]
+    labels = runner(images=np.load(inputs))["segmentation"]
+    np.savez(output, labels=labels, dtypes=[d["dtype"].__name__ for d in details],
+             shapes=json.dumps([d["shape"].tolist() for d in details]),
+             imported=str(any(name.split(".")[0] in ("pspnet_tf", "tensorflow")
+                              for name in sys.modules)))
+""")
+ONNX_CLIENT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import onnxruntime
+    model, inputs, output = sys.argv[1:]
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    data = np.load(inputs)
+    results = {key: session.run(["segmentation"], {"images": data[key]})[0] for key in data}
+    (first,), (out,) = session.get_inputs(), session.get_outputs()
+    np.savez(output, **results, names=[first.name, out.name], types=[first.type, out.type],
+             imported=str(any(name.split(".")[0] in ("pspnet_tf", "tensorflow")
+                              for name in sys.modules)))
+""")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+
+
+def agreement(got: np.ndarray, expected: np.ndarray) -> float:
+    assert got.shape == expected.shape
+    return float(np.mean(got == expected))
+
+
+def varied_model(seed: int = 7) -> keras.Model:
+    """A tiny model whose labels vary over the image. (`randomise`'s small weights give one
+    class everywhere, and any file, even one that dropped its weights, would match that.)"""
+    keras.utils.set_random_seed(seed)
+    model = tiny_model(num_classes=NUM_CLASSES)
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if "moving_variance" in weight.path:
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+        elif "moving_mean" in weight.path:
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
+    return model
+
+
+def several_classes(labels: np.ndarray) -> np.ndarray:
+    counts = np.bincount(labels.ravel(), minlength=NUM_CLASSES)
+    assert np.sum(counts > 0.01 * labels.size) >= 2, counts
+    return labels
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    model = varied_model()
+    path = str(tmp_path_factory.mktemp("weights") / "w.h5")
+    save_weights(model, path)
+    return model, path
+
+
+def images(size: tuple[int, int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+
+
+def test_litert_file_runs_on_builtin_ops_in_a_fresh_process_with_predictor_labels(
+        weights, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    model, path = weights
+    output = str(tmp_path / "pspnet.tflite")
+    result = run("export.py", *CONFIG, f"--weights={path}", "--format=litert",
+                 f"--input_size={SIZE[0]},{SIZE[1]}", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "litert model written to" in result.stdout
+    assert os.listdir(tmp_path) == ["pspnet.tflite"]  # no temporary file left behind
+    pixels = images(SIZE, seed=3)
+    inputs, served = str(tmp_path / "in.npy"), str(tmp_path / "out.npz")
+    np.save(inputs, pixels)
+    # ai-edge-litert has no Flex (TensorFlow) kernels: loading proves builtin ops only.
+    result = run("-c", LITERT_CLIENT, output, inputs, served)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = np.load(served)
+    assert str(served["imported"]) == "False"
+    assert list(served["dtypes"]) == ["uint8", "int32"]
+    assert json.loads(str(served["shapes"])) == [[1, *SIZE, 3], [1, *SIZE]]
+    expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
+    assert agreement(served["labels"][0], expected) >= 0.999
+
+
+def test_litert_quantized_files_are_smaller_and_run(weights):
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    model, _ = weights
+    pixels = images(SIZE, seed=4)
+    expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
+    full = len(litert_bytes(model, SCALE, SIZE))
+    assert full > 0.9 * 4 * model.count_params()  # the float32 weights are in the file
+    for quantize, largest in (("float16", 0.51), ("dynamic_int8", 0.26)):
+        data = litert_bytes(model, SCALE, SIZE, quantize)
+        assert len(data) < largest * full, quantize
+        runner = litert.Interpreter(model_content=data).get_signature_runner()
+        labels = runner(images=pixels)["segmentation"][0]
+        assert agreement(labels, expected) > 0.99, quantize
+
+
+@pytest.mark.slow  # 70-140 s on the shared 2-core CPU, most of it tf2onnx's einsum search
+def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    model, path = weights
+    output = str(tmp_path / "pspnet.onnx")
+    result = run("export.py", *CONFIG, f"--weights={path}", "--format=onnx",
+                 f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sizes = {"odd": SIZE, "tall": (61, 29), "scale": SCALE}
+    inputs, served = str(tmp_path / "in.npz"), str(tmp_path / "out.npz")
+    np.savez(inputs, **{key: images(size, seed) for seed, (key, size) in
+                        enumerate(sizes.items())})
+    result = run("-c", ONNX_CLIENT, output, inputs, served)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = np.load(served)
+    assert str(served["imported"]) == "False"
+    assert list(served["names"]) == ["images", "segmentation"]
+    assert list(served["types"]) == ["tensor(uint8)", "tensor(int32)"]
+    predictor = Predictor(model, SCALE)
+    for seed, (key, size) in enumerate(sizes.items()):
+        expected = several_classes(predictor.predict(images(size, seed)[0]))
+        assert agreement(served[key][0], expected) >= 0.999, key
+
+
+def flag_values(**changes) -> SimpleNamespace:
+    values = {"format": "litert", "output": None, "input_size": None, "quantize": None,
+              "export_dir": None, "version": None, "with_probabilities": False,
+              "precision": None}
+    return SimpleNamespace(**{**values, **changes})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"output": "m.tflite"}, "--input_size=HEIGHT,WIDTH is required for --format=litert"),
+    ({"input_size": ["8", "8"]}, "--output is required"),
+    ({"output": "m.onnx", "input_size": ["8", "8"]}, "--output=m.onnx must end with .tflite"),
+    ({"format": "onnx", "output": "m.onnx", "quantize": "float16"}, "--quantize is for"),
+    ({"output": "m.tflite", "input_size": ["8"]}, "--input_size=8 must be two positive"),
+    ({"output": "m.tflite", "input_size": ["8", "8"], "precision": "bfloat16"},
+     "--precision=bfloat16 is for --format=saved_model only"),
+    ({"format": "saved_model"}, "--export_dir is required"),
+])
+def test_bad_export_flags_are_one_clear_error(changes, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        export_from_flags(tiny_model(), SCALE, flag_values(**changes))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_existing_output_file_is_never_replaced(tmp_path):
+    output = tmp_path / "model.tflite"
+    output.write_bytes(b"an earlier model")
+    values = flag_values(output=str(output), input_size=["8", "8"])
+    with pytest.raises(UserError, match="already exists"):
+        export_from_flags(tiny_model(), SCALE, values)
+    assert output.read_bytes() == b"an earlier model"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_litert_without_input_size_is_one_error_line_from_export_py(weights, tmp_path):
+    result = run("export.py", *CONFIG, f"--weights={weights[1]}", "--format=litert",
+                 f"--output={tmp_path / 'm.tflite'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --input_size=")
+    assert "Traceback" not in result.stderr
+
+
+def test_parse_input_size():
+    assert parse_input_size(None) is None
+    assert parse_input_size(["512", "384"]) == (512, 384)
+    for bad in (["0", "5"], ["a", "5"], ["1", "2", "3"]):
+        with pytest.raises(UserError):
+            parse_input_size(bad)
+
+
+@pytest.fixture
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_bfloat16_precision_runs_the_network_in_bfloat16_with_float32_logits(
+        weights, restore_policy):
+    model, _ = weights
+    config = ExperimentConfig(num_classes=NUM_CLASSES, backbone="resnet18_v1c",
+                              psp_channels=16, aux_channels=8)
+    assert with_precision(config, None) == config
+    assert with_precision(config, "float32").mixed_precision == "float32"
+    mixed = build_model(with_precision(config, "bfloat16"), training_heads=False)
+    mixed.set_weights(model.get_weights())
+    assert mixed.get_layer("bottleneck_conv").compute_dtype == "bfloat16"
+    pixels = images(SIZE, seed=5)[0]
+    predictor = Predictor(mixed, SCALE)
+    assert predictor.logits(pixels).dtype == "float32"
+    expected = several_classes(Predictor(model, SCALE).predict(pixels))
+    assert agreement(predictor.predict(pixels), expected) > 0.9
+
+
+def test_bfloat16_saved_model_serves_float32_logits_labels(weights, tmp_path, restore_policy):
+    model, path = weights
+    result = run("export.py", *CONFIG, f"--weights={path}", "--precision=bfloat16",
+                 f"--export_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = tf.saved_model.load(str(tmp_path / "1"))
+    pixels = images(SIZE, seed=6)
+    labels = loaded.signatures["serving_default"](images=tf.constant(pixels))["segmentation"]
+    graph = loaded.signatures["serving_default"].graph.as_graph_def()
+    functions = [node for function in graph.library.function for node in function.node_def]
+    assert any(node.attr["T"].type == tf.bfloat16.as_datatype_enum for node in functions
+               if node.op == "Conv2D")
+    expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
+    assert agreement(labels.numpy()[0], expected) > 0.9
+
+
+def test_onnx_without_tf2onnx_names_the_packages_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    values = flag_values(format="onnx", output=str(tmp_path / "m.onnx"))
+    with pytest.raises(UserError, match=r"pip install tf2onnx onnx"):
+        export_from_flags(tiny_model(), SCALE, values)
+    assert os.listdir(tmp_path) == []
