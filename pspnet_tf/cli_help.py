@@ -22,10 +22,11 @@ GROUP_ORDER = ("data", "model", "optimisation", "runtime", "evaluation/inference
 COMMAND_FLAG_GROUPS = {
     "data": ("input", "splits", "voc_root", "sbd_root"),
     "model": ("model", "weights", "source", "checkpoint", "allow_missing_classifier"),
-    "runtime": ("verbose", "force_unlock"),
+    "runtime": ("precision", "verbose", "force_unlock"),
     "evaluation/inference": ("mode", "crop", "stride", "ratios", "flip"),
-    "output": ("output", "save_predictions", "side_by_side", "overwrite", "allow_skips", "alpha",
-               "export_dir", "version", "with_probabilities", "samples_per_shard"),
+    "output": ("format", "output", "input_size", "quantize", "save_predictions", "side_by_side",
+               "overwrite", "allow_skips", "alpha", "export_dir", "version",
+               "with_probabilities", "samples_per_shard"),
 }
 _HELP_ARGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
 _FOREIGN_MODULES = ("absl.", "tensorflow.", "keras.")
