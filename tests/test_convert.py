@@ -275,6 +275,7 @@ def test_urls_are_downloaded_once_into_the_cache_and_hash_checked(tmp_path):
     assert sorted(os.listdir(cache)) == [os.path.basename(cached)]
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_train_starts_from_pretrained_weights_without_torch(tmp_path, torch_hidden,
                                                             demo_root):  # noqa: F811
     reference = tiny_reference(seed=5)

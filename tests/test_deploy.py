@@ -126,6 +126,7 @@ def test_litert_file_runs_on_builtin_ops_in_a_fresh_process_with_predictor_label
     assert agreement(served["labels"][0], expected) >= 0.999
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_litert_quantized_files_are_smaller_and_run(weights):
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     model, _ = weights

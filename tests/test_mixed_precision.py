@@ -46,7 +46,7 @@ def test_bfloat16_logits_are_float32_and_close_to_float32():
 @pytest.mark.parametrize("changes", [
     {"mixed_precision": "mixed_float16"},
     {"mixed_precision": "mixed_bfloat16"},
-    {"jit_compile": True},
+    pytest.param({"jit_compile": True}, marks=pytest.mark.slow),  # over 30 s on 2 cores
 ])
 def test_training_steps_give_finite_losses(changes):
     config = dataclasses.replace(TINY, **changes)

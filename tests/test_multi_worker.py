@@ -100,6 +100,7 @@ def files_under(path) -> set[str]:
             for folder, _, names in os.walk(path) for name in names}
 
 
+@pytest.mark.slow  # about a minute on a 2-core CPU
 def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(demo_root, tmp_path):
     run_dir = tmp_path / "run"
     results = run_workers([*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}"], tmp_path)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = r"""
 import json, sys
@@ -55,6 +56,7 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(np.array(a[k]) - np.array(b[k])))) for k in a)
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_two_replicas_with_sync_batchnorm_match_single_device():
     # Eigen kernels: oneDNN picks other convolution algorithms for a replica's batch of 1 than
     # for the single device's batch of 2, and their rounding alone moved the weights by 6e-4

@@ -216,6 +216,7 @@ def logged(run_dir: str, text: str) -> bool:
     return os.path.exists(path) and text in open(path).read()
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(finished_run, demo_root,
                                                                    tmp_path):
     run_dir = str(tmp_path / "killed")
@@ -237,6 +238,7 @@ def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(finished_run,
     assert_same_history(run_dir, finished_run[0])
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_sigint_checkpoints_says_so_in_one_line_and_the_rerun_matches(finished_run, demo_root,
                                                                       tmp_path):
     run_dir = str(tmp_path / "interrupted")
@@ -339,6 +341,7 @@ def test_corrupt_image_found_mid_run_is_named_in_one_line(demo_root, tmp_path):
     assert_one_error_line(result, run_dir, f"{first}.jpg")
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_label_out_of_range_is_one_line_and_the_corrected_command_reuses_the_run_dir(
         demo_root, tmp_path):
     broken_root = tmp_path / "broken"

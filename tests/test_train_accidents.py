@@ -37,6 +37,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_diverging_run_stops_with_status_3_and_saves_nothing_non_finite(demo_root, tmp_path):
     run_dir = str(tmp_path / "run")
     args = [*SHIPPED, f"--data_root={demo_root}", f"--run_dir={run_dir}",
@@ -80,6 +81,7 @@ def one_epoch_run(demo_root, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # over a minute on a 2-core CPU
 def test_garbled_state_file_neither_restarts_nor_overwrites(one_epoch_run, demo_root):
     run_dir = one_epoch_run
     with open(os.path.join(run_dir, "checkpoints", "checkpoint"), "w") as handle:
