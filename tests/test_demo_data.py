@@ -10,16 +10,9 @@ from pspnet_tf.data.datasets import get_dataset
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, ensure_demo_dataset, generate_demo_dataset
 from pspnet_tf.errors import UserError
 
+from helpers import files_under
+
 SMALL = {"num_train": 12, "num_val": 4, "image_size": 64}
-
-
-def _file_bytes(root) -> dict[str, bytes]:
-    files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            files[os.path.relpath(path, root)] = open(path, "rb").read()
-    return files
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +24,14 @@ def demo_root(tmp_path_factory):
 
 def test_same_seed_gives_same_bytes(demo_root, tmp_path):
     generate_demo_dataset(str(tmp_path / "again"), **SMALL)
-    first, second = _file_bytes(demo_root), _file_bytes(tmp_path / "again")
+    first, second = files_under(demo_root), files_under(tmp_path / "again")
     assert len(first) == 2 * (SMALL["num_train"] + SMALL["num_val"]) + 2
     assert first == second
 
 
 def test_other_seed_gives_other_images(demo_root, tmp_path):
     generate_demo_dataset(str(tmp_path / "other"), seed=1, **SMALL)
-    first, other = _file_bytes(demo_root), _file_bytes(tmp_path / "other")
+    first, other = files_under(demo_root), files_under(tmp_path / "other")
     assert first.keys() == other.keys()
     assert sum(first[name] != other[name] for name in first) >= 2 * SMALL["num_train"]
 
@@ -98,9 +91,9 @@ def test_classes_are_separable_by_colour(demo_root):
 def test_ensure_generates_once_and_never_overwrites(tmp_path):
     root = tmp_path / "demo"
     ensure_demo_dataset(str(root), **SMALL)
-    before = _file_bytes(root)
+    before = files_under(root)
     ensure_demo_dataset(str(root), num_train=3, num_val=1, image_size=32, seed=5)
-    assert _file_bytes(root) == before
+    assert files_under(root) == before
     assert sorted(os.listdir(tmp_path)) == ["demo"]
 
 

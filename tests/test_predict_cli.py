@@ -69,6 +69,13 @@ def predicted(weights, inputs, tmp_path_factory):
     return output, result
 
 
+def assert_refused_in_one_line(result: subprocess.CompletedProcess, needle: str) -> None:
+    """Exit status 2 with exactly one `error:` line that names `needle`, no traceback."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in result.stderr
+
+
 def test_every_readable_image_gets_labels_overlay_and_side_by_side(weights, inputs, predicted):
     output, result = predicted
     predictor = Predictor(weights[0], SCALE)
@@ -108,9 +115,7 @@ def test_output_that_is_a_file_is_one_error_line(weights, inputs, tmp_path):
     output.write_bytes(STALE)
     result = run("predict.py", *CONFIG, f"--weights={weights[1]}",
                  f"--input={os.path.join(inputs, 'gray.png')}", f"--output={output}")
-    assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "--output" in errors[0] and "Traceback" not in result.stderr
+    assert_refused_in_one_line(result, "--output")
     assert output.read_bytes() == STALE
 
 
@@ -163,9 +168,7 @@ def test_evaluate_refuses_an_unwritable_output_before_evaluating(weights, tmp_pa
     blocker.write_bytes(STALE)
     result = run("evaluate.py", *CONFIG, f"--data_root={tmp_path / 'no_data'}",
                  f"--weights={weights[1]}", f"--output={blocker / 'm.json'}")
-    assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "--output" in errors[0] and "Traceback" not in result.stderr
+    assert_refused_in_one_line(result, "--output")
     assert blocker.read_bytes() == STALE
 
 

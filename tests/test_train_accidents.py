@@ -13,23 +13,14 @@ import tensorflow as tf
 
 from pspnet_tf.config import RUN_LOCK_FILE
 from pspnet_tf.training.divergence import DIVERGED_EXIT_STATUS
+from helpers import files_under
 from test_train import TINY, demo_root, run  # noqa: F401  (demo_root is a fixture)
 
 SHIPPED = [flag for flag in TINY if not flag.startswith("--dropout")]
 
 
-def files_in(run_dir: str) -> dict[str, bytes]:
-    """Every file under run_dir with its bytes."""
-    found = {}
-    for directory, _, names in os.walk(run_dir):
-        for name in names:
-            path = os.path.join(directory, name)
-            found[os.path.relpath(path, run_dir)] = open(path, "rb").read()
-    return found
-
-
 def checkpoint_files(run_dir: str) -> dict[str, bytes]:
-    return {name: content for name, content in files_in(run_dir).items()
+    return {name: content for name, content in files_under(run_dir).items()
             if name.startswith("checkpoints/ckpt-")}
 
 
@@ -107,13 +98,13 @@ def test_second_launch_on_a_busy_run_dir_is_refused_and_changes_nothing(one_epoc
         with open(os.path.join(run_dir, RUN_LOCK_FILE), "w") as handle:
             json.dump({"host": socket.gethostname(), "pid": holder.pid,
                        "started": "2026-01-01T00:00:00+0000"}, handle)
-        before = files_in(run_dir)
+        before = files_under(run_dir)
         result = run("train.py", *SHIPPED, "--epochs=1", f"--data_root={demo_root}",
                      f"--run_dir={run_dir}")
     finally:
         holder.kill()
         holder.wait()
-        after = files_in(run_dir)
+        after = files_under(run_dir)
         os.remove(os.path.join(run_dir, RUN_LOCK_FILE))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
