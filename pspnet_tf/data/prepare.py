@@ -23,6 +23,7 @@ from absl import flags
 from PIL import Image
 
 from pspnet_tf import cli
+from pspnet_tf.atomic import write_atomically
 from pspnet_tf.config import config_from_flags, define_flags
 from pspnet_tf.data.datasets import (
     CITYSCAPES_LABEL_ID_SUFFIX,
@@ -46,18 +47,11 @@ def _read_ids(path: str, flag: str) -> list[str]:
         return [line.strip() for line in handle if line.strip()]
 
 
-def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """Write via a temporary file so an interrupted run never leaves half a file behind."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def _save_png(path: str, values: np.ndarray, palette: np.ndarray | None) -> None:
     image = Image.fromarray(np.asarray(values, np.uint8))
     if palette is not None:
         image.putpalette(palette.tobytes())  # an L image becomes P with the values as indices
-    _write_atomically(path, lambda target: image.save(target, format="PNG"))
+    write_atomically(path, lambda target: image.save(target, format="PNG"))
 
 
 def read_sbd_mat(path: str) -> np.ndarray:
@@ -102,7 +96,7 @@ def _write_split(path: str, ids: list[str]) -> bool:
                 return False
         raise UserError(f"{path} exists with other ids; move it away to rebuild it "
                         "(nothing was changed)")
-    _write_atomically(path, lambda target: pathlib.Path(target).write_text(text))
+    write_atomically(path, lambda target: pathlib.Path(target).write_text(text))
     return True
 
 

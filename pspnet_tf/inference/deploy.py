@@ -12,8 +12,7 @@ formulation.)
 """
 
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -88,20 +87,6 @@ def check_new_file(path: str | None, flag: str, suffix: str) -> str:
     if not os.path.isdir(folder):
         raise UserError(f"the folder of {flag}={path} does not exist; create it first")
     return path
-
-
-def write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """Calls `write(temporary)` beside `path`, then renames it to `path`, so that no reader
-    ever sees a half-written model file."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=f".{os.path.basename(path)}.tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def parse_input_size(values: Sequence[str] | None) -> tuple[int, int] | None:

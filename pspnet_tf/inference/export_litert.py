@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.compat import convert_variables_to_constants_v2
-from pspnet_tf.inference.deploy import segmentation_function, write_atomically
+from pspnet_tf.atomic import write_atomically
+from pspnet_tf.inference.deploy import segmentation_function
 
 
 def _frozen(module: tf.Module) -> tf.Module:

@@ -3,7 +3,8 @@
 import keras
 
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.deploy import segmentation_function, write_atomically
+from pspnet_tf.atomic import write_atomically
+from pspnet_tf.inference.deploy import segmentation_function
 
 OPSET = 17  # ONNX Runtime >= 1.13; Resize with half-pixel coordinates, ArgMax int64
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from pspnet_tf.atomic import write_atomically
 from pspnet_tf.errors import UserError
 from pspnet_tf.models.layers import PACKAGE
 
@@ -57,10 +58,4 @@ def save_model(model: keras.Model, path: str) -> None:
     if not path.endswith(".keras"):
         raise UserError(f"model path {path} must end in .keras")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path[:-len('.keras')]}.tmp-{os.getpid()}.keras"
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomically(path, model.save, suffix=".keras")

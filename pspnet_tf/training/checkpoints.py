@@ -10,6 +10,7 @@ files found, so that new saves keep numbering and `max_to_keep` deletes the olde
 """
 
 import os
+import pathlib
 import re
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from pspnet_tf.atomic import write_atomically
 from pspnet_tf.errors import UserError
 from pspnet_tf.training.divergence import check_finite_weights, first_non_finite
 
@@ -25,8 +27,9 @@ CHECKPOINT_NAME = "ckpt"
 STATE_FILE = "checkpoint"  # TensorFlow's name for the state file
 _CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)\.(index|data-\d+-of-\d+)$")
 # What a write killed half-way leaves: TensorFlow writes ckpt-N_temp/ and then renames its
-# files, and writes the state file as checkpoint.tmp<uuid> before renaming it.
-_LEFTOVER = re.compile(rf"^({CHECKPOINT_NAME}-\d+_temp.*|{STATE_FILE}\.tmp.*)$")
+# files, and writes the state file as checkpoint.tmp<uuid> before renaming it (this module's
+# own rewrite of it as .checkpoint.tmp<random>).
+_LEFTOVER = re.compile(rf"^({CHECKPOINT_NAME}-\d+_temp.*|\.?{STATE_FILE}\.tmp.*)$")
 
 
 def checkpoint_files(directory: str) -> dict[int, list[str]]:
@@ -67,11 +70,8 @@ def write_state_file(directory: str, found: dict[int, list[str]]) -> None:
     lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
     lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for stamp in times]
     lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
-    path = os.path.join(directory, STATE_FILE)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(temporary, path)
+    write_atomically(os.path.join(directory, STATE_FILE),
+                     lambda target: pathlib.Path(target).write_text("\n".join(lines) + "\n"))
 
 
 def random_states(model: keras.Model) -> list[tf.Variable]:

@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pspnet_tf.atomic import write_atomically
+
 
 class EpochLosses(keras.callbacks.Callback):
     """Sums of the epoch's per-step losses so far, in variables saved with each checkpoint.
@@ -110,10 +112,12 @@ def _read_rows(path: str) -> dict[int, dict[str, float]]:
 
 def _write_rows(rows: dict[int, dict[str, float]], path: str) -> None:
     columns = sorted({key for row in rows.values() for key in row})
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["epoch", *columns])
-        writer.writeheader()
-        for epoch in sorted(rows):
-            writer.writerow({"epoch": epoch, **rows[epoch]})
-    os.replace(temporary, path)
+
+    def write(target: str) -> None:
+        with open(target, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["epoch", *columns])
+            writer.writeheader()
+            for epoch in sorted(rows):
+                writer.writerow({"epoch": epoch, **rows[epoch]})
+
+    write_atomically(path, write)
