@@ -7,11 +7,13 @@ flagfile in configs/ sets these flags; evaluate.py and predict.py accept the sam
 import dataclasses
 import json
 import os
+import pathlib
 from collections.abc import Sequence
 from typing import Any
 
 from absl import flags
 
+from pspnet_tf.atomic import write_atomically
 from pspnet_tf.data.datasets import DATASET_NAMES, dataset_classes
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import BACKBONES
@@ -404,10 +406,7 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
             "pass a new or empty --run_dir (nothing was changed)"
         )
     os.makedirs(config.run_dir, exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(config.to_json())
-    os.replace(temporary, path)
+    write_atomically(path, lambda target: pathlib.Path(target).write_text(config.to_json()))
     return False
 
 

@@ -2,12 +2,14 @@
 
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from pspnet_tf.atomic import write_atomically
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.inference.predictor import Predictor
 from pspnet_tf.inference.visualize import colorize
@@ -18,10 +20,8 @@ from pspnet_tf.training.interrupts import StopRequests
 
 def write_json(summary: dict, path: str) -> None:
     """Writes a JSON file atomically (never a half-written file)."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(summary, handle, indent=2)
-    os.replace(temporary, path)
+    write_atomically(path, lambda target: pathlib.Path(target).write_text(
+        json.dumps(summary, indent=2)))
 
 
 class CheckpointCallback(keras.callbacks.Callback):
