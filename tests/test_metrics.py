@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pspnet_tf.evaluation.metrics import SegmentationMetrics
+from pspnet_tf.evaluation.tables import format_table
 from pspnet_tf.training.losses import SegmentationCrossEntropy
-from pspnet_tf.training.metrics import SegmentationMetrics, format_table
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 6

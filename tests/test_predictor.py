@@ -12,6 +12,7 @@ from test_models import randomise, tiny_model
 from pspnet_tf.data.datasets import Sample, SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.errors import UserError
+from pspnet_tf.evaluation.evaluator import evaluate
 from pspnet_tf.inference import predictor as predictor_module
 from pspnet_tf.inference.modes import predictor_from_flags
 from pspnet_tf.inference.outputs import CITYSCAPES_LABEL_IDS_DIR, PredictionWriter
@@ -25,7 +26,6 @@ from pspnet_tf.inference.predictor import (
 )
 from pspnet_tf.inference.sliding import slide_logits
 from pspnet_tf.inference.visualize import colorize, side_by_side
-from pspnet_tf.training.evaluator import evaluate
 
 SCALE = (64, 48)
 

@@ -1,27 +1,18 @@
 """Keras callbacks of a training run: checkpoints, learning rate, validation, images."""
 
-import json
 import os
-import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from pspnet_tf.atomic import write_atomically
 from pspnet_tf.data.datasets import SegmentationDataset
+from pspnet_tf.evaluation.evaluator import evaluate
 from pspnet_tf.inference.predictor import Predictor
 from pspnet_tf.inference.visualize import colorize
 from pspnet_tf.training.checkpoints import CheckpointKeeper
-from pspnet_tf.training.evaluator import evaluate
 from pspnet_tf.training.interrupts import StopRequests
-
-
-def write_json(summary: dict, path: str) -> None:
-    """Writes a JSON file atomically (never a half-written file)."""
-    write_atomically(path, lambda target: pathlib.Path(target).write_text(
-        json.dumps(summary, indent=2)))
 
 
 class CheckpointCallback(keras.callbacks.Callback):

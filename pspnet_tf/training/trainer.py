@@ -16,17 +16,16 @@ from pspnet_tf.data.demo import ensure_demo_dataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
 from pspnet_tf.data.tfrecord import ShardedDataset
 from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
+from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import build_pspnet, save_weights
 from pspnet_tf.models.convolution import use_tap_gradients
-from pspnet_tf.training.callbacks import (CheckpointCallback, LearningRateLogger,
-                                          ValidationCallback, write_json)
+from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger, ValidationCallback
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
 from pspnet_tf.training.history import EpochHistory, EpochLosses
 from pspnet_tf.training.interrupts import StopRequests
 from pspnet_tf.training.losses import SegmentationCrossEntropy
-from pspnet_tf.training.metrics import format_table
 from pspnet_tf.training.run_lock import run_dir_lock
 from pspnet_tf.training.schedules import make_optimizer
 from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chief,

@@ -8,7 +8,7 @@ import numpy as np
 
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_eval_dataset
-from pspnet_tf.training.metrics import SegmentationMetrics
+from pspnet_tf.evaluation.metrics import SegmentationMetrics
 
 SampleCallback = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 

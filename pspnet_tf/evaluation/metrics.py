@@ -172,17 +172,6 @@ class SegmentationMetrics(keras.metrics.Metric):
         return state
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """Render a `SegmentationMetrics.summary()` dict as a per-class IoU table (percent)."""
-    per_class = summary["per_class"]
-    width = max([len("Class"), len("mIoU")] + [len(name) for name in per_class])
-    lines = [f"{'Class':<{width}}  {'IoU':>6}", "-" * (width + 8)]
-    lines += [f"{name:<{width}}  {_percent(iou):>6}" for name, iou in per_class.items()]
-    lines.append("-" * (width + 8))
-    lines += [f"{key:<{width}}  {_percent(summary[key]):>6}" for key in ("mIoU", "aAcc", "mAcc")]
-    return "\n".join(lines)
-
-
 def _label_map(labels: Any) -> tf.Tensor:
     """int32 label map, dropping a trailing channel axis of size 1."""
     labels = tf.convert_to_tensor(labels)
@@ -203,7 +192,3 @@ def _per_class_iou(confusion: np.ndarray) -> np.ndarray:
 def _nanmean_or_none(values: np.ndarray) -> float | None:
     defined = values[~np.isnan(values)]
     return float(defined.mean()) if defined.size else None
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100.0 * value:.2f}"
