@@ -22,7 +22,8 @@ setting = sys.argv[1]
 if setting != "default":
     tf.config.threading.set_inter_op_parallelism_threads(1)
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.training.trainer import build_model, compile_for_training
+from pspnet_tf.models.factory import build_model
+from pspnet_tf.training.trainer import compile_for_training
 config = ExperimentConfig(num_classes=5, backbone="resnet18_v1c", psp_channels=128,
                           aux_channels=64, mixed_precision="mixed_bfloat16" if setting == "bf16"
                           else "float32", jit_compile=setting == "xla")

@@ -6,7 +6,7 @@ A step is forward, main + 0.4 x auxiliary cross-entropy (ignore 255), backward a
 update (momentum 0.9, weight decay 5e-4) on a batch of 2 random 512x512 images with 21 classes,
 BatchNorm in training mode. Rows: the PyTorch reference of the same architecture
 (tests/torch_reference.py, mmsegmentation's layout, Dropout2d 0.1 before both classifiers);
-ours as train.py runs it (trainer.build_model + compile_for_training under create_strategy,
+ours as train.py runs it (build_model + compile_for_training under create_strategy,
 Keras fit), and the same with XLA (--jit_compile). Each row runs in its own process with the
 same intra-op threads (one inter-op thread), in alternating rounds; a row reports the median
 step time of --steps timed steps after one warm-up step (the best round counts, as the CPU may
@@ -76,8 +76,9 @@ def _pytorch_steps(size: int, steps: int, threads: int) -> list[float]:
 def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[float]:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow, as train.py
     from pspnet_tf.config import ExperimentConfig
+    from pspnet_tf.models.factory import build_model
     from pspnet_tf.training.strategy import create_strategy
-    from pspnet_tf.training.trainer import build_model, compile_for_training
+    from pspnet_tf.training.trainer import compile_for_training
 
     import keras
     import tensorflow as tf

@@ -21,7 +21,7 @@ from pspnet_tf.inference.deploy import export_from_flags, parse_input_size
 from pspnet_tf.inference.export_litert import litert_bytes
 from pspnet_tf.inference.precision import with_precision
 from pspnet_tf.inference.predictor import Predictor
-from pspnet_tf.training.trainer import build_model
+from pspnet_tf.models.factory import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALE = (48, 40)

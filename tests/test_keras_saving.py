@@ -18,7 +18,8 @@ from test_models import randomise
 
 from pspnet_tf import build_pspnet
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.training.trainer import build_model, compile_for_training
+from pspnet_tf.models.factory import build_model
+from pspnet_tf.training.trainer import compile_for_training
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.training.trainer import build_model, compile_for_training
+from pspnet_tf.models.factory import build_model
+from pspnet_tf.training.trainer import compile_for_training
 
 TINY = ExperimentConfig(num_classes=4, backbone="resnet18_v1c", psp_channels=16,
                         aux_channels=8, dropout=0.0)

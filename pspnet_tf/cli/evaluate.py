@@ -12,6 +12,7 @@ from absl import flags
 
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.data.splits import load_split
 from pspnet_tf.errors import UserError
 from pspnet_tf.evaluation.evaluator import evaluate
 from pspnet_tf.evaluation.tables import format_table, write_json
@@ -19,7 +20,6 @@ from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import PredictionWriter
 from pspnet_tf.inference.precision import define_precision_flag, with_precision
-from pspnet_tf.training.trainer import load_split
 
 define_flags()
 define_mode_flags()

@@ -18,7 +18,7 @@ from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
 from pspnet_tf.convert.converter import convert_checkpoint
 from pspnet_tf.convert.pretrained import SOURCES
-from pspnet_tf.training.trainer import build_model
+from pspnet_tf.models.factory import build_model
 
 define_flags()
 flags.DEFINE_enum("source", None, SOURCES, "mmseg: a full mmsegmentation PSPNet checkpoint; "

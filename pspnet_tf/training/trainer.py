@@ -11,15 +11,15 @@ from absl import logging
 
 from pspnet_tf.config import CHECKPOINTS_DIR, ExperimentConfig, prepare_run_dir
 from pspnet_tf.convert.pretrained import apply_pretrained
-from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
-from pspnet_tf.data.demo import ensure_demo_dataset
+from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
-from pspnet_tf.data.tfrecord import ShardedDataset
+from pspnet_tf.data.splits import load_split
 from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
-from pspnet_tf.models import build_pspnet, save_weights
+from pspnet_tf.models import save_weights
 from pspnet_tf.models.convolution import use_tap_gradients
+from pspnet_tf.models.factory import build_model
 from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger, ValidationCallback
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
@@ -37,29 +37,6 @@ METRICS_FILE = "metrics.json"
 WORKERS_DIR = "workers"  # run_dir/workers/TASK/: a non-chief worker's train.log and final weights
 # The losses Keras reports for the compiled model: the weighted total and each head's.
 LOSS_KEYS = ("loss", "logits_loss", "aux_logits_loss")
-
-
-def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
-    """Opens one split of the configured dataset and checks its class count."""
-    if config.tfrecord_dir:
-        dataset = ShardedDataset(config.tfrecord_dir, split, config.dataset)
-    else:
-        if config.dataset == "demo":
-            ensure_demo_dataset(config.data_root)
-        dataset = get_dataset(config.dataset, config.data_root, split)
-    if dataset.num_classes != config.num_classes:
-        raise UserError(f"--num_classes={config.num_classes} but dataset {config.dataset} has "
-                        f"{dataset.num_classes} classes; set --num_classes={dataset.num_classes}")
-    return dataset
-
-
-def build_model(config: ExperimentConfig, training_heads: bool) -> keras.Model:
-    """The PSPNet that `config` describes, in its dtype policy (Keras keeps it global)."""
-    keras.mixed_precision.set_global_policy(config.mixed_precision)
-    return build_pspnet(config.num_classes, backbone=config.backbone,
-                        output_stride=config.output_stride, aux_channels=config.aux_channels,
-                        dropout=config.dropout, training_heads=training_heads,
-                        psp_channels=config.psp_channels)
 
 
 class _RunLogHandler(python_logging.FileHandler):

@@ -1,0 +1,32 @@
+"""Opens the split of the dataset an experiment config names: from TFRecord shards, the
+demo set (generated on first use) or the dataset's folder; train.py and evaluate.py alike.
+
+The config is only a type hint here: config.py imports data/ (for the dataset names), so a
+runtime import of config.py would make data/ depend on the layer above it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
+from pspnet_tf.data.demo import ensure_demo_dataset
+from pspnet_tf.data.tfrecord import ShardedDataset
+from pspnet_tf.errors import UserError
+
+if TYPE_CHECKING:
+    from pspnet_tf.config import ExperimentConfig
+
+
+def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
+    """Opens one split of the configured dataset and checks its class count."""
+    if config.tfrecord_dir:
+        dataset = ShardedDataset(config.tfrecord_dir, split, config.dataset)
+    else:
+        if config.dataset == "demo":
+            ensure_demo_dataset(config.data_root)
+        dataset = get_dataset(config.dataset, config.data_root, split)
+    if dataset.num_classes != config.num_classes:
+        raise UserError(f"--num_classes={config.num_classes} but dataset {config.dataset} has "
+                        f"{dataset.num_classes} classes; set --num_classes={dataset.num_classes}")
+    return dataset
