@@ -17,9 +17,9 @@ from pspnet_tf.convert.registry import PretrainedCheckpoint, find_checkpoint
 from pspnet_tf.convert.torch_io import read_state_dict
 from pspnet_tf.data.datasets import dataset_classes
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.artifacts import load_model_file, model_metadata
 from pspnet_tf.models import build_pspnet
-from pspnet_tf.models.segmentation_model import save_model, segmentation_model
+from pspnet_tf.models.segmentation_model import (load_model_file, model_metadata, save_model,
+                                                 segmentation_model)
 
 
 def from_pretrained(checkpoint: str | PretrainedCheckpoint,

@@ -10,9 +10,12 @@ outputs), so `fold_batchnorm` and the SavedModel export treat it like any PSPNet
 """
 
 import os
+import zipfile
+from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 from pspnet_tf.atomic import write_atomically
 from pspnet_tf.errors import UserError
@@ -24,7 +27,7 @@ class SegmentationModel(keras.Model):
     """A functional segmentation model with a JSON-serialisable `metadata` dict.
 
     Built like `keras.Model(inputs, outputs)`; `metadata` holds plain JSON values (see
-    `pspnet_tf.inference.artifacts.model_metadata` for the keys pspnet_tf writes).
+    `model_metadata` for the keys pspnet_tf writes).
     """
 
     # *args/**kwargs keep Keras treating this as a functional model (full graph config).
@@ -44,6 +47,18 @@ class SegmentationModel(keras.Model):
         return model
 
 
+def model_metadata(dataset: str, data_root: str, class_names: Sequence[str],
+                   palette: np.ndarray, scale: tuple[int, int]) -> dict:
+    """The metadata of a SegmentationModel: JSON values only (they go into config.json).
+
+    `data_root` is where the model's dataset was (or conventionally is) found, so that
+    evaluate.py finds the validation split without flags on the machine it trained on.
+    """
+    return {"dataset": dataset, "data_root": data_root, "num_classes": len(class_names),
+            "class_names": list(class_names), "palette": np.asarray(palette).tolist(),
+            "scale": list(scale)}
+
+
 def segmentation_model(model: keras.Model, metadata: dict) -> SegmentationModel:
     """The inference variant of a (training- or inference-heads) PSPNet, with `metadata`.
 
@@ -59,3 +74,15 @@ def save_model(model: keras.Model, path: str) -> None:
         raise UserError(f"model path {path} must end in .keras")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomically(path, model.save, suffix=".keras")
+
+
+def load_model_file(path: str) -> keras.Model:
+    """`keras.saving.load_model(path)` with one UserError for a missing or foreign file."""
+    if not os.path.isfile(path):
+        raise UserError(f"model file {path} does not exist; check --model (a .keras file, or "
+                        "a name from pspnet_tf.list_pretrained())")
+    try:
+        return keras.saving.load_model(path)
+    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path} is not a Keras model file that pspnet_tf can load ({error}); "
+                        "pass a .keras file written by train.py or model.save") from error
