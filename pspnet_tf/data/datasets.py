@@ -63,8 +63,8 @@ class SegmentationDataset:
         return len(self.class_names)
 
     def read_image(self, path: str) -> np.ndarray:
-        """HxWx3 uint8 RGB of the image at `path` (where its bytes come from is the hook
-        ShardedDataset overrides; decoding is `images.read_image`'s, shared with predict.py)."""
+        """HxWx3 uint8 RGB of the image at `path`, by the reader predict.py uses as well
+        (ShardedDataset overrides this to decode the bytes it holds in memory)."""
         return read_image(path)
 
     def read_label(self, path: str) -> np.ndarray:
