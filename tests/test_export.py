@@ -16,7 +16,7 @@ from PIL import Image
 from test_models import randomise, tiny_model
 
 from pspnet_tf import save_weights
-from pspnet_tf.data.datasets import decode_image
+from pspnet_tf.data.images import decode_image
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.export import (
     EMPTY_REQUEST_MESSAGE,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pspnet_tf.data.datasets import get_dataset, read_class_file, voc_palette
+from pspnet_tf.data.datasets import get_dataset
+from pspnet_tf.data.descriptors import read_class_file, voc_palette
 from pspnet_tf.errors import UserError
 
 HEIGHT, WIDTH = 5, 7

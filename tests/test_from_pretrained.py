@@ -188,7 +188,7 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
     from test_model_artifacts import loaded
 
     from pspnet_tf.convert.download import CACHE_ENV
-    from pspnet_tf.data.datasets import dataset_classes
+    from pspnet_tf.data.descriptors import dataset_classes
     from pspnet_tf.models.segmentation_model import model_metadata, save_model, segmentation_model
 
     monkeypatch.setenv(BASE_ENV, server.base)

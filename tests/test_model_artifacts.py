@@ -19,11 +19,12 @@ from test_models import randomise, tiny_model
 from pspnet_tf import SegmentationModel, save_weights
 from pspnet_tf.config import ExperimentConfig, config_from_flags, define_flags
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE, generate_demo_dataset
+from pspnet_tf.data.images import read_image
 from pspnet_tf.data.splits import load_split
 from pspnet_tf.errors import UserError
 from pspnet_tf.evaluation.evaluator import evaluate
 from pspnet_tf.inference.artifacts import save_final_model
-from pspnet_tf.inference.images import find_inputs, read_image
+from pspnet_tf.inference.images import find_inputs
 from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import stem

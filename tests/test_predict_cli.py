@@ -14,7 +14,7 @@ from test_models import randomise, tiny_model
 
 from pspnet_tf import save_weights
 from pspnet_tf.data.demo import DEMO_PALETTE, generate_demo_dataset
-from pspnet_tf.inference.images import read_image
+from pspnet_tf.data.images import read_image
 from pspnet_tf.inference.predictor import Predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -22,8 +22,9 @@ from PIL import Image
 
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.data.images import read_image
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.images import find_inputs, read_image
+from pspnet_tf.inference.images import PREDICT_REMEDY, find_inputs
 from pspnet_tf.inference.loading import define_model_flags, model_from_flags
 from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
 from pspnet_tf.inference.outputs import stem
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> None:
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for done, (path, targets) in enumerate(zip(paths, outputs), 1):
         try:
-            image = read_image(path)
+            image = read_image(path, PREDICT_REMEDY)
         except UserError as error:
             print(f"\nskipped: {error}", file=sys.stderr)
             skipped.append(path)

@@ -15,7 +15,7 @@ from pspnet_tf.convert.mapping import assign
 from pspnet_tf.convert.pretrained import checkpoint_weights
 from pspnet_tf.convert.registry import PretrainedCheckpoint, find_checkpoint
 from pspnet_tf.convert.torch_io import read_state_dict
-from pspnet_tf.data.datasets import dataset_classes
+from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import build_pspnet
 from pspnet_tf.models.segmentation_model import (load_model_file, model_metadata, save_model,

@@ -1,7 +1,9 @@
 """Datasets on disk, the synthetic demo set, augmentations and tf.data pipelines."""
 
-from pspnet_tf.data.datasets import DATASET_NAMES, Sample, SegmentationDataset, get_dataset
-from pspnet_tf.data.demo import DEMO_CLASS_NAMES, ensure_demo_dataset, generate_demo_dataset
+from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
+from pspnet_tf.data.demo import ensure_demo_dataset, generate_demo_dataset
+from pspnet_tf.data.descriptors import DATASET_NAMES, DATASETS, DEMO_CLASS_NAMES, IGNORE_INDEX
+from pspnet_tf.data.layouts import Sample
 from pspnet_tf.data.pipeline import (
     build_eval_dataset,
     build_train_dataset,
@@ -11,8 +13,10 @@ from pspnet_tf.data.pipeline import (
 from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD, keep_ratio_size, rescale_keep_ratio
 
 __all__ = [
+    "DATASETS",
     "DATASET_NAMES",
     "DEMO_CLASS_NAMES",
+    "IGNORE_INDEX",
     "IMAGE_MEAN",
     "IMAGE_STD",
     "Sample",

@@ -16,13 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from pspnet_tf.data.descriptors import DEMO_CLASS_NAMES, DEMO_PALETTE, IGNORE_INDEX
 from pspnet_tf.errors import UserError
-
-DEMO_CLASS_NAMES = ("background", "circle", "square", "triangle", "star")
-# Display colours for the classes, RGB.
-DEMO_PALETTE = np.array(
-    [[0, 0, 0], [220, 40, 40], [150, 220, 30], [30, 200, 220], [150, 50, 220]], np.uint8)
-DEMO_PALETTE.setflags(write=False)
 
 # OpenCV 8-bit hue (2 degrees per unit) at the centre of each object class's colour family.
 _CLASS_HUES = (0, 45, 90, 135)
@@ -72,7 +67,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 
 def _render(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """One RGB image and its label map with 255 borders around every object, like VOC."""
+    """One RGB image and its label map with ignored borders around every object, like VOC."""
     image = _background(rng, height, width)
     label = np.zeros((height, width), np.uint8)
     shading = 1.0 + 0.15 * _smooth_noise(rng, height, width, cells=4)
@@ -85,14 +80,14 @@ def _render(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarr
         image[mask] = colour * shading[mask] + grain[mask]
         label[mask] = class_id
     border = cv2.dilate(label, _BORDER_KERNEL) != cv2.erode(label, _BORDER_KERNEL)
-    label[border] = 255
+    label[border] = IGNORE_INDEX
     return np.clip(np.round(image), 0, 255).astype(np.uint8), label
 
 
 def _label_png(label: np.ndarray) -> Image.Image:
     palette = np.zeros((256, 3), np.uint8)
     palette[: len(DEMO_PALETTE)] = DEMO_PALETTE
-    palette[255] = _BORDER_COLOUR
+    palette[IGNORE_INDEX] = _BORDER_COLOUR
     image = Image.fromarray(label)
     image.putpalette(palette.tobytes())
     return image

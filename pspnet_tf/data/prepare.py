@@ -25,13 +25,8 @@ from PIL import Image
 from pspnet_tf import cli
 from pspnet_tf.atomic import write_atomically
 from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.data.datasets import (
-    CITYSCAPES_LABEL_ID_SUFFIX,
-    CITYSCAPES_TRAIN_ID_SUFFIX,
-    cityscapes_label_map,
-    get_dataset,
-    voc_palette,
-)
+from pspnet_tf.data.datasets import get_dataset
+from pspnet_tf.data.descriptors import DATASETS, voc_palette
 from pspnet_tf.data.tfrecord import DEFAULT_SAMPLES_PER_SHARD, write_shards
 from pspnet_tf.errors import UserError
 
@@ -147,19 +142,20 @@ def prepare_voc_aug(voc_root: str, sbd_root: str) -> dict[str, int]:
 
 def prepare_cityscapes(data_root: str) -> dict[str, int]:
     """Writes *_gtFine_labelTrainIds.png beside every gtFine *_gtFine_labelIds.png."""
+    cityscapes = DATASETS["cityscapes"]
+    prepared = cityscapes.prepared_labels
     sources = sorted(glob.glob(os.path.join(data_root, "gtFine", "*", "*",
-                                            f"*{CITYSCAPES_LABEL_ID_SUFFIX}")))
+                                            f"*{prepared.raw_suffix}")))
     if not sources:
-        raise UserError(f"no gtFine/*/*/*{CITYSCAPES_LABEL_ID_SUFFIX} under {data_root}; "
+        raise UserError(f"no gtFine/*/*/*{prepared.raw_suffix} under {data_root}; "
                         "--data_root must be the Cityscapes folder holding gtFine/")
-    label_map = cityscapes_label_map()
 
     def convert(source: str) -> Callable[[], bool]:
         def job() -> bool:
-            target = source[: -len(CITYSCAPES_LABEL_ID_SUFFIX)] + CITYSCAPES_TRAIN_ID_SUFFIX
+            target = prepared.path(source)
             if os.path.exists(target):
                 return False
-            _save_png(target, label_map[_read_label_indices(source)], None)
+            _save_png(target, cityscapes.label_map[_read_label_indices(source)], None)
             return True
         return job
 

@@ -16,7 +16,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from pspnet_tf.data.datasets import Sample, SegmentationDataset, decode_image
+from pspnet_tf.data.datasets import SegmentationDataset
+from pspnet_tf.data.images import decode_image
+from pspnet_tf.data.layouts import Sample
 from pspnet_tf.errors import UserError
 
 DEFAULT_SAMPLES_PER_SHARD = 1000

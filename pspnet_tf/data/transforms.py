@@ -18,9 +18,10 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from pspnet_tf.data.descriptors import IGNORE_INDEX
+
 IMAGE_MEAN = (123.675, 116.28, 103.53)
 IMAGE_STD = (58.395, 57.12, 57.375)
-IGNORE_INDEX = 255
 
 BRIGHTNESS_DELTA = 32.0
 CONTRAST_RANGE = (0.5, 1.5)

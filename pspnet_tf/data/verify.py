@@ -17,7 +17,8 @@ from absl import flags
 
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.data.datasets import IGNORE_INDEX, SegmentationDataset, open_dataset
+from pspnet_tf.data.datasets import SegmentationDataset, open_dataset
+from pspnet_tf.data.descriptors import IGNORE_INDEX
 from pspnet_tf.errors import UserError
 
 
@@ -84,7 +85,8 @@ def format_report(report: SplitReport) -> str:
     """Counts, per-class pixel frequencies (fraction of labelled pixels) and problems."""
     labelled = int(report.pixel_counts.sum())
     header = (f"split {report.split}: {report.num_samples} samples, {len(report.problems)} "
-              f"problems, {labelled} labelled pixels, {report.ignored_pixels} ignored (255)")
+              f"problems, {labelled} labelled pixels, {report.ignored_pixels} ignored "
+              f"({IGNORE_INDEX})")
     lines = [header]
     if labelled:
         width = max(len(name) for name in report.class_names)

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pspnet_tf.data.descriptors import IGNORE_INDEX
+
 
 @keras.saving.register_keras_serializable(package="pspnet_tf")
 class SegmentationMetrics(keras.metrics.Metric):
@@ -34,7 +36,7 @@ class SegmentationMetrics(keras.metrics.Metric):
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         name: str = "mIoU",
         from_logits: bool = True,
         **kwargs: Any,

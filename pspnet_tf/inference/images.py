@@ -1,16 +1,13 @@
-"""Inputs of predict.py: which files a --input names, how they decode, and the class colours.
+"""Inputs of predict.py: which files a --input names, and what to do about unreadable ones.
 
-Images decode exactly as the dataset readers decode them (`decode_image`: grayscale, RGBA,
+They are read by the dataset readers' `pspnet_tf.data.images.read_image` (grayscale, RGBA,
 16-bit and EXIF-rotated files all become 8-bit RGB), so a prediction matches evaluation.
 """
 
 import glob
 import os
 
-import numpy as np
-
-from pspnet_tf.data import datasets
-from pspnet_tf.data.datasets import decode_image, image_extensions
+from pspnet_tf.data.images import image_extensions
 from pspnet_tf.errors import UserError
 
 
@@ -32,27 +29,5 @@ def find_inputs(pattern: str) -> list[str]:
     return paths
 
 
+# What to do about an input that cannot be read or decoded (`read_image`'s remedy).
 PREDICT_REMEDY = "replace the file or leave it out of --input"
-
-
-def read_image(path: str) -> np.ndarray:
-    """HxWx3 uint8 RGB of the image file at `path` (UserError naming it when unreadable)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        raise UserError(f"cannot read image {path} ({error.strerror or error})") from None
-    return decode_image(data, path, remedy=PREDICT_REMEDY)
-
-
-def dataset_classes(name: str, data_root: str,
-                    num_classes: int) -> tuple[tuple[str, ...], np.ndarray]:
-    """Class names and palette for predict.py, checked against --num_classes.
-
-    Needs no images on disk; only the `folder` layout reads its data root (classes.txt).
-    """
-    names, palette = datasets.dataset_classes(name, data_root)
-    if len(names) != num_classes:
-        raise UserError(f"--num_classes={num_classes} but dataset {name} has {len(names)} "
-                        f"classes; set --num_classes={len(names)} or the matching --dataset")
-    return names, palette

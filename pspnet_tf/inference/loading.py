@@ -16,8 +16,8 @@ from absl import flags
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.convert.hub import from_pretrained
 from pspnet_tf.convert.registry import is_pretrained_name
+from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.images import dataset_classes
 from pspnet_tf.models import load_weights
 from pspnet_tf.models.factory import build_model
 from pspnet_tf.models.segmentation_model import load_model_file

@@ -5,7 +5,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from pspnet_tf.data.datasets import CITYSCAPES_LABEL_TO_TRAIN_ID, SegmentationDataset
+from pspnet_tf.data.datasets import SegmentationDataset
+from pspnet_tf.data.descriptors import DATASETS, IGNORE_INDEX
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.visualize import save_label_png
 
@@ -16,9 +17,11 @@ CITYSCAPES_LABEL_IDS_DIR = "cityscapes_labelIds"
 
 
 def _train_id_to_label_id() -> np.ndarray:
+    """The inverse of the Cityscapes descriptor's labelId -> trainId map."""
+    label_map = DATASETS["cityscapes"].label_map
+    label_ids = np.flatnonzero(label_map != IGNORE_INDEX)
     table = np.zeros(256, np.uint8)  # labelId 0 ("unlabeled") for anything unmapped
-    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN_ID:
-        table[train_id] = label_id
+    table[label_map[label_ids]] = label_ids
     return table
 
 

@@ -4,6 +4,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from pspnet_tf.data.descriptors import IGNORE_INDEX
+
 IGNORE_COLOUR = (0, 0, 0)
 _LEGEND_ROW = 20
 _LEGEND_SWATCH = 14
@@ -13,14 +15,15 @@ _BACKGROUND = 255
 _OVERLAY_ROWS = 256
 
 
-def _palette_table(palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def _palette_table(palette: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     table = np.zeros((256, 3), np.uint8)
     table[: len(palette)] = palette
     table[ignore_index] = IGNORE_COLOUR
     return table
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def colorize(labels: np.ndarray, palette: np.ndarray,
+             ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Maps an HxW label map to an HxWx3 uint8 RGB image; ignored pixels are black."""
     return _palette_table(palette, ignore_index)[np.asarray(labels).astype(np.uint8)]
 

@@ -7,6 +7,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pspnet_tf.data.descriptors import IGNORE_INDEX
+
 
 @keras.saving.register_keras_serializable(package="pspnet_tf")
 class SegmentationCrossEntropy(keras.losses.Loss):
@@ -27,7 +29,7 @@ class SegmentationCrossEntropy(keras.losses.Loss):
 
     def __init__(
         self,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         name: str = "segmentation_cross_entropy",
         **kwargs: Any,
     ) -> None:
