@@ -46,7 +46,8 @@ def setting(default: Any, help: str, *, lower: float | None = None,
 
 
 class Section:
-    """A config section; `**section` gives its fields as keyword arguments."""
+    """A config section; `**section` gives its fields as keyword arguments (a mapping's
+    keys() and [])."""
 
     help_group: ClassVar[str]
 
@@ -194,10 +195,6 @@ class ExperimentConfig:
                 changes[section] = dataclasses.replace(getattr(self, section), **own)
         return dataclasses.replace(self, **changes)
 
-    def flat(self) -> dict[str, Any]:
-        """{field name: value} over all sections."""
-        return {name: getattr(getattr(self, _SECTION_OF[name]), name) for name in _SECTION_OF}
-
     def to_json(self) -> str:
         """config.json's text: one object per section."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -221,7 +218,6 @@ def _experiment_fields() -> Iterator[tuple[type[Section], dataclasses.Field]]:
 _SECTIONS = tuple(section.name for section in dataclasses.fields(ExperimentConfig))
 _SECTION_OF = {field.name: section.name for section in dataclasses.fields(ExperimentConfig)
                for field in dataclasses.fields(section.default_factory)}
-_FIELDS = {field.name: field for _, field in _experiment_fields()}
 
 
 def _flag_groups() -> dict[str, tuple[str, ...]]:
@@ -237,7 +233,7 @@ def _flag_groups() -> dict[str, tuple[str, ...]]:
 FLAG_GROUPS = _flag_groups()
 
 # Fields that may change between a run and its resumption without making it another run.
-RESUMABLE_FIELDS = frozenset(name for name, field in _FIELDS.items()
+RESUMABLE_FIELDS = frozenset(field.name for _, field in _experiment_fields()
                              if field.metadata["resumable"])
 
 
@@ -274,25 +270,26 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines one flag per config field (call once, from an entry point)."""
     for _, field in _experiment_fields():
         meta = field.metadata
-        common = {"flag_values": flag_values}
         bounds = {key: meta[name] for key, name in (("lower_bound", "lower"),
                                                     ("upper_bound", "upper"))
                   if meta[name] is not None}
         if meta["choices"]:
             flags.DEFINE_enum(field.name, str(field.default), [str(c) for c in meta["choices"]],
-                              meta["help"], **common)
+                              meta["help"], flag_values=flag_values)
         elif _element_type(field):
             flags.DEFINE_list(field.name, [str(value) for value in field.default],
-                              meta["help"], **common)
+                              meta["help"], flag_values=flag_values)
         elif field.type is bool:
-            flags.DEFINE_boolean(field.name, field.default, meta["help"], **common)
+            flags.DEFINE_boolean(field.name, field.default, meta["help"], flag_values=flag_values)
         elif field.type is int:
             default = None if meta["dataset_count"] else field.default
-            flags.DEFINE_integer(field.name, default, meta["help"], **bounds, **common)
+            flags.DEFINE_integer(field.name, default, meta["help"], **bounds,
+                                 flag_values=flag_values)
         elif field.type is float:
-            flags.DEFINE_float(field.name, field.default, meta["help"], **bounds, **common)
+            flags.DEFINE_float(field.name, field.default, meta["help"], **bounds,
+                               flag_values=flag_values)
         else:
-            flags.DEFINE_string(field.name, field.default, meta["help"], **common)
+            flags.DEFINE_string(field.name, field.default, meta["help"], flag_values=flag_values)
 
 
 def _pair(field: dataclasses.Field, values: Sequence[str]) -> tuple:
