@@ -24,9 +24,10 @@ if setting != "default":
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.models.factory import build_model
 from pspnet_tf.training.trainer import compile_for_training
-config = ExperimentConfig(num_classes=5, backbone="resnet18_v1c", psp_channels=128,
-                          aux_channels=64, mixed_precision="mixed_bfloat16" if setting == "bf16"
-                          else "float32", jit_compile=setting == "xla")
+config = ExperimentConfig.from_fields(
+    num_classes=5, backbone="resnet18_v1c", psp_channels=128, aux_channels=64,
+    mixed_precision="mixed_bfloat16" if setting == "bf16" else "float32",
+    jit_compile=setting == "xla")
 model = build_model(config, training_heads=True)
 compile_for_training(model, config, total_steps=100)
 images = np.random.rand(8, 128, 128, 3).astype("float32")

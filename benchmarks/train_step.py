@@ -85,9 +85,10 @@ def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[f
 
     use_tensorflow_threads(threads)
 
-    config = ExperimentConfig(num_classes=NUM_CLASSES, backbone="resnet50_v1c",
-                              output_stride=8, batch_size=BATCH, jit_compile=jit_compile)
-    with create_strategy(config.strategy).scope():
+    config = ExperimentConfig.from_fields(num_classes=NUM_CLASSES, backbone="resnet50_v1c",
+                                          output_stride=8, batch_size=BATCH,
+                                          jit_compile=jit_compile)
+    with create_strategy(config.runtime.strategy).scope():
         model = build_model(config, training_heads=True)
         compile_for_training(model, config, total_steps=1000)
     images, labels = _batch(size)

@@ -1,106 +1,300 @@
-"""The experiment configuration: one typed record, built from absl flags or flagfiles.
+"""The experiment configuration: one typed record in sections, built from absl flags or
+flagfiles.
 
-Entry points call `define_flags()` once and `config_from_flags()` after parsing. Every
-flagfile in configs/ sets these flags; evaluate.py and predict.py accept the same files.
+Each setting is declared once, as a field of a section (`model`, `data`, `optimizer`,
+`runtime`, after TF Model Garden's typed configs) whose metadata carries its help text,
+bounds, choices, --help group and whether a resumed run may change it. The flags
+(`define_flags`), their parsing (`config_from_flags`), the --help groups (`FLAG_GROUPS`),
+config.json (`to_json`/`from_json`) and the resume check (`changed_fields`) all read those
+fields, so a new setting is one new field. `model` holds exactly `build_pspnet`'s settings:
+`build_pspnet(**config.model, training_heads=...)`.
+
+Flag and config.json field names are flat and unique across sections (`--backbone`,
+`"backbone"`); config.json is written nested by section, and a flat one written by earlier
+versions still reads. Entry points call `define_flags()` once and `config_from_flags()`
+after parsing; every flagfile in configs/ sets these flags.
 """
 
 import dataclasses
 import json
-import os
-import pathlib
-from collections.abc import Sequence
-from typing import Any
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 from absl import flags
 
-from pspnet_tf.atomic import write_atomically
-from pspnet_tf.data.datasets import DATASET_NAMES, dataset_classes
+from pspnet_tf.data.descriptors import DATASET_NAMES, dataset_classes
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import BACKBONES
+
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device", "tpu")
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def setting(default: Any, help: str, *, lower: float | None = None,
+            upper: float | None = None, choices: Sequence[Any] | None = None,
+            group: str | None = None, resumable: bool = False, ordered: bool = False,
+            dataset_count: bool = False) -> Any:
+    """A config field and its flag: `help` text, `lower`/`upper` bounds, enum `choices`, the
+    --help `group` (default: its section's), `resumable` (a resumed run may change it),
+    `ordered` (a pair whose first value must not exceed the second), `dataset_count` (an
+    unset flag means the dataset's class count)."""
+    metadata = {"help": help, "lower": lower, "upper": upper, "choices": choices,
+                "group": group, "resumable": resumable, "ordered": ordered,
+                "dataset_count": dataset_count}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Section:
+    """A config section; `**section` gives its fields as keyword arguments (a mapping's
+    keys() and [])."""
+
+    help_group: ClassVar[str]
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(field.name for field in dataclasses.fields(self))
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.keys():
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Section):
+    """The network: exactly `build_pspnet`'s settings."""
+
+    help_group: ClassVar[str] = "model"
+
+    num_classes: int = setting(
+        21, "Number of classes (default: the dataset's class count, for --dataset=folder the "
+        "lines of classes.txt); a value given must equal it.", lower=1, group="data",
+        dataset_count=True)
+    backbone: str = setting("resnet50_v1c", "Dilated ResNetV1c depth.", choices=BACKBONES)
+    output_stride: int = setting(8, "Backbone output stride: 8 (D8) or 16 (D16).",
+                                 choices=(8, 16))
+    psp_channels: int = setting(
+        512, "Channels of the Pyramid Pooling Module branches and bottleneck.", lower=1)
+    aux_channels: int = setting(256, "Channels of the auxiliary FCN head.", lower=1)
+    dropout: float = setting(0.1, "Dropout2d rate before each classifier.", lower=0.0,
+                             upper=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Section):
+    """What is read and how training samples are cut from it."""
+
+    help_group: ClassVar[str] = "data"
+
+    dataset: str = setting("voc", "Dataset layout to read.", choices=DATASET_NAMES)
+    data_root: str = setting(
+        "data/VOCdevkit/VOC2012",
+        "Root directory of the dataset (for --dataset=demo it is generated there when missing).",
+        resumable=True)
+    train_split: str = setting("train", "Split used for training.")
+    val_split: str = setting("val", "Split used for validation and evaluation.")
+    crop_size: tuple[int, int] = setting((512, 512), "Training crop as HEIGHT,WIDTH.")
+    scale: tuple[int, int] = setting(
+        (2048, 512), "Resize scale as LONG,SHORT edge: "
+        "training multiplies it by a random ratio, evaluation uses it as is.")
+    ratio_range: tuple[float, float] = setting(
+        (0.5, 2.0), "Random rescale ratio range as LOW,HIGH.", ordered=True)
+    cat_max_ratio: float = setting(
+        0.75, "Re-crop (up to 10 times) while one class covers more than this fraction of a "
+        "crop.", lower=0.0, upper=1.0)
+    skip_bad_samples: bool = setting(
+        False, "Replace a training sample that fails to decode by the next good one (logged "
+        "and counted in train.log) instead of stopping the run; python -m pspnet_tf.data.verify "
+        "lists them all up front.", resumable=True)
+    tfrecord_dir: str = setting(
+        "", "Read the splits from TFRecord shards written by python -m pspnet_tf.data.prepare "
+        "tfrecord instead of the files under --data_root (\"\" = read the files).",
+        resumable=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig(Section):
+    """The loss, the SGD schedule and the seed of everything random in training."""
+
+    help_group: ClassVar[str] = "optimisation"
+
+    batch_size: int = setting(16, "Global batch size, split across replicas.", lower=1)
+    epochs: int = setting(60, "Training epochs.", lower=1)
+    learning_rate: float = setting(0.01, "Base SGD learning rate.", lower=0.0)
+    end_learning_rate: float = setting(1e-4, "Learning rate the poly schedule ends at.",
+                                       lower=0.0)
+    momentum: float = setting(0.9, "SGD momentum.", lower=0.0)
+    weight_decay: float = setting(5e-4, "L2 weight decay (PyTorch SGD style).", lower=0.0)
+    aux_loss_weight: float = setting(0.4, "Weight of the auxiliary loss.", lower=0.0)
+    seed: int = setting(0, "Seed of the data order, augmentation and weights.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig(Section):
+    """Where and how the run executes, what it writes, and its initial weights."""
+
+    help_group: ClassVar[str] = "runtime"
+
+    strategy: str = setting(
+        "auto", "Distribution strategy; auto picks multi_worker when TF_CONFIG lists several "
+        "workers, else mirrored over all local GPUs (or the CPU); tpu uses --tpu.",
+        choices=STRATEGIES, resumable=True)
+    tpu: str = setting(
+        "", "TPU for --strategy=tpu: a Cloud TPU name, grpc://HOST:8470, or local (a TPU VM's "
+        "own TPUs); \"\" = the TPU_NAME environment variable or Cloud TPU discovery.",
+        resumable=True)
+    mixed_precision: str = setting(
+        "float32", "Keras dtype policy: float32, mixed_float16 (GPUs; dynamic loss scaling) or "
+        "mixed_bfloat16 (TPUs, recent GPUs and CPUs). Logits and the loss stay float32.",
+        choices=PRECISION_POLICIES)
+    jit_compile: bool = setting(
+        False, "Compile with XLA: the training step in train.py, the network in evaluate.py "
+        "and predict.py.", resumable=True)
+    run_dir: str = setting(
+        "runs/default", "Directory for config, logs, checkpoints, "
+        "TensorBoard events and metrics.json; rerunning resumes it.", group="output",
+        resumable=True)
+    checkpoint_every_steps: int = setting(
+        0, "Also checkpoint every N steps (0: only at each epoch end).", lower=0,
+        group="output", resumable=True)
+    eval_every_epochs: int = setting(
+        1, "Validate every N epochs (the last epoch always validates).", lower=1,
+        group="evaluation/inference", resumable=True)
+    num_image_summaries: int = setting(4, "Validation images shown in TensorBoard.", lower=0,
+                                       group="output", resumable=True)
+    pretrained: str = setting(
+        "", "Initial weights, a path, URL or name: a .h5 from pspnet_tf.convert or train.py "
+        "(ImageNet backbone or full PSPNet), a .pth converted on the fly, or a published "
+        "checkpoint name from pspnet_tf.list_pretrained() (e.g. resnet50_v1c); "
+        "\"\" = random init. A resumed run keeps its checkpointed weights.", group="model")
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that defines a training run; saved as run_dir/config.json."""
 
-    dataset: str = "voc"
-    data_root: str = "data/VOCdevkit/VOC2012"
-    train_split: str = "train"
-    val_split: str = "val"
-    num_classes: int = 21
-    backbone: str = "resnet50_v1c"
-    output_stride: int = 8
-    psp_channels: int = 512
-    aux_channels: int = 256
-    aux_loss_weight: float = 0.4
-    dropout: float = 0.1
-    crop_size: tuple[int, int] = (512, 512)
-    scale: tuple[int, int] = (2048, 512)
-    ratio_range: tuple[float, float] = (0.5, 2.0)
-    cat_max_ratio: float = 0.75
-    skip_bad_samples: bool = False
-    tfrecord_dir: str = ""
-    batch_size: int = 16
-    epochs: int = 60
-    learning_rate: float = 0.01
-    end_learning_rate: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
-    strategy: str = "auto"
-    tpu: str = ""
-    run_dir: str = "runs/default"
-    checkpoint_every_steps: int = 0
-    eval_every_epochs: int = 1
-    num_image_summaries: int = 4
-    pretrained: str = ""
-    mixed_precision: str = "float32"
-    jit_compile: bool = False
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    @classmethod
+    def from_fields(cls, **fields: Any) -> "ExperimentConfig":
+        """The default config with `fields` (flat names, e.g. backbone=...) set."""
+        return cls().replace(**fields)
+
+    def replace(self, **fields: Any) -> "ExperimentConfig":
+        """This config with `fields` (flat names) changed; ValueError names an unknown one."""
+        unknown = sorted(set(fields) - set(_SECTION_OF))
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        changes = {}
+        for section in _SECTIONS:
+            own = {name: value for name, value in fields.items() if _SECTION_OF[name] == section}
+            if own:
+                changes[section] = dataclasses.replace(getattr(self, section), **own)
+        return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
+        """config.json's text: one object per section."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentConfig":
+        """The config a config.json holds, nested or flat (earlier versions); a field it
+        lacks (added later) takes its default."""
+        fields = {name: tuple(value) if isinstance(value, list) else value
+                  for name, value in flat_fields(json.loads(text)).items()}
+        return cls.from_fields(**fields)
+
+
+def _experiment_fields() -> Iterator[tuple[type[Section], dataclasses.Field]]:
+    """(section type, field) of every setting, in declaration order."""
+    for section in dataclasses.fields(ExperimentConfig):
+        for field in dataclasses.fields(section.default_factory):
+            yield section.default_factory, field
+
+
+_SECTIONS = tuple(section.name for section in dataclasses.fields(ExperimentConfig))
+_SECTION_OF = {field.name: section.name for section in dataclasses.fields(ExperimentConfig)
+               for field in dataclasses.fields(section.default_factory)}
+
+
+def _flag_groups() -> dict[str, tuple[str, ...]]:
+    groups: dict[str, tuple[str, ...]] = {}
+    for section, field in _experiment_fields():
+        group = field.metadata["group"] or section.help_group
+        groups[group] = (*groups.get(group, ()), field.name)
+    return groups
+
+
+# The --help group of each flag define_flags() defines (see pspnet_tf.cli_help), in
+# declaration order within each group.
+FLAG_GROUPS = _flag_groups()
 
 # Fields that may change between a run and its resumption without making it another run.
-RESUMABLE_FIELDS = frozenset(
-    {
-        "run_dir",
-        "checkpoint_every_steps",
-        "eval_every_epochs",
-        "num_image_summaries",
-        "strategy",
-        "tpu",
-        "data_root",
-        "skip_bad_samples",
-        "tfrecord_dir",
-        "jit_compile",
-    }
-)
-
-PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
-
-# train.py's lock in run_dir (pspnet_tf.training.run_lock), taken before prepare_run_dir.
-RUN_LOCK_FILE = "train.lock"
-
-_DEFAULTS = ExperimentConfig()
-
-CHECKPOINTS_DIR = "checkpoints"  # run_dir/checkpoints/ckpt-STEP.*
-
-# The --help group of each flag define_flags() defines (see pspnet_tf.cli_help).
-FLAG_GROUPS = {
-    "data": ("dataset", "data_root", "train_split", "val_split", "num_classes", "crop_size",
-             "scale", "ratio_range", "cat_max_ratio", "skip_bad_samples", "tfrecord_dir"),
-    "model": ("backbone", "output_stride", "psp_channels", "aux_channels", "dropout",
-              "pretrained"),
-    "optimisation": ("batch_size", "epochs", "learning_rate", "end_learning_rate", "momentum",
-                     "weight_decay", "aux_loss_weight", "seed"),
-    "runtime": ("strategy", "tpu", "mixed_precision", "jit_compile"),
-    "evaluation/inference": ("eval_every_epochs",),
-    "output": ("run_dir", "checkpoint_every_steps", "num_image_summaries"),
-}
+RESUMABLE_FIELDS = frozenset(field.name for _, field in _experiment_fields()
+                             if field.metadata["resumable"])
 
 
-def _pair(name: str, values: Sequence[str], kind: type) -> tuple:
+def flat_fields(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """{field name: value} of a config.json object: nested by section (this version) or flat
+    (earlier ones). Names of no field are kept, so a comparison still sees them."""
+    flat: dict[str, Any] = {}
+    for key, value in saved.items():
+        if key in _SECTIONS and isinstance(value, Mapping):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def changed_fields(saved: Mapping[str, Any], config: ExperimentConfig
+                   ) -> list[tuple[str, Any, Any]]:
+    """(field, saved value, current value) for each non-resumable field in which `config`
+    differs from a saved config.json object (nested or flat), in JSON values."""
+    current = flat_fields(json.loads(config.to_json()))
+    # A field added to the config after the run started counts as its default value.
+    saved = {**flat_fields(json.loads(ExperimentConfig().to_json())), **flat_fields(saved)}
+    return [(key, saved.get(key), current.get(key))
+            for key in sorted(set(saved) | set(current))
+            if key not in RESUMABLE_FIELDS and saved.get(key) != current.get(key)]
+
+
+def _element_type(field: dataclasses.Field) -> type | None:
+    """int or float for a pair field (tuple[int, int]), else None."""
+    return typing.get_args(field.type)[0] if typing.get_origin(field.type) is tuple else None
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines one flag per config field (call once, from an entry point)."""
+    for _, field in _experiment_fields():
+        meta = field.metadata
+        bounds = {key: meta[name] for key, name in (("lower_bound", "lower"),
+                                                    ("upper_bound", "upper"))
+                  if meta[name] is not None}
+        if meta["choices"]:
+            flags.DEFINE_enum(field.name, str(field.default), [str(c) for c in meta["choices"]],
+                              meta["help"], flag_values=flag_values)
+        elif _element_type(field):
+            flags.DEFINE_list(field.name, [str(value) for value in field.default],
+                              meta["help"], flag_values=flag_values)
+        elif field.type is bool:
+            flags.DEFINE_boolean(field.name, field.default, meta["help"], flag_values=flag_values)
+        elif field.type is int:
+            default = None if meta["dataset_count"] else field.default
+            flags.DEFINE_integer(field.name, default, meta["help"], **bounds,
+                                 flag_values=flag_values)
+        elif field.type is float:
+            flags.DEFINE_float(field.name, field.default, meta["help"], **bounds,
+                               flag_values=flag_values)
+        else:
+            flags.DEFINE_string(field.name, field.default, meta["help"], flag_values=flag_values)
+
+
+def _pair(field: dataclasses.Field, values: Sequence[str]) -> tuple:
+    """A pair flag's two positive numbers; UserError in one line otherwise."""
+    name, kind = field.name, _element_type(field)
     try:
         pair = tuple(kind(value) for value in values)
     except ValueError:
@@ -108,327 +302,25 @@ def _pair(name: str, values: Sequence[str], kind: type) -> tuple:
     if len(pair) != 2 or min(pair) <= 0:
         raise UserError(
             f"--{name}={','.join(values)} is not two positive numbers; "
-            f"write it like --{name}={','.join(str(v) for v in getattr(_DEFAULTS, name))}"
+            f"write it like --{name}={','.join(str(v) for v in field.default)}"
         )
+    if field.metadata["ordered"] and pair[0] > pair[1]:
+        raise UserError(f"--{name}={pair[0]},{pair[1]}: the first value must not exceed the "
+                        "second")
     return pair
-
-
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines the experiment flags (call once, from an entry point)."""
-    d = _DEFAULTS
-    flags.DEFINE_enum(
-        "dataset", d.dataset, DATASET_NAMES, "Dataset layout to read.", flag_values=flag_values
-    )
-    flags.DEFINE_string(
-        "data_root",
-        d.data_root,
-        "Root directory of the dataset (for --dataset=demo it is generated there when missing).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "train_split", d.train_split, "Split used for training.", flag_values=flag_values
-    )
-    flags.DEFINE_string(
-        "val_split",
-        d.val_split,
-        "Split used for validation and evaluation.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_classes",
-        None,
-        "Number of classes (default: the dataset's class count, for --dataset=folder the "
-        "lines of classes.txt); a value given must equal it.",
-        lower_bound=1,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_enum(
-        "backbone", d.backbone, BACKBONES, "Dilated ResNetV1c depth.", flag_values=flag_values
-    )
-    flags.DEFINE_enum(
-        "output_stride",
-        str(d.output_stride),
-        ["8", "16"],
-        "Backbone output stride: 8 (D8) or 16 (D16).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "psp_channels",
-        d.psp_channels,
-        "Channels of the Pyramid Pooling Module branches and bottleneck.",
-        lower_bound=1,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "aux_channels",
-        d.aux_channels,
-        "Channels of the auxiliary FCN head.",
-        lower_bound=1,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "aux_loss_weight",
-        d.aux_loss_weight,
-        "Weight of the auxiliary loss.",
-        lower_bound=0.0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "dropout",
-        d.dropout,
-        "Dropout2d rate before each classifier.",
-        lower_bound=0.0,
-        upper_bound=1.0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_list(
-        "crop_size",
-        list(map(str, d.crop_size)),
-        "Training crop as HEIGHT,WIDTH.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_list(
-        "scale",
-        list(map(str, d.scale)),
-        "Resize scale as LONG,SHORT edge: "
-        "training multiplies it by a random ratio, evaluation uses it as is.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_list(
-        "ratio_range",
-        list(map(str, d.ratio_range)),
-        "Random rescale ratio range as LOW,HIGH.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "cat_max_ratio",
-        d.cat_max_ratio,
-        "Re-crop (up to 10 times) while one class covers more than this fraction of a crop.",
-        lower_bound=0.0,
-        upper_bound=1.0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_boolean(
-        "skip_bad_samples",
-        d.skip_bad_samples,
-        "Replace a training sample that fails to decode by the next good one (logged and "
-        "counted in train.log) instead of stopping the run; python -m pspnet_tf.data.verify "
-        "lists them all up front.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "tfrecord_dir",
-        d.tfrecord_dir,
-        "Read the splits from TFRecord shards written by python -m pspnet_tf.data.prepare "
-        "tfrecord instead of the files under --data_root (\"\" = read the files).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "batch_size",
-        d.batch_size,
-        "Global batch size, split across replicas.",
-        lower_bound=1,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "epochs", d.epochs, "Training epochs.", lower_bound=1, flag_values=flag_values
-    )
-    flags.DEFINE_float(
-        "learning_rate",
-        d.learning_rate,
-        "Base SGD learning rate.",
-        lower_bound=0.0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "end_learning_rate",
-        d.end_learning_rate,
-        "Learning rate the poly schedule ends at.",
-        lower_bound=0.0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "momentum", d.momentum, "SGD momentum.", lower_bound=0.0, flag_values=flag_values
-    )
-    flags.DEFINE_float(
-        "weight_decay",
-        d.weight_decay,
-        "L2 weight decay (PyTorch SGD style).",
-        lower_bound=0.0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "seed", d.seed, "Seed of the data order, augmentation and weights.", flag_values=flag_values
-    )
-    flags.DEFINE_enum(
-        "strategy",
-        d.strategy,
-        ["auto", "mirrored", "multi_worker", "one_device", "tpu"],
-        "Distribution strategy; auto picks multi_worker when TF_CONFIG lists several "
-        "workers, else mirrored over all local GPUs (or the CPU); tpu uses --tpu.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "tpu",
-        d.tpu,
-        "TPU for --strategy=tpu: a Cloud TPU name, grpc://HOST:8470, or local (a TPU VM's own "
-        "TPUs); \"\" = the TPU_NAME environment variable or Cloud TPU discovery.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "run_dir",
-        d.run_dir,
-        "Directory for config, logs, checkpoints, "
-        "TensorBoard events and metrics.json; rerunning resumes it.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "checkpoint_every_steps",
-        d.checkpoint_every_steps,
-        "Also checkpoint every N steps (0: only at each epoch end).",
-        lower_bound=0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "eval_every_epochs",
-        d.eval_every_epochs,
-        "Validate every N epochs (the last epoch always validates).",
-        lower_bound=1,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_image_summaries",
-        d.num_image_summaries,
-        "Validation images shown in TensorBoard.",
-        lower_bound=0,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "pretrained",
-        d.pretrained,
-        "Initial weights, a path, URL or name: a .h5 from pspnet_tf.convert or train.py (ImageNet "
-        "backbone or full PSPNet), a .pth converted on the fly, or a published checkpoint "
-        "name from pspnet_tf.list_pretrained() (e.g. resnet50_v1c); "
-        "\"\" = random init. A resumed run keeps its checkpointed weights.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_enum(
-        "mixed_precision",
-        d.mixed_precision,
-        PRECISION_POLICIES,
-        "Keras dtype policy: float32, mixed_float16 (GPUs; dynamic loss scaling) or "
-        "mixed_bfloat16 (TPUs, recent GPUs and CPUs). Logits and the loss stay float32.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_bool(
-        "jit_compile",
-        d.jit_compile,
-        "Compile with XLA: the training step in train.py, the network in evaluate.py and "
-        "predict.py.",
-        flag_values=flag_values,
-    )
 
 
 def config_from_flags(values: Any = None) -> ExperimentConfig:
     """Turns parsed flags into a checked ExperimentConfig (UserError when inconsistent)."""
     values = values or flags.FLAGS
-    low, high = _pair("ratio_range", values.ratio_range, float)
-    if low > high:
-        raise UserError(f"--ratio_range={low},{high}: the first value must not exceed the second")
-    return ExperimentConfig(
-        dataset=values.dataset,
-        data_root=values.data_root,
-        train_split=values.train_split,
-        val_split=values.val_split,
-        num_classes=(values.num_classes if values.num_classes is not None
-                     else len(dataset_classes(values.dataset, values.data_root)[0])),
-        backbone=values.backbone,
-        output_stride=int(values.output_stride),
-        psp_channels=values.psp_channels,
-        aux_channels=values.aux_channels,
-        aux_loss_weight=values.aux_loss_weight,
-        dropout=values.dropout,
-        crop_size=_pair("crop_size", values.crop_size, int),
-        scale=_pair("scale", values.scale, int),
-        ratio_range=(low, high),
-        cat_max_ratio=values.cat_max_ratio,
-        skip_bad_samples=values.skip_bad_samples,
-        tfrecord_dir=values.tfrecord_dir,
-        batch_size=values.batch_size,
-        epochs=values.epochs,
-        learning_rate=values.learning_rate,
-        end_learning_rate=values.end_learning_rate,
-        momentum=values.momentum,
-        weight_decay=values.weight_decay,
-        seed=values.seed,
-        strategy=values.strategy,
-        tpu=values.tpu,
-        run_dir=values.run_dir,
-        checkpoint_every_steps=values.checkpoint_every_steps,
-        eval_every_epochs=values.eval_every_epochs,
-        num_image_summaries=values.num_image_summaries,
-        pretrained=values.pretrained,
-        mixed_precision=values.mixed_precision,
-        jit_compile=values.jit_compile,
-    )
-
-
-def check_run_dir_is_a_folder(run_dir: str) -> None:
-    """UserError when --run_dir names an existing file."""
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise UserError(f"--run_dir={run_dir} is a file, not a directory; "
-                        "pass another --run_dir (nothing was changed)")
-
-
-def prepare_run_dir(config: ExperimentConfig) -> bool:
-    """Creates run_dir with config.json, or checks that an existing one holds this run.
-
-    Returns True when the directory already held this run (so training resumes). A run
-    directory whose checkpoints belong to another config is never overwritten; one that a
-    run left before its first checkpoint (e.g. it stopped on a bad label) holds no training
-    yet, so a corrected command takes it over and rewrites its config.json.
-    """
-    check_run_dir_is_a_folder(config.run_dir)
-    path = os.path.join(config.run_dir, "config.json")
-    if os.path.exists(path):
-        changed = _changed_fields(config, path)
-        if not changed:
-            return True
-        if _holds_checkpoints(config.run_dir):
-            details = ", ".join(f"{key}: {old} -> {new}" for key, old, new in changed)
-            raise UserError(
-                f"--run_dir={config.run_dir} holds a run with another config "
-                f"({details}); pass a new --run_dir (nothing was changed)"
-            )
-    elif os.path.isdir(config.run_dir) and set(os.listdir(config.run_dir)) - {RUN_LOCK_FILE}:
-        raise UserError(
-            f"--run_dir={config.run_dir} is not empty and holds no config.json; "
-            "pass a new or empty --run_dir (nothing was changed)"
-        )
-    os.makedirs(config.run_dir, exist_ok=True)
-    write_atomically(path, lambda target: pathlib.Path(target).write_text(config.to_json()))
-    return False
-
-
-def _changed_fields(config: ExperimentConfig, path: str) -> list[tuple[str, Any, Any]]:
-    """(field, saved value, current value) for each non-resumable field that differs from
-    the config.json at `path`."""
-    with open(path) as handle:
-        try:
-            saved = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise UserError(
-                f"{path} is not valid JSON ({error}); restore it or choose another --run_dir"
-            ) from error
-    current = json.loads(config.to_json())
-    # A field added to the config after the run started counts as its default value.
-    saved = {**json.loads(_DEFAULTS.to_json()), **saved}
-    return [(key, saved.get(key), current.get(key))
-            for key in sorted(set(saved) | set(current))
-            if key not in RESUMABLE_FIELDS and saved.get(key) != current.get(key)]
-
-
-def _holds_checkpoints(run_dir: str) -> bool:
-    directory = os.path.join(run_dir, CHECKPOINTS_DIR)
-    return os.path.isdir(directory) and any(name.startswith("ckpt-")
-                                            for name in os.listdir(directory))
+    fields = {}
+    for _, field in _experiment_fields():
+        value = values[field.name].value
+        if _element_type(field):
+            value = _pair(field, value)
+        elif field.metadata["choices"]:
+            value = field.type(value)  # --output_stride=16 -> 16
+        elif field.metadata["dataset_count"] and value is None:
+            value = len(dataset_classes(values.dataset, values.data_root)[0])
+        fields[field.name] = value
+    return ExperimentConfig.from_fields(**fields)

@@ -324,10 +324,10 @@ def test_pretrained_pth_is_converted_on_the_fly_without_torch(tmp_path, torch_hi
 
 def test_bad_pretrained_fails_before_creating_the_run_dir(tmp_path, demo_root):  # noqa: F811
     run_dir = tmp_path / "run"
-    config = ExperimentConfig(dataset="demo", data_root=demo_root, num_classes=NUM_CLASSES,
-                              backbone="resnet18_v1c", psp_channels=16, aux_channels=8,
-                              batch_size=4, run_dir=str(run_dir),
-                              pretrained=str(tmp_path / "missing.pth"))
+    config = ExperimentConfig.from_fields(
+        dataset="demo", data_root=demo_root, num_classes=NUM_CLASSES, backbone="resnet18_v1c",
+        psp_channels=16, aux_channels=8, batch_size=4, run_dir=str(run_dir),
+        pretrained=str(tmp_path / "missing.pth"))
     with pytest.raises(UserError, match="missing.pth"):
         train(config)
     assert not run_dir.exists()

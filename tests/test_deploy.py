@@ -226,10 +226,10 @@ def restore_policy():
 def test_bfloat16_precision_runs_the_network_in_bfloat16_with_float32_logits(
         weights, restore_policy):
     model, _ = weights
-    config = ExperimentConfig(num_classes=NUM_CLASSES, backbone="resnet18_v1c",
-                              psp_channels=16, aux_channels=8)
+    config = ExperimentConfig.from_fields(num_classes=NUM_CLASSES, backbone="resnet18_v1c",
+                                          psp_channels=16, aux_channels=8)
     assert with_precision(config, None) == config
-    assert with_precision(config, "float32").mixed_precision == "float32"
+    assert with_precision(config, "float32").runtime.mixed_precision == "float32"
     mixed = build_model(with_precision(config, "bfloat16"), training_heads=False)
     mixed.set_weights(model.get_weights())
     assert mixed.get_layer("bottleneck_conv").compute_dtype == "bfloat16"

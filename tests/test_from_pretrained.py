@@ -201,6 +201,7 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
                                                         palette, entry.scale)),
                str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
     described = loaded(f"--model={name}")
-    assert described.config.dataset == "cityscapes" and described.config.scale == (2048, 1024)
-    assert described.config.data_root == "data/cityscapes"
+    assert described.config.data.dataset == "cityscapes"
+    assert described.config.data.scale == (2048, 1024)
+    assert described.config.data.data_root == "data/cityscapes"
     assert described.classes()[0] == names and server.requests == []

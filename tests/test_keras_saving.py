@@ -23,8 +23,8 @@ from pspnet_tf.training.trainer import compile_for_training
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4
-TINY = ExperimentConfig(num_classes=NUM_CLASSES, backbone="resnet18_v1c", psp_channels=16,
-                        aux_channels=8)
+TINY = ExperimentConfig.from_fields(num_classes=NUM_CLASSES, backbone="resnet18_v1c",
+                                    psp_channels=16, aux_channels=8)
 # name: (backbone, output stride, training heads); small heads keep files and builds small.
 VARIANTS = {
     "r18_d8_inference": ("resnet18_v1c", 8, False),

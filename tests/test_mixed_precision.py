@@ -1,7 +1,5 @@
 """Mixed precision and XLA: numerically sane on the CPU, logits and loss kept in float32."""
 
-import dataclasses
-
 import keras
 import numpy as np
 import pytest
@@ -11,8 +9,8 @@ from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.models.factory import build_model
 from pspnet_tf.training.trainer import compile_for_training
 
-TINY = ExperimentConfig(num_classes=4, backbone="resnet18_v1c", psp_channels=16,
-                        aux_channels=8, dropout=0.0)
+TINY = ExperimentConfig.from_fields(num_classes=4, backbone="resnet18_v1c", psp_channels=16,
+                                    aux_channels=8, dropout=0.0)
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +29,7 @@ def data(batch: int = 2, size: int = 32):
 
 def test_bfloat16_logits_are_float32_and_close_to_float32():
     reference = build_model(TINY, training_heads=False)
-    mixed = build_model(dataclasses.replace(TINY, mixed_precision="mixed_bfloat16"),
+    mixed = build_model(TINY.replace(mixed_precision="mixed_bfloat16"),
                         training_heads=False)
     mixed.set_weights(reference.get_weights())
     images, _ = data()
@@ -50,10 +48,10 @@ def test_bfloat16_logits_are_float32_and_close_to_float32():
     pytest.param({"jit_compile": True}, marks=pytest.mark.slow),  # over 30 s on 2 cores
 ])
 def test_training_steps_give_finite_losses(changes):
-    config = dataclasses.replace(TINY, **changes)
+    config = TINY.replace(**changes)
     model = build_model(config, training_heads=True)
     compile_for_training(model, config, total_steps=10)
-    if config.mixed_precision == "mixed_float16":
+    if config.runtime.mixed_precision == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     images, labels = data()
     before = model.get_layer("conv_seg").kernel.numpy().copy()

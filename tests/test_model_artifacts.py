@@ -53,9 +53,9 @@ def artifacts(tmp_path_factory):
     randomise(model, seed=13)
     weights, keras_file = str(folder / "final_weights.h5"), str(folder / "final_model.keras")
     save_weights(model, weights)
-    config = ExperimentConfig(dataset="demo", data_root=data_root, num_classes=5,
-                              backbone="resnet18_v1c", psp_channels=16, aux_channels=8,
-                              scale=SCALE)
+    config = ExperimentConfig.from_fields(dataset="demo", data_root=data_root, num_classes=5,
+                                          backbone="resnet18_v1c", psp_channels=16,
+                                          aux_channels=8, scale=SCALE)
     save_final_model(model, config, load_split(config, "val"), keras_file)
     return data_root, weights, keras_file
 
@@ -78,13 +78,14 @@ def test_the_model_file_describes_itself_and_flags_override_it(artifacts):
     data_root, _, keras_file = artifacts
     described = loaded(f"--model={keras_file}")
     assert isinstance(described.model, SegmentationModel)
-    assert (described.config.dataset, described.config.data_root) == ("demo", data_root)
-    assert described.config.num_classes == 5 and described.config.scale == SCALE
+    assert (described.config.data.dataset, described.config.data.data_root) == ("demo", data_root)
+    assert described.config.model.num_classes == 5 and described.config.data.scale == SCALE
     names, palette = described.classes()
     assert names == tuple(DEMO_CLASS_NAMES)
     np.testing.assert_array_equal(palette, DEMO_PALETTE)
     overridden = loaded(f"--model={keras_file}", "--scale=64,32", "--data_root=elsewhere")
-    assert overridden.config.scale == (64, 32) and overridden.config.data_root == "elsewhere"
+    assert overridden.config.data.scale == (64, 32)
+    assert overridden.config.data.data_root == "elsewhere"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -103,7 +104,7 @@ def weights_predictor(data_root: str, weights: str, *args: str):
     """(predictor, config, classes) of the --flagfile + --weights path, as the CLIs build it."""
     values = parsed(*FLAGS, f"--data_root={data_root}", f"--weights={weights}", *args)
     by_weights = model_from_flags(config_from_flags(values), values)
-    predictor = predictor_from_flags(by_weights.model, by_weights.config.scale, values)
+    predictor = predictor_from_flags(by_weights.model, by_weights.config.data.scale, values)
     return predictor, by_weights.config, by_weights.classes()
 
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 from absl import logging
 
-from pspnet_tf.config import RUN_LOCK_FILE
 from pspnet_tf.errors import UserError
+from pspnet_tf.training.run_dir import RUN_LOCK_FILE
 from pspnet_tf.training.run_lock import run_dir_lock
 
 

@@ -84,7 +84,7 @@ def test_training_writes_a_complete_run_directory(finished_run):
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("mIoU", "aAcc", "mAcc"))
     assert "mIoU" in result.stdout
     config = json.load(open(os.path.join(run_dir, "config.json")))
-    assert config["epochs"] == 2 and config["backbone"] == "resnet18_v1c"
+    assert config["optimizer"]["epochs"] == 2 and config["model"]["backbone"] == "resnet18_v1c"
     checkpoints = open(os.path.join(run_dir, "checkpoints", "checkpoint")).read()
     assert f"ckpt-{STEPS}" in checkpoints
     events = [name for _, _, names in os.walk(os.path.join(run_dir, "tensorboard"))
@@ -364,7 +364,7 @@ def test_label_out_of_range_is_one_line_and_the_corrected_command_reuses_the_run
     label_path.write_bytes(good_label)
     result = run("train.py", *args, "--epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.load(open(os.path.join(run_dir, "config.json")))["epochs"] == 1
+    assert json.load(open(os.path.join(run_dir, "config.json")))["optimizer"]["epochs"] == 1
 
 
 def test_run_dir_that_is_a_file_gives_one_line(demo_root, tmp_path):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pspnet_tf.config import RUN_LOCK_FILE
 from pspnet_tf.training.divergence import DIVERGED_EXIT_STATUS
+from pspnet_tf.training.run_dir import RUN_LOCK_FILE
 from helpers import files_under
 from test_train import TINY, demo_root, run  # noqa: F401  (demo_root is a fixture)
 

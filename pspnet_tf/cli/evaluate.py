@@ -55,11 +55,12 @@ def main(argv: list[str]) -> None:
     mode = "" if flags.FLAGS.mode == "whole" else f".{flags.FLAGS.mode}"
     source = flags.FLAGS.weights or flags.FLAGS.model
     output = _writable_output(flags.FLAGS.output
-                              or f"{source}.{config.val_split}{mode}.metrics.json")
-    dataset = load_split(config, config.val_split)
+                              or f"{source}.{config.data.val_split}{mode}.metrics.json")
+    dataset = load_split(config, config.data.val_split)
     save = flags.FLAGS.save_predictions
     writer = PredictionWriter(dataset, save) if save else None
-    summary = evaluate(predictor_from_flags(loaded.model, config.scale), dataset, on_sample=writer)
+    summary = evaluate(predictor_from_flags(loaded.model, config.data.scale), dataset,
+                       on_sample=writer)
     print(format_table(summary))
     write_json(summary, output)
     print(f"metrics written to {output}")

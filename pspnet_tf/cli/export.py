@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
     # Keeps the dozen INFO lines TensorFlow's SavedModel writer logs per export off the screen.
     logging.set_verbosity(logging.WARNING)
     loaded = model_from_flags(with_precision(config_from_flags(), flags.FLAGS.precision))
-    print(export_from_flags(loaded.model, loaded.config.scale, flags.FLAGS))
+    print(export_from_flags(loaded.model, loaded.config.data.scale, flags.FLAGS))
 
 
 def run() -> None:

@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
     _make_folders(values.output, outputs[0])
-    predictor = predictor_from_flags(loaded.model, loaded.config.scale, values)
+    predictor = predictor_from_flags(loaded.model, loaded.config.data.scale, values)
     skipped = []
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for done, (path, targets) in enumerate(zip(paths, outputs), 1):

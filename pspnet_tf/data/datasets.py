@@ -16,20 +16,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pspnet_tf.data.descriptors import (
-    DATASET_NAMES,
     IDENTITY_LABEL_MAP,
     IGNORE_INDEX,
-    dataset_classes,
     get_descriptor,
     read_only_uint8,
 )
 from pspnet_tf.data.images import DATASET_REMEDY, read_image
 from pspnet_tf.data.layouts import Sample
 from pspnet_tf.errors import UserError
-
-# config.py imports the dataset names and classes from here; descriptors.py defines them.
-__all__ = ["DATASET_NAMES", "SegmentationDataset", "dataset_classes", "get_dataset",
-           "open_dataset"]
 
 _LABEL_MODES = ("P", "L")
 _MAX_LISTED_MISSING = 3

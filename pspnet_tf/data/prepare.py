@@ -186,12 +186,12 @@ def _required(name: str, command: str) -> str:
 
 
 def _write_tfrecords(output: str) -> None:
-    config = config_from_flags()
-    splits = flags.FLAGS.splits or list(dict.fromkeys([config.train_split, config.val_split]))
+    data = config_from_flags().data
+    splits = flags.FLAGS.splits or list(dict.fromkeys([data.train_split, data.val_split]))
     for split in splits:  # check every split before writing any
-        get_dataset(config.dataset, config.data_root, split)
+        get_dataset(data.dataset, data.data_root, split)
     for split in splits:
-        shards = write_shards(get_dataset(config.dataset, config.data_root, split), output,
+        shards = write_shards(get_dataset(data.dataset, data.data_root, split), output,
                               flags.FLAGS.samples_per_shard)
         print(f"tfrecord: split {split} written to {len(shards)} shards in {output}")
 

@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 
 def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
     """Opens one split of the configured dataset and checks its class count."""
-    if config.tfrecord_dir:
-        dataset = ShardedDataset(config.tfrecord_dir, split, config.dataset)
+    data = config.data
+    if data.tfrecord_dir:
+        dataset = ShardedDataset(data.tfrecord_dir, split, data.dataset)
     else:
-        if config.dataset == "demo":
-            ensure_demo_dataset(config.data_root)
-        dataset = get_dataset(config.dataset, config.data_root, split)
-    if dataset.num_classes != config.num_classes:
-        raise UserError(f"--num_classes={config.num_classes} but dataset {config.dataset} has "
+        if data.dataset == "demo":
+            ensure_demo_dataset(data.data_root)
+        dataset = get_dataset(data.dataset, data.data_root, split)
+    if dataset.num_classes != config.model.num_classes:
+        raise UserError(f"--num_classes={config.model.num_classes} but dataset {data.dataset} has "
                         f"{dataset.num_classes} classes; set --num_classes={dataset.num_classes}")
     return dataset

@@ -99,15 +99,16 @@ def format_report(report: SplitReport) -> str:
 
 def _main(argv: list[str]) -> None:
     config = config_from_flags()
-    splits = flags.FLAGS.splits or list(dict.fromkeys([config.train_split, config.val_split]))
-    reports = verify(config.dataset, config.data_root, splits, config.num_classes)
+    data = config.data
+    splits = flags.FLAGS.splits or list(dict.fromkeys([data.train_split, data.val_split]))
+    reports = verify(data.dataset, data.data_root, splits, config.model.num_classes)
     for report in reports:
         print(format_report(report))
     problems = sum(len(report.problems) for report in reports)
     if problems:
-        raise UserError(f"{problems} problems found in {config.dataset} under "
-                        f"{config.data_root} (listed above); fix or remove those files")
-    print(f"{config.dataset} under {config.data_root}: no problems found")
+        raise UserError(f"{problems} problems found in {data.dataset} under "
+                        f"{data.data_root} (listed above); fix or remove those files")
+    print(f"{data.dataset} under {data.data_root}: no problems found")
 
 
 def run() -> None:

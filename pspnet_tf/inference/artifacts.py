@@ -17,7 +17,7 @@ def save_final_model(model: keras.Model, config: ExperimentConfig,
     The class names and palette come from the opened `dataset` (also TFRecord shards,
     whose data root may hold no class file).
     """
-    metadata = model_metadata(config.dataset, config.data_root, dataset.class_names,
-                              dataset.palette, config.scale)
+    metadata = model_metadata(config.data.dataset, config.data.data_root, dataset.class_names,
+                              dataset.palette, config.data.scale)
     save_model(segmentation_model(model, metadata), path)
 

@@ -51,7 +51,8 @@ class LoadedModel:
         if self.described_classes is not None:
             return self.described_classes
         config = self.config
-        return dataset_classes(config.dataset, config.data_root, config.num_classes)
+        return dataset_classes(config.data.dataset, config.data.data_root,
+                               config.model.num_classes)
 
 
 def _given(values: Any, name: str) -> bool:
@@ -64,12 +65,12 @@ def _described(model: keras.Model, config: ExperimentConfig, values: Any) -> Loa
     described = {key: tuple(value) if key == "scale" else value
                  for key, value in metadata.items()
                  if key in _DESCRIBED and not _given(values, key)}
-    config = dataclasses.replace(config, **described)
+    config = config.replace(**described)
     outputs = model.output_shape[-1]
-    if config.num_classes != outputs:
-        raise UserError(f"--num_classes={config.num_classes} but the --model has {outputs} "
-                        f"classes; leave --num_classes out or set it to {outputs}")
-    own_classes = "class_names" in metadata and config.dataset == metadata.get("dataset")
+    if config.model.num_classes != outputs:
+        raise UserError(f"--num_classes={config.model.num_classes} but the --model has "
+                        f"{outputs} classes; leave --num_classes out or set it to {outputs}")
+    own_classes = "class_names" in metadata and config.data.dataset == metadata.get("dataset")
     classes = ((tuple(metadata["class_names"]), np.asarray(metadata["palette"], np.uint8))
                if own_classes else None)
     return LoadedModel(model, config, classes)

@@ -7,8 +7,6 @@ weight files load unchanged) and are cast to bfloat16 per layer; the logits laye
 than float32.
 """
 
-import dataclasses
-
 from absl import flags
 
 from pspnet_tf.config import ExperimentConfig
@@ -29,4 +27,4 @@ def with_precision(config: ExperimentConfig, precision: str | None) -> Experimen
     network at `precision`; unchanged for None."""
     if precision is None:
         return config
-    return dataclasses.replace(config, mixed_precision=POLICIES[precision])
+    return config.replace(mixed_precision=POLICIES[precision])

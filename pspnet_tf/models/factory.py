@@ -19,8 +19,5 @@ if TYPE_CHECKING:
 
 def build_model(config: ExperimentConfig, training_heads: bool) -> keras.Model:
     """The PSPNet that `config` describes, in its dtype policy (Keras keeps it global)."""
-    keras.mixed_precision.set_global_policy(config.mixed_precision)
-    return build_pspnet(config.num_classes, backbone=config.backbone,
-                        output_stride=config.output_stride, aux_channels=config.aux_channels,
-                        dropout=config.dropout, training_heads=training_heads,
-                        psp_channels=config.psp_channels)
+    keras.mixed_precision.set_global_policy(config.runtime.mixed_precision)
+    return build_pspnet(**config.model, training_heads=training_heads)

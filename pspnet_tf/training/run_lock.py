@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from absl import logging
 
-from pspnet_tf.config import RUN_LOCK_FILE, check_run_dir_is_a_folder
 from pspnet_tf.errors import UserError
+from pspnet_tf.training.run_dir import RUN_LOCK_FILE, check_run_dir_is_a_folder
 
 
 def _describe(holder: dict) -> str:

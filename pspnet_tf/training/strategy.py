@@ -11,9 +11,9 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 from pspnet_tf.compat import MultiWorkerStrategyForKerasFit as _MultiWorkerStrategy
+from pspnet_tf.config import STRATEGIES  # the --strategy choices, declared once there
 from pspnet_tf.errors import UserError
 
-STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device", "tpu")
 _TPU_PROBE_TIMEOUT_S = 10
 
 

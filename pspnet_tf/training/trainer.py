@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from pspnet_tf.config import CHECKPOINTS_DIR, ExperimentConfig, prepare_run_dir
+from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.convert.pretrained import apply_pretrained
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
@@ -26,6 +26,7 @@ from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights,
 from pspnet_tf.training.history import EpochHistory, EpochLosses
 from pspnet_tf.training.interrupts import StopRequests
 from pspnet_tf.training.losses import SegmentationCrossEntropy
+from pspnet_tf.training.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, prepare_run_dir
 from pspnet_tf.training.run_lock import run_dir_lock
 from pspnet_tf.training.schedules import make_optimizer
 from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chief,
@@ -86,21 +87,24 @@ def compile_for_training(model: keras.Model, config: ExperimentConfig,
     so that a checkpoint restores into them. The stride-1 convolutions get the faster CPU
     training gradient (`use_tap_gradients`); the model stays a plain, savable PSPNet."""
     use_tap_gradients(model)
-    optimizer = make_optimizer(config.learning_rate, total_steps, momentum=config.momentum,
-                               weight_decay=config.weight_decay, end_lr=config.end_learning_rate)
+    settings = config.optimizer
+    optimizer = make_optimizer(settings.learning_rate, total_steps, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay,
+                               end_lr=settings.end_learning_rate)
     model.compile(
         optimizer=optimizer,
         loss={"logits": SegmentationCrossEntropy(), "aux_logits": SegmentationCrossEntropy()},
-        loss_weights={"logits": 1.0, "aux_logits": config.aux_loss_weight},
-        jit_compile=config.jit_compile,
+        loss_weights={"logits": 1.0, "aux_logits": settings.aux_loss_weight},
+        jit_compile=config.runtime.jit_compile,
     )
     model.optimizer.build(model.trainable_variables)  # a LossScaleOptimizer under float16
 
 
 def _check_shared_run_dir(config: ExperimentConfig) -> bool:
     """A non-chief worker's read-only check of the run directory the chief prepared."""
-    if not os.path.exists(os.path.join(config.run_dir, "config.json")):
-        raise UserError(f"--run_dir={config.run_dir} holds no config.json on this worker, but "
+    run_dir = config.runtime.run_dir
+    if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+        raise UserError(f"--run_dir={run_dir} holds no {CONFIG_FILE} on this worker, but "
                         "the chief wrote one there; give every worker the same --run_dir on a "
                         "filesystem they all share")
     return prepare_run_dir(config)
@@ -114,17 +118,17 @@ def _open_run_dir(config: ExperimentConfig, strategy: tf.distribute.Strategy,
     fails tells the others, so that each exits with the error instead of waiting forever.
     The chief first takes run_dir's lock, held until `held_until_done` closes.
     """
-    resuming, error = False, None
+    resuming, error, run_dir = False, None, config.runtime.run_dir
     for chiefs_turn in (True, False):
         if chief is chiefs_turn:
             try:
                 if chief:  # before anything in run_dir is written
-                    held_until_done.enter_context(run_dir_lock(config.run_dir, force_unlock))
+                    held_until_done.enter_context(run_dir_lock(run_dir, force_unlock))
                 resuming = prepare_run_dir(config) if chief else _check_shared_run_dir(config)
             except UserError as failure:
                 error = failure
         if not all_workers_ok(strategy, error is None):
-            raise error or UserError(f"another worker could not use --run_dir={config.run_dir}"
+            raise error or UserError(f"another worker could not use --run_dir={run_dir}"
                                      "; its log names the problem")
     return resuming
 
@@ -148,7 +152,7 @@ def _lost_workers_reported(strategy: tf.distribute.Strategy, run_dir: str) -> It
 
 
 def train(config: ExperimentConfig, force_unlock: bool = False) -> dict:
-    """Trains (or resumes) the run in `config.run_dir` and returns the final val metrics.
+    """Trains (or resumes) the run in its --run_dir and returns the final val metrics.
 
     Progress survives a kill at any moment: the step counter, optimizer slots, schedule,
     dropout's random state and the epoch's loss sums are in each checkpoint, and the data
@@ -165,24 +169,25 @@ def train(config: ExperimentConfig, force_unlock: bool = False) -> dict:
 def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
            force_unlock: bool) -> dict:
     # Check the data before the run directory is created, so a fixed command can rerun.
-    train_set = load_split(config, config.train_split)
-    val_set = load_split(config, config.val_split)
-    strategy = create_strategy(config.strategy, config.tpu)
+    train_set = load_split(config, config.data.train_split)
+    val_set = load_split(config, config.data.val_split)
+    runtime, optimizer = config.runtime, config.optimizer
+    strategy = create_strategy(runtime.strategy, runtime.tpu)
     chief = is_chief(strategy)
-    split_global_batch(config.batch_size, strategy)
-    steps = steps_per_epoch(train_set, config.batch_size)
-    total_steps = steps * config.epochs
-    keras.utils.set_random_seed(config.seed)
+    split_global_batch(optimizer.batch_size, strategy)
+    steps = steps_per_epoch(train_set, optimizer.batch_size)
+    total_steps = steps * optimizer.epochs
+    keras.utils.set_random_seed(optimizer.seed)
     with strategy.scope():
         model = build_model(config, training_heads=True)
         # Before the run directory is created (a bad --pretrained leaves nothing behind)
         # and before the checkpoint restore (a resumed run keeps its trained weights).
-        pretrained = apply_pretrained(model, config.pretrained) if config.pretrained else []
+        pretrained = apply_pretrained(model, runtime.pretrained) if runtime.pretrained else []
         compile_for_training(model, config, total_steps)
     resuming = _open_run_dir(config, strategy, chief, held_until_done, force_unlock)
     # Every worker trains and saves; only the chief writes into run_dir itself.
     task = task_name(strategy)
-    output_dir = config.run_dir if chief else os.path.join(config.run_dir, WORKERS_DIR, task)
+    output_dir = runtime.run_dir if chief else os.path.join(runtime.run_dir, WORKERS_DIR, task)
     os.makedirs(output_dir, exist_ok=True)
     run_log = _log_to_file(os.path.join(output_dir, "train.log"))
     with _run_end_logged(run_log):
@@ -196,16 +201,17 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
                       resuming: bool, output_dir: str) -> dict:
     """train() once run_dir and train.log are open: restore, fit, validate, save."""
     chief = is_chief(strategy)
-    total_steps = steps * config.epochs
+    data, optimizer, runtime = config.data, config.optimizer, config.runtime
+    total_steps = steps * optimizer.epochs
     role = ("resuming" if resuming else "new") if chief else f"{task_name(strategy)} joins the"
     logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas", role,
-                 config.run_dir, len(train_set.samples), steps, strategy.num_replicas_in_sync)
+                 runtime.run_dir, len(train_set.samples), steps, strategy.num_replicas_in_sync)
     if pretrained:
         logging.info("initialised %d layers from --pretrained=%s", len(pretrained),
-                     config.pretrained)
-    cause = likely_cause(config.learning_rate, config.mixed_precision)
+                     runtime.pretrained)
+    cause = likely_cause(optimizer.learning_rate, runtime.mixed_precision)
     losses = EpochLosses(LOSS_KEYS, steps)
-    keeper = CheckpointKeeper(os.path.join(config.run_dir, CHECKPOINTS_DIR), model,
+    keeper = CheckpointKeeper(os.path.join(runtime.run_dir, CHECKPOINTS_DIR), model,
                               model.optimizer, is_chief=chief, divergence_cause=cause,
                               extra=losses.checkpointed())
     start = keeper.restore_latest()
@@ -214,29 +220,29 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
     # not be checkpointed there: multi-worker runs keep the default signal handling and
     # resume from their last checkpoint.
     stop = StopRequests() if num_workers(strategy) == 1 else None
-    tensorboard_dir = os.path.join(config.run_dir, "tensorboard")
-    validation = ValidationCallback(val_set, config.scale, config.epochs,
-                                    config.eval_every_epochs, tensorboard_dir if chief else None,
-                                    config.num_image_summaries, stop)
+    tensorboard_dir = os.path.join(runtime.run_dir, "tensorboard")
+    validation = ValidationCallback(val_set, data.scale, optimizer.epochs,
+                                    runtime.eval_every_epochs, tensorboard_dir if chief else None,
+                                    runtime.num_image_summaries, stop)
     # Order matters: a non-finite step is never checkpointed (the guard comes first); the
     # loss sums are updated before a checkpoint saves them; the history row is written after
     # the learning rate and validation joined the epoch logs.
-    history = (EpochHistory(os.path.join(config.run_dir, "history.csv"), tensorboard_dir, losses)
+    history = (EpochHistory(os.path.join(runtime.run_dir, "history.csv"), tensorboard_dir, losses)
                if chief else None)
     epoch_end = [LearningRateLogger(), validation, *([history] if history else [])]
     callbacks = [DivergenceGuard(cause), losses,
-                 CheckpointCallback(keeper, config.checkpoint_every_steps, stop), *epoch_end]
+                 CheckpointCallback(keeper, runtime.checkpoint_every_steps, stop), *epoch_end]
 
     def fit(first: int, last: int, steps_in_epoch: int) -> None:
-        data = build_train_dataset(
-            train_set, crop_size=config.crop_size, scale=config.scale,
-            global_batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-            start_step=first, end_step=last, ratio_range=config.ratio_range,
-            cat_max_ratio=config.cat_max_ratio, skip_bad_samples=config.skip_bad_samples)
-        model.fit(_with_aux_targets(data), epochs=last // steps, initial_epoch=first // steps,
+        batches = build_train_dataset(
+            train_set, crop_size=data.crop_size, scale=data.scale,
+            global_batch_size=optimizer.batch_size, epochs=optimizer.epochs, seed=optimizer.seed,
+            start_step=first, end_step=last, ratio_range=data.ratio_range,
+            cat_max_ratio=data.cat_max_ratio, skip_bad_samples=data.skip_bad_samples)
+        model.fit(_with_aux_targets(batches), epochs=last // steps, initial_epoch=first // steps,
                   steps_per_epoch=steps_in_epoch, callbacks=callbacks, shuffle=False, verbose=1)
 
-    with _lost_workers_reported(strategy, config.run_dir), stop or contextlib.nullcontext():
+    with _lost_workers_reported(strategy, runtime.run_dir), stop or contextlib.nullcontext():
         if history and start % steps == 0 and start and not history.has(start // steps - 1):
             # Stopped after the epoch's last checkpoint but before its history row (e.g. a
             # signal during validation): finish that epoch's end now.
@@ -255,8 +261,8 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
         check_finite_weights(model.weights, keeper.step, cause)
         # A signal from here on is noted but lets the finished run write its results.
         if chief:
-            write_json(summary, os.path.join(config.run_dir, METRICS_FILE))
-            save_final_model(model, config, val_set, os.path.join(config.run_dir, FINAL_MODEL))
+            write_json(summary, os.path.join(runtime.run_dir, METRICS_FILE))
+            save_final_model(model, config, val_set, os.path.join(runtime.run_dir, FINAL_MODEL))
         save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
     print(format_table(summary))
     return summary

@@ -1,0 +1,72 @@
+"""The run directory train.py writes: what it holds, and whether a launch may use it.
+
+A run directory holds one run: its config.json, its lock file while a train.py holds it, and
+its checkpoints. A relaunch with the same config resumes it; one with another config may only
+take it over while it holds no checkpoint (nothing was trained yet).
+"""
+
+import json
+import os
+import pathlib
+
+from pspnet_tf.atomic import write_atomically
+from pspnet_tf.config import ExperimentConfig, changed_fields
+from pspnet_tf.errors import UserError
+
+CONFIG_FILE = "config.json"
+RUN_LOCK_FILE = "train.lock"  # pspnet_tf.training.run_lock's, taken before prepare_run_dir
+CHECKPOINTS_DIR = "checkpoints"  # run_dir/checkpoints/ckpt-STEP.*
+
+
+def check_run_dir_is_a_folder(run_dir: str) -> None:
+    """UserError when --run_dir names an existing file."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"--run_dir={run_dir} is a file, not a directory; "
+                        "pass another --run_dir (nothing was changed)")
+
+
+def prepare_run_dir(config: ExperimentConfig) -> bool:
+    """Creates run_dir with config.json, or checks that an existing one holds this run.
+
+    Returns True when the directory already held this run (so training resumes). A run
+    directory whose checkpoints belong to another config is never overwritten; one that a
+    run left before its first checkpoint (e.g. it stopped on a bad label) holds no training
+    yet, so a corrected command takes it over and rewrites its config.json.
+    """
+    run_dir = config.runtime.run_dir
+    check_run_dir_is_a_folder(run_dir)
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        changed = changed_fields(_read_saved_config(path), config)
+        if not changed:
+            return True
+        if _holds_checkpoints(run_dir):
+            details = ", ".join(f"{key}: {old} -> {new}" for key, old, new in changed)
+            raise UserError(
+                f"--run_dir={run_dir} holds a run with another config "
+                f"({details}); pass a new --run_dir (nothing was changed)"
+            )
+    elif os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {RUN_LOCK_FILE}:
+        raise UserError(
+            f"--run_dir={run_dir} is not empty and holds no config.json; "
+            "pass a new or empty --run_dir (nothing was changed)"
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    write_atomically(path, lambda target: pathlib.Path(target).write_text(config.to_json()))
+    return False
+
+
+def _read_saved_config(path: str) -> dict:
+    with open(path) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"{path} is not valid JSON ({error}); restore it or choose another --run_dir"
+            ) from error
+
+
+def _holds_checkpoints(run_dir: str) -> bool:
+    directory = os.path.join(run_dir, CHECKPOINTS_DIR)
+    return os.path.isdir(directory) and any(name.startswith("ckpt-")
+                                            for name in os.listdir(directory))
