@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_models import tiny_model
+from helpers import tiny_model
 
 from pspnet_tf import save_weights
 from pspnet_tf.config import ExperimentConfig

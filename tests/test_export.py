@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from test_models import randomise, tiny_model
+from helpers import randomise, tiny_model
 
 from pspnet_tf import save_weights
 from pspnet_tf.data.datasets import decode_image

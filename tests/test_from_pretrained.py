@@ -4,8 +4,6 @@ cache) against a loopback HTTP server serving generated mmseg-layout checkpoints
 import hashlib
 import http.server
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,9 +17,9 @@ from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE
 from pspnet_tf.errors import UserError
 
 torch = pytest.importorskip("torch")
-from test_convert import (  # noqa: E402, F401  (torch_hidden is a fixture)
-    ROOT, TINY_HEADS, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_hidden,
-    torch_logits)
+from helpers import TINY_HEADS, model_from_cli_flags, run_python  # noqa: E402
+from torch_parity import (  # noqa: E402
+    assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -140,7 +138,7 @@ def test_a_server_without_range_support_sends_the_whole_file_again(server, tmp_p
     assert os.listdir(cache) == [path[1:]]
 
 
-def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):  # noqa: F811
+def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):
     data = Path(save_mmseg(tiny_reference(seed=3), tmp_path / "tiny.pth")).read_bytes()
     path = f"/pspnet_tiny-{hashlib.sha256(data).hexdigest()[:8]}.pth"
     server.files[path] = data
@@ -152,8 +150,7 @@ def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):  # no
               f"model = from_pretrained(entry, cache_dir={str(tmp_path / 'cache')!r})\n"
               "print(model.metadata['class_names'])\n")
     env, torch_imported = torch_hidden
-    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, env=env)
+    result = run_python("-c", script, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not torch_imported.exists() and str(list(DEMO_CLASS_NAMES)) in result.stdout
 
@@ -185,8 +182,6 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
                                                                    monkeypatch):
     """evaluate/predict/export --model=NAME: the converted model already in the cache (as
     a first call leaves it) is loaded, with the dataset's classes, and nothing downloaded."""
-    from test_model_artifacts import loaded
-
     from pspnet_tf.convert.download import CACHE_ENV
     from pspnet_tf.data.datasets import dataset_classes
     from pspnet_tf.inference.artifacts import model_metadata
@@ -201,7 +196,7 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
     save_model(segmentation_model(model, model_metadata("cityscapes", entry.data_root, names,
                                                         palette, entry.scale)),
                str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
-    described = loaded(f"--model={name}")
+    described = model_from_cli_flags(f"--model={name}")
     assert described.config.dataset == "cityscapes" and described.config.scale == (2048, 1024)
     assert described.config.data_root == "data/cityscapes"
     assert described.classes()[0] == names and server.requests == []

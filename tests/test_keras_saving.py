@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from layer_testing import assert_same_outputs, run_serialization_test
-from test_models import randomise
+from helpers import randomise
 
 from pspnet_tf import build_pspnet
 from pspnet_tf.config import ExperimentConfig
