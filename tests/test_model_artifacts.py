@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from helpers import DEMO_MODEL_FLAGS as FLAGS
+from helpers import DEMO_SCALE as SCALE
 from helpers import (cli_flag_values, model_from_cli_flags, randomise, run_script,
                      tiny_model)
 
@@ -27,9 +29,6 @@ from pspnet_tf.inference.outputs import stem
 from pspnet_tf.training.evaluator import evaluate
 from pspnet_tf.training.trainer import load_split
 
-SCALE = (48, 40)
-FLAGS = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
-         f"--scale={SCALE[0]},{SCALE[1]}"]
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:

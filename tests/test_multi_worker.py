@@ -6,17 +6,16 @@ and both process groups are killed whatever happens.
 """
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import keras
 import numpy as np
 import pytest
-from helpers import ROOT, files_under, h5_weights, run_script, script_command
+from helpers import (ROOT, files_under, free_ports, h5_weights, run_script, script_command,
+                     tf_config)
 
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.training.checkpoints import CheckpointKeeper
@@ -37,18 +36,6 @@ def demo_root(tmp_path_factory):
     return root
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the OS reports free (all bound at once, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @contextlib.contextmanager
 def started_workers(args: list[str], log_dir):
     """Starts train.py as worker 0 (the chief) and worker 1; kills both process groups on exit.
@@ -62,8 +49,7 @@ def started_workers(args: list[str], log_dir):
     try:
         for index, path in enumerate(paths):
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch),
-                   "TF_CONFIG": json.dumps({"cluster": cluster,
-                                            "task": {"type": "worker", "index": index}})}
+                   "TF_CONFIG": tf_config(cluster, "worker", index)}
             with open(path, "w") as log:
                 processes.append(subprocess.Popen(
                     script_command("train.py", *args), cwd=ROOT, env=env,

@@ -3,34 +3,27 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from helpers import (ROOT, assert_refused_in_one_line, error_lines, randomise, run_script,
-                     tiny_model)
+from helpers import DEMO_MODEL_FLAGS as CONFIG
+from helpers import DEMO_SCALE as SCALE
+from helpers import (assert_refused_in_one_line, error_lines, run_python, run_script,
+                     saved_tiny_weights, script_command)
 
-from pspnet_tf import save_weights
 from pspnet_tf.data.demo import DEMO_PALETTE, generate_demo_dataset
 from pspnet_tf.inference.images import read_image
 from pspnet_tf.inference.predictor import Predictor
 
-SCALE = (48, 40)
-CONFIG = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
-          f"--scale={SCALE[0]},{SCALE[1]}"]
 STEMS = ("colour", "gray", "rgba", "deep")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    model = tiny_model(num_classes=len(DEMO_PALETTE))
-    randomise(model, seed=11)
-    path = str(tmp_path_factory.mktemp("weights") / "w.h5")
-    save_weights(model, path)
-    return model, path
+    return saved_tiny_weights(tmp_path_factory.mktemp("weights"), seed=11,
+                              num_classes=len(DEMO_PALETTE))
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +125,13 @@ LARGE_MEMORY_BOUND_MB = 1200
 
 
 def test_a_large_image_with_many_classes_is_predicted_in_bounded_memory(tmp_path):
-    model = tiny_model(num_classes=150)
-    randomise(model, seed=12)
-    save_weights(model, str(tmp_path / "w.h5"))
+    saved_tiny_weights(tmp_path, seed=12, num_classes=150)
     picture = np.random.default_rng(9).integers(0, 256, (LARGE // 40, LARGE // 40, 3), np.uint8)
     cv2.imwrite(str(tmp_path / "large.jpg"), cv2.resize(picture, (LARGE, LARGE)))
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_MEMORY, sys.executable, os.path.join(ROOT, "predict.py"),
-         *CONFIG, "--dataset=ade20k", "--num_classes=150", f"--weights={tmp_path / 'w.h5'}",
-         f"--input={tmp_path / 'large.jpg'}", f"--output={tmp_path / 'out'}"],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_python("-c", PEAK_MEMORY, *script_command(
+        "predict.py", *CONFIG, "--dataset=ade20k", "--num_classes=150",
+        f"--weights={tmp_path / 'w.h5'}", f"--input={tmp_path / 'large.jpg'}",
+        f"--output={tmp_path / 'out'}"))
     assert result.returncode == 0, result.stderr[-3000:]
     peak_mb = int(result.stdout.split()[-1]) / 1024
     assert peak_mb < LARGE_MEMORY_BOUND_MB, f"peak resident memory {peak_mb:.0f} MB"
