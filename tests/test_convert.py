@@ -25,7 +25,7 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.training.trainer import train
 
 torch = pytest.importorskip("torch")
-from helpers import TINY, TINY_HEADS, run_python  # noqa: E402
+from helpers import TINY, TINY_HEADS, run_python, tiny_model  # noqa: E402
 from torch_parity import (  # noqa: E402
     NUM_CLASSES, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 from torch_reference import PSPNet, randomise  # noqa: E402
@@ -54,7 +54,7 @@ def tiny_state(**kwargs) -> dict[str, np.ndarray]:
 
 
 def tiny_keras(num_classes: int = NUM_CLASSES):
-    return build_pspnet(num_classes, backbone="resnet18_v1c", training_heads=True, **TINY_HEADS)
+    return tiny_model(num_classes, training_heads=True)
 
 
 def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path, torch_hidden):
@@ -66,7 +66,7 @@ def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path, torch_hi
                      env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not torch_imported.exists()  # converted without PyTorch
-    inference = build_pspnet(NUM_CLASSES, backbone="resnet18_v1c", **TINY_HEADS)
+    inference = tiny_model(NUM_CLASSES)
     load_weights(inference, output)
     images = np.random.default_rng(3).normal(size=(2, 3, 45, 61)).astype("float32")
     expected = torch_logits(reference, images)

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pspnet_tf import SegmentationModel, build_pspnet, from_pretrained, list_pretrained
+from pspnet_tf import SegmentationModel, from_pretrained, list_pretrained
 from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained, fetch
 from pspnet_tf.convert.registry import BASE_ENV, CHECKPOINTS, OPENMMLAB
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE
 from pspnet_tf.errors import UserError
 
 torch = pytest.importorskip("torch")
-from helpers import TINY_HEADS, model_from_cli_flags, run_python  # noqa: E402
+from helpers import TINY_HEADS, model_from_cli_flags, run_python, tiny_model  # noqa: E402
 from torch_parity import (  # noqa: E402
     assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 
@@ -172,7 +172,7 @@ def test_train_pretrained_names_fetch_the_published_backbone(server, tmp_path, m
     monkeypatch.setenv(BASE_ENV, server.base)
     path = "/pretrain/third_party/resnet50_v1c-2cccc1ad.pth"
     server.files[path] = b"a corrupt download"
-    model = build_pspnet(5, backbone="resnet18_v1c", training_heads=True, **TINY_HEADS)
+    model = tiny_model(5, training_heads=True)
     with pytest.raises(UserError, match="corrupt"):
         apply_pretrained(model, "resnet50_v1c", cache_dir=str(tmp_path / "cache"))
     assert server.hits(path) == 1
@@ -192,7 +192,7 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
     name = "pspnet_r50-d8_512x1024_80k_cityscapes"
     entry = next(c for c in CHECKPOINTS if c.name == name)
     names, palette = dataset_classes("cityscapes", "")
-    model = build_pspnet(len(names), backbone="resnet18_v1c", **TINY_HEADS)
+    model = tiny_model(len(names))
     save_model(segmentation_model(model, model_metadata("cityscapes", entry.data_root, names,
                                                         palette, entry.scale)),
                str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))

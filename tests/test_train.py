@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import DETERMINISTIC_ENV, ROOT, TINY, h5_weights, script_command
+from helpers import DETERMINISTIC_ENV, ROOT, TINY, h5_weights, script_command, tiny_model
 from helpers import run_deterministically as run
 
 STEPS_PER_EPOCH = 4  # 16 training images / batch 4
@@ -60,7 +60,7 @@ def test_training_writes_a_complete_run_directory(finished_run):
 def test_training_writes_a_self_describing_final_model(finished_run, demo_root):
     import keras
 
-    from pspnet_tf import SegmentationModel, build_pspnet, load_weights
+    from pspnet_tf import SegmentationModel, load_weights
     from pspnet_tf.data.demo import DEMO_CLASS_NAMES
 
     run_dir, _ = finished_run
@@ -69,7 +69,7 @@ def test_training_writes_a_self_describing_final_model(finished_run, demo_root):
     assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
     assert model.metadata["scale"] == [48, 48] and model.metadata["dataset"] == "demo"
     assert model.metadata["data_root"] == demo_root and model.metadata["num_classes"] == 5
-    weights = build_pspnet(5, backbone="resnet18_v1c", psp_channels=16, aux_channels=8)
+    weights = tiny_model(5)
     load_weights(weights, os.path.join(run_dir, "final_weights.h5"))
     images = np.random.default_rng(1).normal(size=(1, 40, 52, 3)).astype("float32")
     np.testing.assert_array_equal(model(images), weights(images))
