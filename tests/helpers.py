@@ -1,6 +1,92 @@
-"""Small helpers shared by several test modules."""
+"""Small helpers shared by several test modules: the repository's paths and tiny-run flags,
+a tiny randomised PSPNet, and running an entry point or script in a fresh Python process.
 
+Fixtures live in tests/conftest.py; the PyTorch parity helpers in tests/torch_parity.py (they
+need PyTorch, which these helpers do not).
+"""
+
+import json
 import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from pspnet_tf import build_pspnet, save_weights
+from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.inference.loading import LoadedModel, define_model_flags, model_from_flags
+from pspnet_tf.inference.modes import define_mode_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The heads of the tiny PSPNet the tests build (tiny_model), as arguments and as flags.
+TINY_HEADS = {"psp_channels": 16, "aux_channels": 8}
+TINY_HEAD_FLAGS = [f"--{name}={value}" for name, value in TINY_HEADS.items()]
+# train.py flags for a tiny run on the demo data (the demo_root fixture): 16 training images,
+# batch 4, 2 epochs.
+TINY = ["--flagfile=configs/demo.cfg", "--epochs=2", "--batch_size=4", "--crop_size=32,32",
+        "--scale=48,48", *TINY_HEAD_FLAGS, "--num_image_summaries=2"]
+
+# The flags evaluate.py, predict.py and export.py need for a tiny_model of the demo dataset's
+# 5 classes (configs/demo.cfg), at a small --scale.
+DEMO_SCALE = (48, 40)
+DEMO_MODEL_FLAGS = ["--flagfile=configs/demo.cfg", *TINY_HEAD_FLAGS,
+                    f"--scale={DEMO_SCALE[0]},{DEMO_SCALE[1]}"]
+
+# Deterministic kernels, so that a resumed run can be compared with an uninterrupted one
+# however loaded the machine is.
+DETERMINISTIC_ENV = {**os.environ, "TF_DETERMINISTIC_OPS": "1"}
+
+
+def tiny_model(num_classes: int = 4, **kwargs) -> keras.Model:
+    """PSPNet R-18 with narrow heads: every code path of the full model, built in a second."""
+    return build_pspnet(num_classes, backbone="resnet18_v1c", **TINY_HEADS, **kwargs)
+
+
+def randomise(model, seed: int = 0) -> None:
+    """Random weights and BatchNorm statistics that keep activations finite."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if "variance" in weight.path or "gamma" in weight.path:
+            value = rng.uniform(0.5, 1.0, weight.shape)
+        else:
+            value = rng.normal(0.0, 0.02, weight.shape)
+        weight.assign(value.astype("float32"))
+
+
+def saved_tiny_weights(folder, seed: int, num_classes: int = 5) -> tuple[keras.Model, str]:
+    """A randomised tiny_model and the weights file (folder/w.h5) it is saved to."""
+    model = tiny_model(num_classes=num_classes)
+    randomise(model, seed=seed)
+    path = os.path.join(folder, "w.h5")
+    save_weights(model, path)
+    return model, path
+
+
+def assert_same_batches(got: list, expected: list) -> None:
+    """Two runs of a training pipeline gave the same (image, label) batches, bit for bit."""
+    for (image, label), (expected_image, expected_label) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(image, expected_image)
+        np.testing.assert_array_equal(label, expected_label)
+
+
+def h5_weights(path: str) -> dict[str, np.ndarray]:
+    """Every array in a weights file, by its path inside the file."""
+    found = {}
+
+    def keep(name, item):  # returns None: a value would stop visititems
+        if isinstance(item, h5py.Dataset):
+            found[name] = item[()]
+
+    with h5py.File(path) as handle:
+        handle.visititems(keep)
+    return found
 
 
 def files_under(root) -> dict[str, bytes]:
@@ -12,3 +98,98 @@ def files_under(root) -> dict[str, bytes]:
             with open(path, "rb") as handle:
                 found[os.path.relpath(path, root)] = handle.read()
     return found
+
+
+def run_python(*args: str, env: dict[str, str] | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python ARGS` in the repository root, output captured as text; the caller checks the
+    exit status."""
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def script_command(script: str, *args: str) -> list[str]:
+    """The command line of one of the repository's entry points (train.py, predict.py, ...)."""
+    return [sys.executable, os.path.join(ROOT, script), *args]
+
+
+def run_script(script: str, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs an entry point (see `run_python`)."""
+    return run_python(os.path.join(ROOT, script), *args, env=env, timeout=timeout)
+
+
+def run_deterministically(script: str, *args: str, env: dict[str, str] = DETERMINISTIC_ENV,
+                          timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs an entry point with deterministic kernels (DETERMINISTIC_ENV) unless `env` says
+    otherwise: how the end-to-end training tests run train.py and evaluate.py."""
+    return run_script(script, *args, env=env, timeout=timeout)
+
+
+def last_json_line(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Any:
+    """Runs `python ARGS`, which must succeed, and reads the JSON its last stdout line holds:
+    how a test gets a report from a process it needs fresh (TensorFlow's devices are fixed
+    once it starts)."""
+    result = run_python(*args, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def report_from_two_cpu_replicas(test_file: str, timeout: float) -> Any:
+    """Runs a test module as a script, which prints its report (made on the strategy
+    `two_cpu_replicas` gives) as its last line, with GPUs hidden."""
+    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
+    return last_json_line(test_file, env=env, timeout=timeout)
+
+
+def two_cpu_replicas() -> tf.distribute.MirroredStrategy:
+    """A MirroredStrategy over two logical CPU devices. Only in a fresh process (see
+    `report_from_two_cpu_replicas`): the CPU is split before TensorFlow initialises it."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def cli_flag_values(*args: str) -> flags.FlagValues:
+    """The flags evaluate.py, predict.py and export.py define, parsed from `args`."""
+    values = flags.FlagValues()
+    define_flags(values)
+    define_mode_flags(values)
+    define_model_flags(values)
+    values(["test", *args])
+    return values
+
+
+def model_from_cli_flags(*args: str) -> LoadedModel:
+    """The model (and its config and classes) those entry points load for `args`."""
+    values = cli_flag_values(*args)
+    return model_from_flags(config_from_flags(values), values)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS reports free on 127.0.0.1 (all bound at once, so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def tf_config(cluster: dict, task_type: str, index: int) -> str:
+    """The TF_CONFIG value of task `index` of `task_type` in `cluster`."""
+    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `error: ...` lines of an entry point's stderr."""
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def assert_refused_in_one_line(result: subprocess.CompletedProcess, needle: str) -> None:
+    """Exit status 2 with exactly one `error:` line that names `needle`, no traceback."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in result.stderr

@@ -5,7 +5,6 @@ import hashlib
 import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -26,61 +25,14 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.training.trainer import train
 
 torch = pytest.importorskip("torch")
-from test_train import TINY, demo_root  # noqa: E402, F401  (demo_root is a fixture)
+from helpers import TINY, TINY_HEADS, run_python, tiny_model  # noqa: E402
+from torch_parity import (  # noqa: E402
+    NUM_CLASSES, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 from torch_reference import PSPNet, randomise  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_HEADS = {"psp_channels": 16, "aux_channels": 8}  # what TINY's flags build
-NUM_CLASSES = 5  # the demo dataset's classes
-
-
-@pytest.fixture
-def torch_hidden(tmp_path) -> tuple[dict[str, str], Path]:
-    """(environment, marker) for subprocesses in which `import torch` fails and leaves the
-    marker behind, so that even an import whose failure is caught is seen."""
-    shim = tmp_path / "torch_hidden"
-    shim.mkdir()
-    marker = tmp_path / "torch_was_imported"
-    (shim / "torch.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
-                                   "raise ImportError('PyTorch must not be needed')\n")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), ROOT])}, marker
 
 
 def convert(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pspnet_tf.convert", *args], check=False,
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-
-
-def save_mmseg(model: torch.nn.Module, path) -> str:
-    """Saves like mmsegmentation: the state dict wrapped with metadata."""
-    torch.save({"state_dict": model.state_dict(),
-                "meta": {"mmseg_version": "0.5", "CLASSES": ["a", "b"], "iter": 20000}}, path)
-    return str(path)
-
-
-def keras_logits(model, images: np.ndarray) -> dict[str, np.ndarray]:
-    out = model(images.transpose(0, 2, 3, 1), training=False)
-    return {name: value.numpy() for name, value in out.items()} if isinstance(out, dict) \
-        else {"logits": out.numpy()}
-
-
-def torch_logits(model: torch.nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        logits, aux = model(torch.from_numpy(images))
-    found = {"logits": logits.numpy().transpose(0, 2, 3, 1)}
-    if aux is not None:
-        found["aux_logits"] = aux.numpy().transpose(0, 2, 3, 1)
-    return found
-
-
-def assert_parity(expected: dict, actual: dict) -> None:
-    assert expected.keys() == actual.keys()
-    for name, reference in expected.items():
-        difference = np.abs(actual[name] - reference).max()
-        scale = np.abs(reference).max()
-        agreement = (actual[name].argmax(-1) == reference.argmax(-1)).mean()
-        assert difference <= 1e-4 * scale, f"{name}: max |diff| {difference} at scale {scale}"
-        assert agreement >= 0.999, f"{name}: argmax agreement {agreement}"
+    return run_python("-m", "pspnet_tf.convert", *args, env=env)
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])
@@ -97,16 +49,12 @@ def test_resnet50_pspnet_matches_pytorch_after_conversion(output_stride, tmp_pat
         assert_parity(torch_logits(reference, images), keras_logits(model, images))
 
 
-def tiny_reference(aux: bool = True, num_classes: int = NUM_CLASSES, seed: int = 0):
-    return randomise(PSPNet(18, 8, num_classes, aux=aux, **TINY_HEADS), seed=seed)
-
-
 def tiny_state(**kwargs) -> dict[str, np.ndarray]:
     return {key: value.numpy() for key, value in tiny_reference(**kwargs).state_dict().items()}
 
 
 def tiny_keras(num_classes: int = NUM_CLASSES):
-    return build_pspnet(num_classes, backbone="resnet18_v1c", training_heads=True, **TINY_HEADS)
+    return tiny_model(num_classes, training_heads=True)
 
 
 def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path, torch_hidden):
@@ -118,7 +66,7 @@ def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path, torch_hi
                      env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not torch_imported.exists()  # converted without PyTorch
-    inference = build_pspnet(NUM_CLASSES, backbone="resnet18_v1c", **TINY_HEADS)
+    inference = tiny_model(NUM_CLASSES)
     load_weights(inference, output)
     images = np.random.default_rng(3).normal(size=(2, 3, 45, 61)).astype("float32")
     expected = torch_logits(reference, images)
@@ -277,18 +225,16 @@ def test_urls_are_downloaded_once_into_the_cache_and_hash_checked(tmp_path):
 
 @pytest.mark.slow  # over a minute on a 2-core CPU
 def test_train_starts_from_pretrained_weights_without_torch(tmp_path, torch_hidden,
-                                                            demo_root):  # noqa: F811
+                                                            demo_root):
     reference = tiny_reference(seed=5)
     weights = str(tmp_path / "pretrained.h5")
     convert_checkpoint(tiny_keras(), save_mmseg(reference, tmp_path / "pretrained.pth"),
                        "mmseg", weights)
     env, torch_imported = torch_hidden
     run_dir = str(tmp_path / "run")
-    result = subprocess.run(
-        [sys.executable, "train.py", *TINY, "--epochs=1", "--learning_rate=0",
-         "--end_learning_rate=0", "--weight_decay=0", f"--data_root={demo_root}",
-         f"--run_dir={run_dir}", f"--pretrained={weights}"],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    result = run_python("train.py", *TINY, "--epochs=1", "--learning_rate=0",
+                        "--end_learning_rate=0", "--weight_decay=0", f"--data_root={demo_root}",
+                        f"--run_dir={run_dir}", f"--pretrained={weights}", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not torch_imported.exists()
     trained = tiny_keras()
@@ -313,8 +259,7 @@ def test_pretrained_pth_is_converted_on_the_fly_without_torch(tmp_path, torch_hi
               f"apply_pretrained(model, {checkpoint!r})\n"
               f"np.save({loaded!r}, model.get_layer('layer4_1_conv2').get_weights()[0])\n")
     env, torch_imported = torch_hidden
-    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, env=env)
+    result = run_python("-c", script, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not torch_imported.exists()
     np.testing.assert_array_equal(
@@ -322,7 +267,7 @@ def test_pretrained_pth_is_converted_on_the_fly_without_torch(tmp_path, torch_hi
         reference.state_dict()["backbone.layer4.1.conv2.weight"].numpy().transpose(2, 3, 1, 0))
 
 
-def test_bad_pretrained_fails_before_creating_the_run_dir(tmp_path, demo_root):  # noqa: F811
+def test_bad_pretrained_fails_before_creating_the_run_dir(tmp_path, demo_root):
     run_dir = tmp_path / "run"
     config = ExperimentConfig.from_fields(
         dataset="demo", data_root=demo_root, num_classes=NUM_CLASSES, backbone="resnet18_v1c",

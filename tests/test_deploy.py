@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_models import tiny_model
+from helpers import DEMO_MODEL_FLAGS as CONFIG
+from helpers import DEMO_SCALE as SCALE
+from helpers import run_python, tiny_model
 
 from pspnet_tf import save_weights
 from pspnet_tf.config import ExperimentConfig
@@ -23,10 +25,6 @@ from pspnet_tf.inference.precision import with_precision
 from pspnet_tf.inference.predictor import Predictor
 from pspnet_tf.models.factory import build_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCALE = (48, 40)
-CONFIG = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
-          f"--scale={SCALE[0]},{SCALE[1]}"]
 NUM_CLASSES = 5  # configs/demo.cfg
 SIZE = (37, 53)
 
@@ -61,8 +59,7 @@ ONNX_CLIENT = textwrap.dedent("""
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+    return run_python(*args, timeout=900)
 
 
 def agreement(got: np.ndarray, expected: np.ndarray) -> float:

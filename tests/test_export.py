@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 
 import cv2
@@ -13,9 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from test_models import randomise, tiny_model
+from helpers import DEMO_MODEL_FLAGS as CONFIG
+from helpers import DEMO_SCALE as SCALE
+from helpers import saved_tiny_weights, tiny_model
+from helpers import run_python as run
 
-from pspnet_tf import save_weights
 from pspnet_tf.data.images import decode_image
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.export import (
@@ -27,10 +28,6 @@ from pspnet_tf.inference.export import (
 from pspnet_tf.inference.predictor import Predictor
 from pspnet_tf.models.folding import fold_batchnorm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCALE = (48, 40)
-CONFIG = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
-          f"--scale={SCALE[0]},{SCALE[1]}"]
 NUM_CLASSES = 5  # configs/demo.cfg
 
 # Runs in a fresh interpreter that never imports pspnet_tf: what a serving client sees.
@@ -71,18 +68,10 @@ def png_bytes(image: np.ndarray) -> np.ndarray:
     return np.frombuffer(buffer.getvalue(), np.uint8)
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    model = tiny_model(num_classes=NUM_CLASSES)
-    randomise(model, seed=7)
-    path = str(tmp_path_factory.mktemp("weights") / "w.h5")
-    save_weights(model, path)
-    return model, path
+    return saved_tiny_weights(tmp_path_factory.mktemp("weights"), seed=7,
+                              num_classes=NUM_CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from test_models import randomise, tiny_model
+from helpers import randomise, tiny_model
 
 from pspnet_tf.models.folding import fold_batchnorm
 

@@ -4,24 +4,22 @@ cache) against a loopback HTTP server serving generated mmseg-layout checkpoints
 import hashlib
 import http.server
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pspnet_tf import SegmentationModel, build_pspnet, from_pretrained, list_pretrained
+from pspnet_tf import SegmentationModel, from_pretrained, list_pretrained
 from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained, fetch
 from pspnet_tf.convert.registry import BASE_ENV, CHECKPOINTS, OPENMMLAB
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE
 from pspnet_tf.errors import UserError
 
 torch = pytest.importorskip("torch")
-from test_convert import (  # noqa: E402, F401  (torch_hidden is a fixture)
-    ROOT, TINY_HEADS, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_hidden,
-    torch_logits)
+from helpers import TINY_HEADS, model_from_cli_flags, run_python, tiny_model  # noqa: E402
+from torch_parity import (  # noqa: E402
+    assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -140,7 +138,7 @@ def test_a_server_without_range_support_sends_the_whole_file_again(server, tmp_p
     assert os.listdir(cache) == [path[1:]]
 
 
-def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):  # noqa: F811
+def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):
     data = Path(save_mmseg(tiny_reference(seed=3), tmp_path / "tiny.pth")).read_bytes()
     path = f"/pspnet_tiny-{hashlib.sha256(data).hexdigest()[:8]}.pth"
     server.files[path] = data
@@ -152,8 +150,7 @@ def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):  # no
               f"model = from_pretrained(entry, cache_dir={str(tmp_path / 'cache')!r})\n"
               "print(model.metadata['class_names'])\n")
     env, torch_imported = torch_hidden
-    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, env=env)
+    result = run_python("-c", script, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not torch_imported.exists() and str(list(DEMO_CLASS_NAMES)) in result.stdout
 
@@ -175,7 +172,7 @@ def test_train_pretrained_names_fetch_the_published_backbone(server, tmp_path, m
     monkeypatch.setenv(BASE_ENV, server.base)
     path = "/pretrain/third_party/resnet50_v1c-2cccc1ad.pth"
     server.files[path] = b"a corrupt download"
-    model = build_pspnet(5, backbone="resnet18_v1c", training_heads=True, **TINY_HEADS)
+    model = tiny_model(5, training_heads=True)
     with pytest.raises(UserError, match="corrupt"):
         apply_pretrained(model, "resnet50_v1c", cache_dir=str(tmp_path / "cache"))
     assert server.hits(path) == 1
@@ -185,8 +182,6 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
                                                                    monkeypatch):
     """evaluate/predict/export --model=NAME: the converted model already in the cache (as
     a first call leaves it) is loaded, with the dataset's classes, and nothing downloaded."""
-    from test_model_artifacts import loaded
-
     from pspnet_tf.convert.download import CACHE_ENV
     from pspnet_tf.data.descriptors import dataset_classes
     from pspnet_tf.models.segmentation_model import model_metadata, save_model, segmentation_model
@@ -196,11 +191,11 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
     name = "pspnet_r50-d8_512x1024_80k_cityscapes"
     entry = next(c for c in CHECKPOINTS if c.name == name)
     names, palette = dataset_classes("cityscapes", "")
-    model = build_pspnet(len(names), backbone="resnet18_v1c", **TINY_HEADS)
+    model = tiny_model(len(names))
     save_model(segmentation_model(model, model_metadata("cityscapes", entry.data_root, names,
                                                         palette, entry.scale)),
                str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
-    described = loaded(f"--model={name}")
+    described = model_from_cli_flags(f"--model={name}")
     assert described.config.data.dataset == "cityscapes"
     assert described.config.data.scale == (2048, 1024)
     assert described.config.data.data_root == "data/cityscapes"

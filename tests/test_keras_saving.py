@@ -4,8 +4,6 @@ gradient is swapped in for training only and never saved."""
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -14,14 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from layer_testing import assert_same_outputs, run_serialization_test
-from test_models import randomise
+from helpers import ROOT, randomise, run_python
 
-from pspnet_tf import build_pspnet
+from pspnet_tf import SegmentationModel, build_pspnet
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.models.factory import build_model
+from pspnet_tf.models.segmentation_model import segmentation_model
 from pspnet_tf.training.trainer import compile_for_training
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4
 TINY = ExperimentConfig.from_fields(num_classes=NUM_CLASSES, backbone="resnet18_v1c",
                                     psp_channels=16, aux_channels=8)
@@ -83,10 +81,8 @@ def round_trip_in_fresh_process(variants: dict, directory: Path) -> dict:
         randomise(model, seed)
         expected[name] = _as_dict(model(inputs, training=False))
         model.save(directory / f"{name}.keras")
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(directory), *variants],
-        cwd=directory, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
-        text=True, timeout=600, check=False)
+    result = run_python("-c", LOAD_IN_FRESH_PROCESS, str(directory), *variants,
+                        env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr[-3000:]
     return {name: (expected[name], dict(np.load(directory / f"{name}.npz")))
             for name in variants}
@@ -157,3 +153,14 @@ def test_training_swaps_in_tap_gradients_and_still_saves_a_plain_pspnet(tmp_path
     loaded = keras.saving.load_model(tmp_path / "trained.keras")
     assert_same_outputs(_as_dict(loaded(images(), training=False)), before)
     assert not any("convolution_op" in vars(layer) for layer in loaded.layers)  # Keras's own
+
+
+def test_segmentation_model_round_trips_with_its_metadata():
+    """SegmentationModel, the registered model class final_model.keras holds, through the
+    same harness as the plain PSPNets: config, serialisation and .keras file."""
+    model = tiny("resnet18_v1c", 8, training_heads=True)
+    randomise(model, seed=5)
+    metadata = {"class_names": [f"class{i}" for i in range(NUM_CLASSES)], "scale": [48, 40],
+                "palette": [[i, 2 * i, 3 * i] for i in range(NUM_CLASSES)]}
+    loaded = run_serialization_test(segmentation_model(model, metadata), images())
+    assert type(loaded) is SegmentationModel and loaded.metadata == metadata

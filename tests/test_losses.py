@@ -1,10 +1,6 @@
 """SegmentationCrossEntropy against a numpy reference, and its gradient under MirroredStrategy."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from pspnet_tf.training.losses import SegmentationCrossEntropy
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import report_from_two_cpu_replicas, two_cpu_replicas
 
 
 def reference_loss(labels, logits, ignore_index=255):
@@ -96,13 +91,7 @@ def test_fit_gradient_under_two_replica_mirrored_strategy():
     Expected update: lr * mean over replicas of the gradient of each replica's own
     mean-over-valid-pixels loss (the replicas get different numbers of valid pixels).
     """
-    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(
-        [sys.executable, __file__], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = report_from_two_cpu_replicas(__file__, timeout=120)
     assert report["replicas"] == 2
     np.testing.assert_allclose(
         report["distributed_delta"], report["expected_delta"], rtol=1e-5, atol=1e-8
@@ -116,9 +105,8 @@ def _tiny_model(num_classes):
 
 
 def _distributed_fit_report():
-    """Runs in a fresh process: split the CPU into 2 devices before TF initialises them."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    """Runs in a fresh process (see helpers.report_from_two_cpu_replicas)."""
+    strategy = two_cpu_replicas()
     rng = np.random.default_rng(5)
     images = rng.normal(size=(4, 4, 4, 3)).astype(np.float32)
     labels = rng.integers(0, 3, size=(4, 4, 4))
@@ -135,7 +123,6 @@ def _distributed_fit_report():
         per_half.append((float(loss), tape.gradient(loss, model.trainable_weights)))
     expected_delta = [-lr * 0.5 * (a + b).numpy() for a, b in zip(per_half[0][1], per_half[1][1])]
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = _tiny_model(3)
         model.set_weights(initial)

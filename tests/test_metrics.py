@@ -1,10 +1,6 @@
 """SegmentationMetrics against plain numpy, inside Keras, and on 2 mirrored replicas."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,8 +10,8 @@ import tensorflow as tf
 from pspnet_tf.evaluation.metrics import SegmentationMetrics
 from pspnet_tf.evaluation.tables import format_table
 from pspnet_tf.training.losses import SegmentationCrossEntropy
+from helpers import report_from_two_cpu_replicas, two_cpu_replicas
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 6
 ABSENT = 4  # never in the labels, never predicted
 ONLY_PREDICTED = 5  # predicted sometimes, never in the labels
@@ -212,13 +208,7 @@ def test_keras_fit_and_evaluate_on_dict_output_model(jit_compile):
 
 
 def test_two_replica_mirrored_strategy_matches_single_device():
-    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(
-        [sys.executable, __file__], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=150,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = report_from_two_cpu_replicas(__file__, timeout=150)
     expected = reference_scores(make_batches(**MIRRORED_BATCHES))
     assert report["replicas"] == 2
     np.testing.assert_array_equal(report["confusion"], expected["confusion"])
@@ -231,10 +221,8 @@ def test_two_replica_mirrored_strategy_matches_single_device():
 
 
 def _mirrored_report():
-    """Runs in a fresh process: split the CPU into 2 devices before TF initialises them."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    """Runs in a fresh process (see helpers.report_from_two_cpu_replicas)."""
+    strategy = two_cpu_replicas()
     batches = make_batches(**MIRRORED_BATCHES)
     with strategy.scope():
         metric = SegmentationMetrics(NUM_CLASSES)

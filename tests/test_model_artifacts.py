@@ -7,17 +7,18 @@ still override."""
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 from PIL import Image
-from test_models import randomise, tiny_model
+from helpers import DEMO_MODEL_FLAGS as FLAGS
+from helpers import DEMO_SCALE as SCALE
+from helpers import (cli_flag_values, model_from_cli_flags, randomise, run_script,
+                     tiny_model)
 
 from pspnet_tf import SegmentationModel, save_weights
-from pspnet_tf.config import ExperimentConfig, config_from_flags, define_flags
+from pspnet_tf.config import ExperimentConfig, config_from_flags
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE, generate_demo_dataset
 from pspnet_tf.data.images import read_image
 from pspnet_tf.data.splits import load_split
@@ -25,19 +26,14 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.evaluation.evaluator import evaluate
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.inference.images import find_inputs
-from pspnet_tf.inference.loading import define_model_flags, model_from_flags
-from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
+from pspnet_tf.inference.loading import model_from_flags
+from pspnet_tf.inference.modes import predictor_from_flags
 from pspnet_tf.inference.outputs import stem
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCALE = (48, 40)
-FLAGS = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
-         f"--scale={SCALE[0]},{SCALE[1]}"]
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], check=False,
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_script(script, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -60,30 +56,17 @@ def artifacts(tmp_path_factory):
     return data_root, weights, keras_file
 
 
-def parsed(*args: str) -> flags.FlagValues:
-    values = flags.FlagValues()
-    define_flags(values)
-    define_mode_flags(values)
-    define_model_flags(values)
-    values(["test", *args])
-    return values
-
-
-def loaded(*args: str):
-    values = parsed(*args)
-    return model_from_flags(config_from_flags(values), values)
-
-
 def test_the_model_file_describes_itself_and_flags_override_it(artifacts):
     data_root, _, keras_file = artifacts
-    described = loaded(f"--model={keras_file}")
+    described = model_from_cli_flags(f"--model={keras_file}")
     assert isinstance(described.model, SegmentationModel)
     assert (described.config.data.dataset, described.config.data.data_root) == ("demo", data_root)
     assert described.config.model.num_classes == 5 and described.config.data.scale == SCALE
     names, palette = described.classes()
     assert names == tuple(DEMO_CLASS_NAMES)
     np.testing.assert_array_equal(palette, DEMO_PALETTE)
-    overridden = loaded(f"--model={keras_file}", "--scale=64,32", "--data_root=elsewhere")
+    overridden = model_from_cli_flags(f"--model={keras_file}", "--scale=64,32",
+                                      "--data_root=elsewhere")
     assert overridden.config.data.scale == (64, 32)
     assert overridden.config.data.data_root == "elsewhere"
 
@@ -97,12 +80,12 @@ def test_the_model_file_describes_itself_and_flags_override_it(artifacts):
 def test_bad_model_flags_are_user_errors(artifacts, args, message):
     args = tuple(arg.replace("KEYS", artifacts[2]) for arg in args)
     with pytest.raises(UserError, match=message):
-        loaded(*args)
+        model_from_cli_flags(*args)
 
 
 def weights_predictor(data_root: str, weights: str, *args: str):
     """(predictor, config, classes) of the --flagfile + --weights path, as the CLIs build it."""
-    values = parsed(*FLAGS, f"--data_root={data_root}", f"--weights={weights}", *args)
+    values = cli_flag_values(*FLAGS, f"--data_root={data_root}", f"--weights={weights}", *args)
     by_weights = model_from_flags(config_from_flags(values), values)
     predictor = predictor_from_flags(by_weights.model, by_weights.config.data.scale, values)
     return predictor, by_weights.config, by_weights.classes()

@@ -11,27 +11,12 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.models.backbone import conv
 from pspnet_tf.models.convolution import conv2d, use_tap_gradients
 from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
+from helpers import randomise, tiny_model
 
 
 def trainable_parameters(model) -> float:
     """Millions of trainable parameters (BatchNorm moving statistics excluded, as published)."""
     return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights) / 1e6
-
-
-def randomise(model, seed: int = 0) -> None:
-    """Random weights and BatchNorm statistics that keep activations finite."""
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        if "variance" in weight.path or "gamma" in weight.path:
-            value = rng.uniform(0.5, 1.0, weight.shape)
-        else:
-            value = rng.normal(0.0, 0.02, weight.shape)
-        weight.assign(value.astype("float32"))
-
-
-def tiny_model(num_classes: int = 4, **kwargs):
-    return build_pspnet(num_classes, backbone="resnet18_v1c", psp_channels=16, aux_channels=8,
-                        **kwargs)
 
 
 @pytest.mark.parametrize("backbone, num_classes, training_heads, expected", [

@@ -6,23 +6,20 @@ and both process groups are killed whatever happens.
 """
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import keras
 import numpy as np
 import pytest
-from test_train import h5_weights
+from helpers import (ROOT, files_under, free_ports, h5_weights, run_script, script_command,
+                     tf_config)
 
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One 32x32 crop per worker and step, 2 steps: enough to see both workers apply the same
 # updates, small enough for two TensorFlow processes on a 2-core CPU.
 TINY = ["--flagfile=configs/demo.cfg", "--epochs=1", "--batch_size=2", "--crop_size=32,32",
@@ -39,18 +36,6 @@ def demo_root(tmp_path_factory):
     return root
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the OS reports free (all bound at once, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @contextlib.contextmanager
 def started_workers(args: list[str], log_dir):
     """Starts train.py as worker 0 (the chief) and worker 1; kills both process groups on exit.
@@ -64,11 +49,10 @@ def started_workers(args: list[str], log_dir):
     try:
         for index, path in enumerate(paths):
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch),
-                   "TF_CONFIG": json.dumps({"cluster": cluster,
-                                            "task": {"type": "worker", "index": index}})}
+                   "TF_CONFIG": tf_config(cluster, "worker", index)}
             with open(path, "w") as log:
                 processes.append(subprocess.Popen(
-                    [sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT, env=env,
+                    script_command("train.py", *args), cwd=ROOT, env=env,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         yield processes, lambda: [path.read_text() for path in paths]
     finally:
@@ -95,11 +79,6 @@ def run_workers(args: list[str], log_dir) -> list[tuple[int, str]]:
     return [(process.returncode, output) for process, output in zip(processes, outputs())]
 
 
-def files_under(path) -> set[str]:
-    return {os.path.relpath(os.path.join(folder, name), path)
-            for folder, _, names in os.walk(path) for name in names}
-
-
 @pytest.mark.slow  # about a minute on a 2-core CPU
 def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(demo_root, tmp_path):
     run_dir = tmp_path / "run"
@@ -113,14 +92,14 @@ def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(demo_root, 
     for name in chief:
         np.testing.assert_allclose(other[name], chief[name], rtol=0, atol=1e-6, err_msg=name)
 
-    files = files_under(run_dir)
+    files = files_under(run_dir).keys()
     assert {"config.json", "train.log", "history.csv", "metrics.json", "final_weights.h5",
             "checkpoints/checkpoint", f"checkpoints/ckpt-{STEPS}.index"} <= files  # trained
     assert any(name.startswith("tensorboard/") for name in files)
     # The other worker keeps only its own log and final weights, in its own folder.
     assert {name for name in files if not name.startswith(("checkpoints/", "tensorboard/"))
             and "/" in name} == {"workers/worker_1/train.log", "workers/worker_1/final_weights.h5"}
-    assert files_under(tmp_path / "tmp") == set()  # its scratch checkpoints were removed
+    assert files_under(tmp_path / "tmp").keys() == set()  # its scratch checkpoints were removed
     log = open(run_dir / "train.log").read()
     assert "2 replicas" in log and "val mIoU" in log
     assert "worker_1" in open(run_dir / "workers" / "worker_1" / "train.log").read()
@@ -168,7 +147,7 @@ def test_a_worker_that_cannot_use_the_run_dir_stops_both(demo_root, tmp_path):
         assert "Traceback" not in output
     assert "is not empty and holds no config.json" in results[0][1]
     assert "another worker could not use --run_dir" in results[1][1]
-    assert files_under(run_dir) == {"notes.txt"}
+    assert files_under(run_dir).keys() == {"notes.txt"}
 
 
 def test_every_worker_resumes_from_the_chiefs_checkpoints(tmp_path):
@@ -185,8 +164,8 @@ def test_every_worker_resumes_from_the_chiefs_checkpoints(tmp_path):
     chief.save()
     other_model, _, other = keeper(directory, chief=False)
     other.save()  # a non-chief save goes to its own scratch folder, then is removed
-    assert files_under(directory) == {"checkpoint", "ckpt-5.index",
-                                      "ckpt-5.data-00000-of-00001"}
+    assert files_under(directory).keys() == {"checkpoint", "ckpt-5.index",
+                                             "ckpt-5.data-00000-of-00001"}
     assert other.restore_latest() == 5
     for mine, theirs in zip(model.get_weights(), other_model.get_weights()):
         np.testing.assert_array_equal(theirs, mine)
@@ -195,10 +174,9 @@ def test_every_worker_resumes_from_the_chiefs_checkpoints(tmp_path):
 def test_tpu_strategy_without_a_tpu_is_one_clear_line(demo_root, tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     env.pop("TPU_NAME", None)
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), *TINY, f"--data_root={demo_root}",
-         f"--run_dir={tmp_path / 'run'}", "--strategy=tpu"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    result = run_script("train.py", *TINY, f"--data_root={demo_root}",
+                        f"--run_dir={tmp_path / 'run'}", "--strategy=tpu", env=env,
+                        timeout=TIMEOUT_S)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --strategy=tpu found no TPU") and "--tpu=" in last

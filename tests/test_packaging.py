@@ -8,11 +8,11 @@ import tomllib
 from importlib import metadata
 
 import pytest
+from helpers import ROOT
 
 import pspnet_tf
 from pspnet_tf.packaged_configs import config_names, resolve_flagfile, resolve_flagfile_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _pyproject() -> dict:

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_same_batches
 
 from pspnet_tf.data.datasets import get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
@@ -72,9 +73,7 @@ def test_batches_have_the_promised_shapes_and_values(train_set, full_run):
 
 def test_same_seed_same_batches_other_seed_other_batches(train_set, full_run):
     again = _batches(train_set)
-    for (image, label), (image2, label2) in zip(full_run, again, strict=True):
-        np.testing.assert_array_equal(image, image2)
-        np.testing.assert_array_equal(label, label2)
+    assert_same_batches(full_run, again)
     other = _batches(train_set, seed=4)
     assert not np.array_equal(full_run[0][0], other[0][0])
 
@@ -82,9 +81,7 @@ def test_same_seed_same_batches_other_seed_other_batches(train_set, full_run):
 def test_resuming_at_step_k_reproduces_the_uninterrupted_run(train_set, full_run):
     resumed = _batches(train_set, start_step=3, end_step=5)
     assert len(resumed) == 2
-    for (image, label), (image2, label2) in zip(full_run[3:5], resumed, strict=True):
-        np.testing.assert_array_equal(image, image2)
-        np.testing.assert_array_equal(label, label2)
+    assert_same_batches(full_run[3:5], resumed)
 
 
 def test_a_sample_seen_again_gets_a_new_augmentation(full_run):
@@ -132,9 +129,7 @@ def test_skip_bad_samples_keeps_full_deterministic_batches(tmp_path):
     first = _batches(dataset, global_batch_size=4, epochs=2, skip_bad_samples=True)
     again = _batches(dataset, global_batch_size=4, epochs=2, skip_bad_samples=True)
     assert [image.shape[0] for image, _ in first] == [4, 4]
-    for (image, label), (image_again, label_again) in zip(first, again):
-        np.testing.assert_array_equal(image, image_again)
-        np.testing.assert_array_equal(label, label_again)
+    assert_same_batches(first, again)
 
 
 def test_skipper_wraps_around_and_fails_when_nothing_loads(tmp_path):

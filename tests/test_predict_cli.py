@@ -3,39 +3,27 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from test_models import randomise, tiny_model
+from helpers import DEMO_MODEL_FLAGS as CONFIG
+from helpers import DEMO_SCALE as SCALE
+from helpers import (assert_refused_in_one_line, error_lines, run_python, run_script,
+                     saved_tiny_weights, script_command)
 
-from pspnet_tf import save_weights
 from pspnet_tf.data.demo import DEMO_PALETTE, generate_demo_dataset
 from pspnet_tf.data.images import read_image
 from pspnet_tf.inference.predictor import Predictor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCALE = (48, 40)
-CONFIG = ["--flagfile=configs/demo.cfg", "--psp_channels=16", "--aux_channels=8",
-          f"--scale={SCALE[0]},{SCALE[1]}"]
 STEMS = ("colour", "gray", "rgba", "deep")
-
-
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], check=False,
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    model = tiny_model(num_classes=len(DEMO_PALETTE))
-    randomise(model, seed=11)
-    path = str(tmp_path_factory.mktemp("weights") / "w.h5")
-    save_weights(model, path)
-    return model, path
+    return saved_tiny_weights(tmp_path_factory.mktemp("weights"), seed=11,
+                              num_classes=len(DEMO_PALETTE))
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +51,10 @@ def predicted(weights, inputs, tmp_path_factory):
     os.makedirs(os.path.join(output, "labels"))
     with open(os.path.join(output, "labels", "colour.png"), "wb") as handle:
         handle.write(STALE)
-    result = run("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={inputs}",
-                 f"--output={output}", "--side_by_side", "--overwrite")
+    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={inputs}",
+                        f"--output={output}", "--side_by_side", "--overwrite")
     assert result.returncode == 1, result.stderr[-3000:]  # broken.png was skipped
     return output, result
-
-
-def assert_refused_in_one_line(result: subprocess.CompletedProcess, needle: str) -> None:
-    """Exit status 2 with exactly one `error:` line that names `needle`, no traceback."""
-    assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in result.stderr
 
 
 def test_every_readable_image_gets_labels_overlay_and_side_by_side(weights, inputs, predicted):
@@ -100,21 +81,19 @@ def test_unreadable_input_is_named_and_skipped_with_exit_status_1(predicted):
 
 
 def test_input_without_a_readable_image_is_an_error(weights, inputs, tmp_path):
-    result = run("predict.py", *CONFIG, f"--weights={weights[1]}",
-                 f"--input={os.path.join(inputs, 'broken.png')}", f"--output={tmp_path}",
-                 "--allow_skips")
-    assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "holds no readable image" in errors[0]
-    assert "broken.png" in errors[0] and "Traceback" not in result.stderr
+    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}",
+                        f"--input={os.path.join(inputs, 'broken.png')}", f"--output={tmp_path}",
+                        "--allow_skips")
+    assert_refused_in_one_line(result, "holds no readable image")
+    assert "broken.png" in error_lines(result.stderr)[0]
     assert "split" not in result.stderr
 
 
 def test_output_that_is_a_file_is_one_error_line(weights, inputs, tmp_path):
     output = tmp_path / "predictions"
     output.write_bytes(STALE)
-    result = run("predict.py", *CONFIG, f"--weights={weights[1]}",
-                 f"--input={os.path.join(inputs, 'gray.png')}", f"--output={output}")
+    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}",
+                        f"--input={os.path.join(inputs, 'gray.png')}", f"--output={output}")
     assert_refused_in_one_line(result, "--output")
     assert output.read_bytes() == STALE
 
@@ -126,8 +105,8 @@ def test_folder_listing_takes_every_format_the_decoder_reads(weights, tmp_path):
     Image.fromarray(picture).save(folder / "animated.gif")
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     output = tmp_path / "out"
-    result = run("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={folder}",
-                 f"--output={output}", "--allow_skips")
+    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={folder}",
+                        f"--output={output}", "--allow_skips")
     assert result.returncode == 0, result.stderr[-3000:]  # broken.jpg skipped, allowed
     assert "1 of 2 images" in result.stdout and "broken.jpg" in result.stderr
     image = read_image(str(folder / "animated.gif"))
@@ -146,16 +125,13 @@ LARGE_MEMORY_BOUND_MB = 1200
 
 
 def test_a_large_image_with_many_classes_is_predicted_in_bounded_memory(tmp_path):
-    model = tiny_model(num_classes=150)
-    randomise(model, seed=12)
-    save_weights(model, str(tmp_path / "w.h5"))
+    saved_tiny_weights(tmp_path, seed=12, num_classes=150)
     picture = np.random.default_rng(9).integers(0, 256, (LARGE // 40, LARGE // 40, 3), np.uint8)
     cv2.imwrite(str(tmp_path / "large.jpg"), cv2.resize(picture, (LARGE, LARGE)))
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_MEMORY, sys.executable, os.path.join(ROOT, "predict.py"),
-         *CONFIG, "--dataset=ade20k", "--num_classes=150", f"--weights={tmp_path / 'w.h5'}",
-         f"--input={tmp_path / 'large.jpg'}", f"--output={tmp_path / 'out'}"],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_python("-c", PEAK_MEMORY, *script_command(
+        "predict.py", *CONFIG, "--dataset=ade20k", "--num_classes=150",
+        f"--weights={tmp_path / 'w.h5'}", f"--input={tmp_path / 'large.jpg'}",
+        f"--output={tmp_path / 'out'}"))
     assert result.returncode == 0, result.stderr[-3000:]
     peak_mb = int(result.stdout.split()[-1]) / 1024
     assert peak_mb < LARGE_MEMORY_BOUND_MB, f"peak resident memory {peak_mb:.0f} MB"
@@ -166,8 +142,8 @@ def test_a_large_image_with_many_classes_is_predicted_in_bounded_memory(tmp_path
 def test_evaluate_refuses_an_unwritable_output_before_evaluating(weights, tmp_path):
     blocker = tmp_path / "metrics"
     blocker.write_bytes(STALE)
-    result = run("evaluate.py", *CONFIG, f"--data_root={tmp_path / 'no_data'}",
-                 f"--weights={weights[1]}", f"--output={blocker / 'm.json'}")
+    result = run_script("evaluate.py", *CONFIG, f"--data_root={tmp_path / 'no_data'}",
+                        f"--weights={weights[1]}", f"--output={blocker / 'm.json'}")
     assert_refused_in_one_line(result, "--output")
     assert blocker.read_bytes() == STALE
 
@@ -179,8 +155,8 @@ def test_existing_outputs_are_kept_unless_overwrite(weights, inputs, predicted, 
     kept = tmp_path / "kept"
     (kept / "overlays").mkdir(parents=True)
     (kept / "overlays" / "gray.png").write_bytes(STALE)
-    refused = run("predict.py", *CONFIG, f"--weights={weights[1]}",
-                  f"--input={os.path.join(inputs, 'gray.png')}", f"--output={kept}")
+    refused = run_script("predict.py", *CONFIG, f"--weights={weights[1]}",
+                         f"--input={os.path.join(inputs, 'gray.png')}", f"--output={kept}")
     assert refused.returncode == 2
     assert "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
     assert (kept / "overlays" / "gray.png").read_bytes() == STALE
@@ -191,9 +167,9 @@ def test_evaluate_slide_mode_saves_predictions_and_reports_metrics(weights, tmp_
     root = str(tmp_path / "demo")
     generate_demo_dataset(root, num_train=1, num_val=2, image_size=40)
     saved, metrics = str(tmp_path / "saved"), str(tmp_path / "metrics.json")
-    result = run("evaluate.py", *CONFIG, f"--data_root={root}", f"--weights={weights[1]}",
-                 "--mode=slide", "--crop=24,24", "--stride=16,16",
-                 f"--save_predictions={saved}", f"--output={metrics}")
+    result = run_script("evaluate.py", *CONFIG, f"--data_root={root}", f"--weights={weights[1]}",
+                        "--mode=slide", "--crop=24,24", "--stride=16,16",
+                        f"--save_predictions={saved}", f"--output={metrics}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mIoU" in result.stdout and "aAcc" in result.stdout
     with open(metrics) as handle:

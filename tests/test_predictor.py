@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from test_models import randomise, tiny_model
+from helpers import randomise, tiny_model
 
 from pspnet_tf.data.datasets import Sample, SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset

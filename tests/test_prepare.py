@@ -1,20 +1,17 @@
 """`prepare voc_aug` and `prepare cityscapes` on tiny copies of the downloaded layouts."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+from helpers import run_python
 from scipy import io as scipy_io
 
 from pspnet_tf.data.datasets import get_dataset
 from pspnet_tf.data.descriptors import voc_palette
 from pspnet_tf.data.prepare import prepare_cityscapes, prepare_voc_aug, read_sbd_mat
 from pspnet_tf.errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEIGHT, WIDTH = 6, 8
 
 
@@ -128,21 +125,19 @@ def test_cityscapes_writes_train_ids_that_the_reader_prefers(tmp_path):
 
 def test_prepare_command_line(tmp_path):
     voc, sbd, _ = _voc_and_sbd(tmp_path, ["v1"], ["val1"], ["s1"], [])
-    prepare = [sys.executable, "-m", "pspnet_tf.data.prepare"]
-    done = subprocess.run([*prepare, "voc_aug", f"--voc_root={voc}", f"--sbd_root={sbd}"],
-                          cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
+    prepare = ["-m", "pspnet_tf.data.prepare"]
+    done = run_python(*prepare, "voc_aug", f"--voc_root={voc}", f"--sbd_root={sbd}",
+                      timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "voc_aug: 2 images, 2 label files written" in done.stdout
     shards = tmp_path / "shards"
-    done = subprocess.run([*prepare, "tfrecord", "--dataset=voc", f"--data_root={voc}",
-                           "--splits=trainaug,val", f"--output={shards}"],
-                          cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
+    done = run_python(*prepare, "tfrecord", "--dataset=voc", f"--data_root={voc}",
+                      "--splits=trainaug,val", f"--output={shards}", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(os.listdir(shards)) == [
         "trainaug-00000-of-00001.tfrecord", "trainaug.json", "val-00000-of-00001.tfrecord",
         "val.json"]
-    missing = subprocess.run([*prepare, "voc_aug", f"--voc_root={voc}"], cwd=ROOT,
-                             check=False, capture_output=True, text=True, timeout=120)
+    missing = run_python(*prepare, "voc_aug", f"--voc_root={voc}", timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == (
         "error: voc_aug needs --sbd_root; see python -m pspnet_tf.data.prepare --help")

@@ -1,11 +1,10 @@
 """Strategy choice, TF_CONFIG parsing, chief detection and batch splitting."""
 
-import json
-import socket
 import types
 
 import pytest
 import tensorflow as tf
+from helpers import free_ports, tf_config
 
 from pspnet_tf.errors import UserError
 from pspnet_tf.training import strategy as strategy_module
@@ -22,16 +21,6 @@ from pspnet_tf.training.strategy import (
 from pspnet_tf.training.trainer import _lost_workers_reported
 
 WORKERS = ["host0:2222", "host1:2222", "host2:2222"]
-
-
-def tf_config(cluster, task_type, index):
-    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fake_strategy(replicas):
@@ -64,7 +53,7 @@ def test_tpu_strategy_without_a_tpu_is_a_user_error(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
     with pytest.raises(UserError, match=r"found no TPU on this machine .*pass --tpu=NAME"):
         create_strategy("tpu")
-    closed_port = free_port()
+    [closed_port] = free_ports(1)
     with pytest.raises(UserError, match=f"at --tpu=grpc://127.0.0.1:{closed_port} "):
         create_strategy("tpu", f"grpc://127.0.0.1:{closed_port}")
 

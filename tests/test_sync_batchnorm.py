@@ -4,13 +4,12 @@ TensorFlow's logical devices must be configured before it starts, so the compari
 in a fresh Python process.
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from helpers import last_json_line
 
 SCRIPT = r"""
 import json, sys
@@ -62,11 +61,9 @@ def test_two_replicas_with_sync_batchnorm_match_single_device():
     # for the single device's batch of 2, and their rounding alone moved the weights by 6e-4
     # after two steps (the unsynchronised control: 0.21), which would blur the 1e-4 check of
     # the synchronisation itself.
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                            timeout=600, env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ,
-                                              "TF_ENABLE_ONEDNN_OPTS": "0"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    weights = json.loads(result.stdout.strip().splitlines()[-1])
+    weights = last_json_line("-c", SCRIPT, timeout=600,
+                             env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ,
+                                  "TF_ENABLE_ONEDNN_OPTS": "0"})
     assert max_difference(weights["single"], weights["synced"]) < 1e-4
     # The control: without synchronisation the replicas' statistics differ visibly.
     assert max_difference(weights["single"], weights["unsynced"]) > 1e-3

@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from helpers import assert_same_batches
 
 from pspnet_tf.data.datasets import get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
@@ -55,9 +56,7 @@ def test_training_batches_match(files_and_shards):
     from_files = list(build_train_dataset(files, **options))
     from_shards = list(build_train_dataset(ShardedDataset(output, "train"), **options))
     assert len(from_files) == len(from_shards) == 2
-    for (image, label), (image2, label2) in zip(from_files, from_shards):
-        np.testing.assert_array_equal(image, image2)
-        np.testing.assert_array_equal(label, label2)
+    assert_same_batches(from_files, from_shards)
 
 
 def test_existing_shards_are_never_overwritten_and_mismatches_are_named(files_and_shards):

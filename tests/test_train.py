@@ -7,61 +7,24 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pspnet_tf.data.demo import generate_demo_dataset
+from helpers import DETERMINISTIC_ENV, ROOT, TINY, h5_weights, script_command, tiny_model
+from helpers import run_deterministically as run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--flagfile=configs/demo.cfg", "--epochs=2", "--batch_size=4", "--crop_size=32,32",
-        "--scale=48,48", "--psp_channels=16", "--aux_channels=8", "--num_image_summaries=2"]
 STEPS_PER_EPOCH = 4  # 16 training images / batch 4
 STEPS = 8  # x 2 epochs
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("demo"))
-    generate_demo_dataset(root, num_train=16, num_val=4, image_size=48)
-    return root
-
-
-def command(script: str, *args: str) -> list[str]:
-    return [sys.executable, os.path.join(ROOT, script), *args]
-
-
-# Deterministic kernels, so that a resumed run can be compared with an uninterrupted one
-# however loaded the machine is.
-ENV = {**os.environ, "TF_DETERMINISTIC_OPS": "1"}
-
-
 # TensorFlow's C++ log level as users have it (tests/conftest.py quiets it), so that its
 # warnings would show.
-USER_LOGGING_ENV = {key: value for key, value in ENV.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-
-
-def run(script: str, *args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
-    return subprocess.run(command(script, *args), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
-def h5_weights(path: str) -> dict[str, np.ndarray]:
-    """Every array in a weights file, by its path inside the file."""
-    found = {}
-
-    def keep(name, item):  # returns None: a value would stop visititems
-        if isinstance(item, h5py.Dataset):
-            found[name] = item[()]
-
-    with h5py.File(path) as handle:
-        handle.visititems(keep)
-    return found
+USER_LOGGING_ENV = {key: value for key, value in DETERMINISTIC_ENV.items()
+                    if key != "TF_CPP_MIN_LOG_LEVEL"}
 
 
 def final_weights(run_dir: str) -> dict[str, np.ndarray]:
@@ -97,7 +60,7 @@ def test_training_writes_a_complete_run_directory(finished_run):
 def test_training_writes_a_self_describing_final_model(finished_run, demo_root):
     import keras
 
-    from pspnet_tf import SegmentationModel, build_pspnet, load_weights
+    from pspnet_tf import SegmentationModel, load_weights
     from pspnet_tf.data.demo import DEMO_CLASS_NAMES
 
     run_dir, _ = finished_run
@@ -106,7 +69,7 @@ def test_training_writes_a_self_describing_final_model(finished_run, demo_root):
     assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
     assert model.metadata["scale"] == [48, 48] and model.metadata["dataset"] == "demo"
     assert model.metadata["data_root"] == demo_root and model.metadata["num_classes"] == 5
-    weights = build_pspnet(5, backbone="resnet18_v1c", psp_channels=16, aux_channels=8)
+    weights = tiny_model(5)
     load_weights(weights, os.path.join(run_dir, "final_weights.h5"))
     images = np.random.default_rng(1).normal(size=(1, 40, 52, 3)).astype("float32")
     np.testing.assert_array_equal(model(images), weights(images))
@@ -190,7 +153,8 @@ def assert_same_history(resumed_dir: str, uninterrupted_dir: str) -> None:
 
 def start_training(args: list[str], stderr_path: str) -> subprocess.Popen:
     with open(stderr_path, "w") as stderr:
-        return subprocess.Popen(command("train.py", *args), cwd=ROOT, env=ENV,
+        return subprocess.Popen(script_command("train.py", *args), cwd=ROOT,
+                                env=DETERMINISTIC_ENV,
                                 stdout=subprocess.DEVNULL, stderr=stderr)
 
 

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from pspnet_tf.training.divergence import DIVERGED_EXIT_STATUS
 from pspnet_tf.training.run_dir import RUN_LOCK_FILE
-from helpers import files_under
-from test_train import TINY, demo_root, run  # noqa: F401  (demo_root is a fixture)
+from helpers import TINY, error_lines, files_under
+from helpers import run_deterministically as run
 
 SHIPPED = [flag for flag in TINY if not flag.startswith("--dropout")]
 
@@ -22,10 +22,6 @@ SHIPPED = [flag for flag in TINY if not flag.startswith("--dropout")]
 def checkpoint_files(run_dir: str) -> dict[str, bytes]:
     return {name: content for name, content in files_under(run_dir).items()
             if name.startswith("checkpoints/ckpt-")}
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
 @pytest.mark.slow  # over a minute on a 2-core CPU

@@ -1,4 +1,5 @@
-"""Each augmentation against a plain numpy / OpenCV reference of the mmseg behaviour."""
+"""Each augmentation against a plain numpy / OpenCV reference of the mmseg behaviour, and the
+fused training window against the step-by-step recipe (tests/transforms_oracle.py)."""
 
 import colorsys
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import transforms_oracle as oracle
 from pspnet_tf.data import transforms
 
 
@@ -34,7 +36,7 @@ def test_rescale_resizes_image_bilinear_and_label_nearest():
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (30, 44, 3)).astype(np.float32)
     label = rng.choice([0, 3, 7, 255], (30, 44)).astype(np.uint8)
-    out_image, out_label = transforms.rescale_keep_ratio(image, label, (88, 60))
+    out_image, out_label = oracle.rescale_keep_ratio(image, label, (88, 60))
     height, width = _reference_size(30, 44, (88, 60))
     assert out_image.shape == (height, width, 3) and out_label.shape == (height, width)
     assert out_image.dtype == tf.float32 and out_label.dtype == tf.uint8
@@ -47,12 +49,12 @@ def test_rescale_resizes_image_bilinear_and_label_nearest():
 def test_rescale_label_keeps_its_value_set_when_downscaling():
     label = np.random.default_rng(1).choice([1, 4, 9, 255], (97, 131)).astype(np.uint8)
     image = np.zeros((97, 131, 3), np.uint8)
-    _, out_label = transforms.rescale_keep_ratio(image, label, (60, 40))
+    _, out_label = oracle.rescale_keep_ratio(image, label, (60, 40))
     assert set(np.unique(out_label.numpy())) <= {1, 4, 9, 255}
 
 
 def test_rescale_without_label_returns_only_the_image():
-    out_image, out_label = transforms.rescale_keep_ratio(np.zeros((10, 20, 3), np.uint8), None,
+    out_image, out_label = oracle.rescale_keep_ratio(np.zeros((10, 20, 3), np.uint8), None,
                                                          (40, 20))
     assert out_label is None and out_image.shape == (20, 40, 3)
 
@@ -62,8 +64,8 @@ def test_random_rescale_stays_in_ratio_range_and_follows_the_seed():
     low, high = _reference_size(40, 60, (120, 80), 0.5), _reference_size(40, 60, (120, 80), 2.0)
     heights = []
     for seed in range(12):
-        first, _ = transforms.random_rescale(image, label, (120, 80), (0.5, 2.0), seed=_seed(seed))
-        again, _ = transforms.random_rescale(image, label, (120, 80), (0.5, 2.0), seed=_seed(seed))
+        first, _ = oracle.random_rescale(image, label, (120, 80), (0.5, 2.0), seed=_seed(seed))
+        again, _ = oracle.random_rescale(image, label, (120, 80), (0.5, 2.0), seed=_seed(seed))
         assert first.shape == again.shape
         assert low[0] <= first.shape[0] <= high[0]
         heights.append(first.shape[0])
@@ -111,7 +113,7 @@ def test_random_crop_cuts_image_and_label_alike():
     image = _coordinate_image(50, 70)
     label = (np.arange(50)[:, None] + np.arange(70)[None] * 3).astype(np.uint8) % 200
     for seed in range(5):
-        crop_image, crop_label = transforms.random_crop(image, label, (20, 30), seed=_seed(seed))
+        crop_image, crop_label = oracle.random_crop(image, label, (20, 30), seed=_seed(seed))
         crop_image = crop_image.numpy().astype(int)
         assert crop_image.shape == (20, 30, 3)
         top, left = crop_image[0, 0, 0], crop_image[0, 0, 1]
@@ -121,7 +123,7 @@ def test_random_crop_cuts_image_and_label_alike():
 
 def test_random_crop_of_a_small_image_keeps_what_exists():
     image, label = _coordinate_image(12, 50), np.ones((12, 50), np.uint8)
-    crop_image, crop_label = transforms.random_crop(image, label, (20, 30), seed=_seed(0))
+    crop_image, crop_label = oracle.random_crop(image, label, (20, 30), seed=_seed(0))
     assert crop_image.shape == (12, 30, 3) and crop_label.shape == (12, 30)
 
 
@@ -130,7 +132,7 @@ def test_crop_acceptance_matches_mmseg_check(seed):
     rng = np.random.default_rng(seed)
     label = rng.choice([0, 1, 2, 255], (8, 8), p=rng.dirichlet([0.3] * 4)).astype(np.uint8)
     for ratio in (0.5, 0.75, 0.9):
-        counts = transforms._class_counts(tf.constant(label))
+        counts = oracle.class_counts(tf.constant(label))
         accepted = bool(transforms._acceptable_crop(counts, ratio))
         assert accepted == _reference_acceptable(label, ratio)
 
@@ -142,9 +144,9 @@ def test_random_crop_respects_cat_max_ratio_when_possible():
     image = _coordinate_image(40, 40)
     checked, unchecked = [], []
     for seed in range(20):
-        _, crop = transforms.random_crop(image, label, (20, 20), 0.75, seed=_seed(seed))
+        _, crop = oracle.random_crop(image, label, (20, 20), 0.75, seed=_seed(seed))
         checked.append(_reference_acceptable(crop.numpy(), 0.75))
-        _, crop = transforms.random_crop(image, label, (20, 20), 1.0, seed=_seed(seed))
+        _, crop = oracle.random_crop(image, label, (20, 20), 1.0, seed=_seed(seed))
         unchecked.append(_reference_acceptable(crop.numpy(), 0.75))
     assert all(checked)
     assert not all(unchecked)
@@ -155,7 +157,7 @@ def test_random_flip_flips_image_and_label_together():
     label = np.arange(54, dtype=np.uint8).reshape(6, 9)
     flipped = 0
     for seed in range(20):
-        out_image, out_label = transforms.random_flip(image, label, seed=_seed(seed))
+        out_image, out_label = oracle.random_flip(image, label, seed=_seed(seed))
         out_image, out_label = out_image.numpy(), out_label.numpy()
         if np.array_equal(out_label, label):
             np.testing.assert_array_equal(out_image, image)
@@ -168,9 +170,9 @@ def test_random_flip_flips_image_and_label_together():
 
 def test_photometric_distortion_range_and_determinism():
     image = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)
-    outputs = [transforms.photometric_distortion(image, seed=_seed(seed)).numpy()
+    outputs = [oracle.photometric_distortion(image, seed=_seed(seed)).numpy()
                for seed in range(32)]
-    again = transforms.photometric_distortion(image, seed=_seed(5)).numpy()
+    again = oracle.photometric_distortion(image, seed=_seed(5)).numpy()
     np.testing.assert_array_equal(outputs[5], again)
     assert all(out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255 for out in outputs)
     changed = sum(not np.allclose(out, image, atol=1e-3) for out in outputs)
@@ -181,7 +183,7 @@ def test_photometric_distortion_keeps_grey_grey():
     """Saturation and hue cannot colour a grey image; brightness/contrast move it uniformly."""
     grey = np.full((4, 4, 3), 100.0, np.float32)
     for seed in range(16):
-        out = transforms.photometric_distortion(grey, seed=_seed(seed)).numpy()
+        out = oracle.photometric_distortion(grey, seed=_seed(seed)).numpy()
         np.testing.assert_allclose(out, np.full_like(out, out[0, 0, 0]), atol=1e-3)
         assert 100.0 * 0.5 - 32 - 1e-3 <= out[0, 0, 0] <= (100.0 + 32) * 1.5 + 1e-3
 
@@ -192,7 +194,7 @@ def test_photometric_hue_shift_is_bounded():
     limit = transforms.HUE_DELTA_DEGREES / 360.0
     shifts = []
     for seed in range(32):
-        out = transforms.photometric_distortion(image, seed=_seed(seed)).numpy()[0, 0] / 255.0
+        out = oracle.photometric_distortion(image, seed=_seed(seed)).numpy()[0, 0] / 255.0
         hue = colorsys.rgb_to_hsv(*np.clip(out, 0, 1))[0]
         shifts.append(abs(hue - 0.5))
     assert max(shifts) <= limit + 0.01 and max(shifts) > limit / 4
@@ -207,21 +209,21 @@ def test_normalize_matches_numpy():
 def test_pad_fills_bottom_right_with_zero_and_ignore():
     image = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
     label = np.full((5, 7), 3, np.uint8)
-    out_image, out_label = transforms.pad_to_size(image, label, (8, 9))
+    out_image, out_label = oracle.pad_to_size(image, label, (8, 9))
     np.testing.assert_array_equal(out_image, np.pad(image, [(0, 3), (0, 2), (0, 0)]))
     np.testing.assert_array_equal(out_label,
                                   np.pad(label, [(0, 3), (0, 2)], constant_values=255))
-    same_image, _ = transforms.pad_to_size(image, label, (5, 7))
+    same_image, _ = oracle.pad_to_size(image, label, (5, 7))
     np.testing.assert_array_equal(same_image, image)
 
 
 def _step_by_step(image, label, scale, crop_size, seeds):
     """Recipe steps 1-6 (docs/recipe.md) one transform at a time."""
-    image, label = transforms.random_rescale(image, label, scale, (0.5, 2.0), seed=seeds[0])
-    image, label = transforms.random_crop(image, label, crop_size, 0.75, seed=seeds[1])
-    image, label = transforms.random_flip(image, label, seed=seeds[2])
-    image = transforms.normalize(transforms.photometric_distortion(image, seed=seeds[3]))
-    return transforms.pad_to_size(image, label, crop_size)
+    image, label = oracle.random_rescale(image, label, scale, (0.5, 2.0), seed=seeds[0])
+    image, label = oracle.random_crop(image, label, crop_size, 0.75, seed=seeds[1])
+    image, label = oracle.random_flip(image, label, seed=seeds[2])
+    image = transforms.normalize(oracle.photometric_distortion(image, seed=seeds[3]))
+    return oracle.pad_to_size(image, label, crop_size)
 
 
 @pytest.mark.parametrize("shape", [(375, 500), (60, 41), (20, 500), (7, 5)])

@@ -1,16 +1,14 @@
 """verify lists every problem of a dataset with its file, counts pixels and changes nothing."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
+from helpers import run_python
 from PIL import Image
 
 from pspnet_tf.data.datasets import open_dataset
 from pspnet_tf.data.verify import format_report, verify, verify_split
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEIGHT, WIDTH = 6, 9
 
 
@@ -85,17 +83,14 @@ def test_command_line_exits_non_zero_and_changes_nothing(tmp_path):
     _voc_tree(tmp_path, "val", 2)
     _break_samples(tmp_path)
     before = _snapshot(tmp_path)
-    verify_command = [sys.executable, "-m", "pspnet_tf.data.verify", "--dataset=voc",
-                      f"--data_root={tmp_path}"]
-    result = subprocess.run(verify_command, cwd=ROOT, check=False, capture_output=True, text=True,
-                            timeout=120)
+    verify_command = ["-m", "pspnet_tf.data.verify", "--dataset=voc", f"--data_root={tmp_path}"]
+    result = run_python(*verify_command, timeout=120)
     assert result.returncode == 2
     assert "split train: 6 samples, 5 problems" in result.stdout
     assert "split val: 2 samples, 0 problems" in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith("error: 5 problems found")
     assert _snapshot(tmp_path) == before
-    clean = subprocess.run([*verify_command, "--splits=val"], cwd=ROOT, check=False,
-                           capture_output=True, text=True, timeout=120)
+    clean = run_python(*verify_command, "--splits=val", timeout=120)
     assert clean.returncode == 0, clean.stderr[-2000:]
     assert "no problems found" in clean.stdout
 
@@ -110,12 +105,10 @@ def test_verify_command_takes_the_class_count_from_the_dataset(tmp_path):
             tmp_path / "leftImg8bit" / split / "city" / "city_0_0_leftImg8bit.png")
         Image.fromarray(np.full((HEIGHT, WIDTH), 7, np.uint8)).save(  # labelId 7 = road
             tmp_path / "gtFine" / split / "city" / "city_0_0_gtFine_labelIds.png")
-    command = [sys.executable, "-m", "pspnet_tf.data.verify", "--dataset=cityscapes",
-               f"--data_root={tmp_path}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    command = ["-m", "pspnet_tf.data.verify", "--dataset=cityscapes", f"--data_root={tmp_path}"]
+    result = run_python(*command, timeout=240)
     assert result.returncode == 0, result.stderr
     assert "no problems found" in result.stdout
-    wrong = subprocess.run(command + ["--num_classes=21"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=240)
+    wrong = run_python(*command, "--num_classes=21", timeout=240)
     assert wrong.returncode == 2
     assert "--num_classes=21 but cityscapes has 19 classes" in wrong.stdout

@@ -10,7 +10,7 @@ from pspnet_tf.data.pipeline import (
     steps_per_epoch,
     train_sample_order,
 )
-from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD, keep_ratio_size, rescale_keep_ratio
+from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD, keep_ratio_size
 
 __all__ = [
     "DATASETS",
@@ -27,7 +27,6 @@ __all__ = [
     "generate_demo_dataset",
     "get_dataset",
     "keep_ratio_size",
-    "rescale_keep_ratio",
     "steps_per_epoch",
     "train_sample_order",
 ]

@@ -6,9 +6,10 @@ of shape [2]), so the same seed always gives the same sample, which makes resume
 reproduce uninterrupted ones. Labels are only ever resized with nearest neighbour, so they
 never hold a value that was not in the source.
 
-The step-by-step transforms (random_rescale, random_crop, random_flip, photometric_distortion,
-normalize, pad_to_size) are the readable recipe; the training pipeline runs the fused
-`random_train_window`, which tests hold to the same samples as those steps.
+The training pipeline runs `random_train_window`, recipe steps 1-6 fused into one computation
+of the crop's pixels. The step-by-step transforms it must equal (random_rescale, random_crop,
+random_flip, photometric_distortion, normalize, pad_to_size) are the tests' oracle and live
+next to them, in tests/transforms_oracle.py.
 """
 
 from __future__ import annotations
@@ -51,17 +52,6 @@ def keep_ratio_size(
     return new_height, new_width
 
 
-def rescale_keep_ratio(
-    image: tf.Tensor, label: tf.Tensor | None, scale: tuple[int, int],
-    ratio: tf.Tensor | float = 1.0,
-) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """Resize to keep_ratio_size: image bilinear (float32), label nearest; label may be None."""
-    shape = tf.shape(image)
-    size = tf.stack(keep_ratio_size(shape[0], shape[1], scale, ratio))
-    image = tf.image.resize(image, size, method="bilinear")
-    return image, None if label is None else _resize_label(label, size)
-
-
 def _resize_label(label: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     """Nearest-neighbour resize of an HxW label (no new values)."""
     return tf.image.resize(label[..., None], size, method="nearest")[..., 0]
@@ -70,14 +60,6 @@ def _resize_label(label: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
 def random_ratio(ratio_range: tuple[float, float], seed: tf.Tensor) -> tf.Tensor:
     """The rescale ratio ~ U(ratio_range) for `seed`."""
     return tf.random.stateless_uniform([], seed, ratio_range[0], ratio_range[1], tf.float64)
-
-
-def random_rescale(
-    image: tf.Tensor, label: tf.Tensor, scale: tuple[int, int],
-    ratio_range: tuple[float, float] = (0.5, 2.0), *, seed: tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """rescale_keep_ratio with a ratio drawn from U(ratio_range)."""
-    return rescale_keep_ratio(image, label, scale, random_ratio(ratio_range, seed))
 
 
 def nearest_indices(in_size: tf.Tensor, out_size: tf.Tensor) -> tf.Tensor:
@@ -93,15 +75,10 @@ def _nearest_source(positions: tf.Tensor, in_size: tf.Tensor, out_size: tf.Tenso
     return tf.minimum(tf.cast(tf.floor(centres * scale), tf.int32), in_size - 1)
 
 
-def _class_counts(label: tf.Tensor) -> tf.Tensor:
-    """Pixels per class 0..254 (255, ignored, is not counted)."""
-    return tf.math.bincount(tf.cast(tf.reshape(label, [-1]), tf.int32), minlength=256,
-                            maxlength=256)[:IGNORE_INDEX]
-
-
 def window_class_counts(label: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
-    """_class_counts(tf.gather(tf.gather(label, rows), cols, axis=1)) for nondecreasing index
-    vectors, without building that window: each source pixel counts as often as it repeats.
+    """Pixels per class 0..254 (255, ignored, is not counted) of
+    tf.gather(tf.gather(label, rows), cols, axis=1) for nondecreasing index vectors, without
+    building that window: each source pixel counts as often as it repeats.
 
     An image upscaled 2x has 4x the pixels of the source rectangle its window reads.
     """
@@ -154,39 +131,13 @@ def crop_window(
     return tops[chosen], lefts[chosen]
 
 
-def random_crop(
-    image: tf.Tensor, label: tf.Tensor, crop_size: tuple[int, int],
-    cat_max_ratio: float = 0.75, *, seed: tf.Tensor, max_tries: int = 10,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Image and label cut to a crop_window (crop_size, cut to the image where smaller)."""
-    image, label = tf.convert_to_tensor(image), tf.convert_to_tensor(label)
-    crop_height, crop_width = crop_size
-
-    def window(tensor: tf.Tensor, top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
-        return tensor[top:top + crop_height, left:left + crop_width]
-
-    top, left = crop_window(lambda top, left: _class_counts(window(label, top, left)),
-                            tf.shape(label), crop_size, cat_max_ratio, seed=seed,
-                            max_tries=max_tries)
-    return window(image, top, left), window(label, top, left)
-
-
 def _coin(seed: tf.Tensor) -> tf.Tensor:
     """True with probability 0.5."""
     return tf.random.stateless_uniform([], seed) < 0.5
 
 
-def random_flip(
-    image: tf.Tensor, label: tf.Tensor, *, seed: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mirror image and label left-right together with probability 0.5."""
-    image, label = tf.convert_to_tensor(image), tf.convert_to_tensor(label)
-    return tf.cond(_coin(seed), lambda: (tf.reverse(image, [1]), tf.reverse(label, [1])),
-                   lambda: (image, label))
-
-
 class PhotometricDraws(NamedTuple):
-    """The random values of one photometric_distortion and whether each step applies."""
+    """The random values of one photometric distortion and whether each step applies."""
 
     brightness: tf.Tensor
     apply_brightness: tf.Tensor
@@ -206,7 +157,7 @@ def _value_and_coin(value_range: tuple[float, float],
 
 
 def photometric_draws(seed: tf.Tensor) -> PhotometricDraws:
-    """The draws photometric_distortion makes for `seed`."""
+    """The draws of one photometric distortion for `seed`."""
     brightness_seed, contrast_seed, saturation_seed, hue_seed, order_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 5))
     hue_turns = HUE_DELTA_DEGREES / 360.0
@@ -240,26 +191,9 @@ def apply_photometric(image: tf.Tensor, draws: PhotometricDraws) -> tf.Tensor:
                 lambda pixels: pixels * draws.contrast)
 
 
-def photometric_distortion(image: tf.Tensor, *, seed: tf.Tensor) -> tf.Tensor:
-    """mmseg PhotoMetricDistortion (see apply_photometric) with the draws of `seed`."""
-    return apply_photometric(tf.cast(image, tf.float32), photometric_draws(seed))
-
-
 def normalize(image: tf.Tensor) -> tf.Tensor:
     """Subtract the ImageNet RGB mean and divide by the std the reference weights expect."""
     return (tf.cast(image, tf.float32) - tf.constant(IMAGE_MEAN)) / tf.constant(IMAGE_STD)
-
-
-def pad_to_size(
-    image: tf.Tensor, label: tf.Tensor, crop_size: tuple[int, int]
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Pad bottom/right up to crop_size: image with 0, label with 255 (ignored by the loss)."""
-    shape = tf.shape(label)
-    pad_height = tf.maximum(crop_size[0] - shape[0], 0)
-    pad_width = tf.maximum(crop_size[1] - shape[1], 0)
-    image = tf.pad(image, [[0, pad_height], [0, pad_width], [0, 0]])
-    label = tf.pad(label, [[0, pad_height], [0, pad_width]], constant_values=IGNORE_INDEX)
-    return image, label
 
 
 class _WindowAxis(NamedTuple):
@@ -323,9 +257,10 @@ def random_train_window(
     rescale_seed: tf.Tensor, crop_seed: tf.Tensor, flip_seed: tf.Tensor,
     photometric_seed: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Recipe steps 1-6 in one: the sample random_rescale, random_crop, random_flip,
-    photometric_distortion, normalize and pad_to_size give with these seeds (the label
-    exactly, the image within float rounding), computing only the crop's pixels.
+    """Recipe steps 1-6 in one: the sample the step-by-step transforms (random_rescale,
+    random_crop, random_flip, photometric_distortion, normalize and pad_to_size, in
+    tests/transforms_oracle.py) give with these seeds (the label exactly, the image within
+    float rounding), computing only the crop's pixels.
 
     Crop windows are tested on class counts weighted by how often nearest-neighbour upscaling
     repeats each source pixel, so the rescaled label is never built. When the image shrinks
