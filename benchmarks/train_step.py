@@ -76,6 +76,7 @@ def _pytorch_steps(size: int, steps: int, threads: int) -> list[float]:
 
 def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[float]:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow, as train.py
+    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     from pspnet_tf.config import ExperimentConfig
     from pspnet_tf.training.strategy import create_strategy
     from pspnet_tf.training.trainer import build_model, compile_for_training
