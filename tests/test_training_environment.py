@@ -26,7 +26,6 @@ def _settings_after_import(program: str, environment: dict[str, str]) -> list[st
     # oneDNN's pooling allocator kept the R-50-D8 step's peak memory higher
     ("train.py", {}, ["1", "1"]),
     ("pspnet-train", {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}, ["1", "0"]),  # the user's wins
-    ("predict.py", {}, ["", ""]),  # inference keeps TensorFlow's defaults
 ])
 def test_training_uses_onednn_with_the_system_allocator(program, environment, expected):
     assert _settings_after_import(program, environment) == expected
