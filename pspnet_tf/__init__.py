@@ -18,8 +18,8 @@ if not _VERBOSE:
 # (docs/performance.md), so training asks for them; a value the user set wins. It must be
 # set before TensorFlow is imported, which is here for `python train.py` and `pspnet-train`.
 # With oneDNN on, TensorFlow's CPU tensors come from oneDNN's own pooling allocator, which
-# keeps what it once held; with the system allocator the R-50-D8 step peaked at about
-# 4530 instead of 5285 MB (docs/performance.md).
+# keeps what it once held; with the system allocator the R-50-D8 step peaked at 4815
+# instead of 5285 MB (docs/performance.md).
 if os.path.basename(sys.argv[0]) in ("train.py", "pspnet-train"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
