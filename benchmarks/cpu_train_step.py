@@ -47,7 +47,8 @@ SETTINGS = {
 }
 
 
-ENVIRONMENT = {"TF_ENABLE_ONEDNN_OPTS": "1", **os.environ}  # as train.py sets it
+ENVIRONMENT = {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1",
+               **os.environ}  # as train.py sets them
 TIMEOUT_S = 240  # bfloat16 is emulated, and very slow, on CPUs without native support
 
 

@@ -10,8 +10,9 @@ ours as train.py runs it (build_model + compile_for_training under create_strate
 Keras fit), and the same with XLA (--jit_compile). Each row runs in its own process with the
 same intra-op threads (one inter-op thread), in alternating rounds; a row reports the median
 step time of --steps timed steps after one warm-up step (the best round counts, as the CPU may
-be shared) and the process's peak resident memory. Needs torch (the [dev] extra).
-Last line: `ratio=<ours (no XLA) / PyTorch>`.
+be shared) and the process's peak resident memory (ru_maxrss). Needs torch (the [dev] extra).
+`--rows=pytorch,ours` leaves the XLA row out. Last lines: `ratio=<ours (no XLA) / PyTorch>`
+(step time) and `mem_ratio=<ours (no XLA) / PyTorch>` (peak resident memory).
 """
 
 import argparse
@@ -75,6 +76,7 @@ def _pytorch_steps(size: int, steps: int, threads: int) -> list[float]:
 
 def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[float]:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow, as train.py
+    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     from pspnet_tf.config import ExperimentConfig
     from pspnet_tf.models.factory import build_model
     from pspnet_tf.training.strategy import create_strategy
@@ -124,25 +126,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all rows")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--size", type=int, default=512, help="crop height and width")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"comma-separated rows to run, of {', '.join(ROWS)} "
+                             "(pytorch and ours are required)")
     parser.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.steps, args.threads, args.size)
         return
+    rows = {row: ROWS[row] for row in ROWS if row in args.rows.split(",")}
+    if not {"pytorch", "ours"} <= set(rows) or set(args.rows.split(",")) - set(ROWS):
+        parser.error(f"--rows={args.rows}: give pytorch, ours and optionally ours_xla")
 
     started = time.time()
-    best = best_rounds(os.path.abspath(__file__), ROWS, args.rounds, [
+    best = best_rounds(os.path.abspath(__file__), rows, args.rounds, [
         f"--steps={args.steps}", f"--threads={args.threads}", f"--size={args.size}"])
-    seconds = {row: best[row]["seconds"] for row in ROWS}
+    seconds = {row: best[row]["seconds"] for row in rows}
     print(f"PSPNet R-50-D8 + aux head, {NUM_CLASSES} classes, batch {BATCH}, "
           f"{args.size}x{args.size}, one SGD training step on the CPU, {args.threads} threads; "
           f"median of {args.steps} steps, best of {args.rounds} rounds")
     print(f"{'path':<36}{'s/step':>9}{'vs torch':>10}{'peak MB':>9}")
-    for row, label in ROWS.items():
+    for row, label in rows.items():
         print(f"{label:<36}{seconds[row]:>9.2f}{seconds[row] / seconds['pytorch']:>10.3f}"
               f"{best[row]['peak_mb']:>9.0f}")
     print(f"measured in {time.time() - started:.0f} s")
     print(f"ratio={seconds['ours'] / seconds['pytorch']:.3f}")
+    print(f"mem_ratio={best['ours']['peak_mb'] / best['pytorch']['peak_mb']:.3f}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,24 @@ def test_pyramid_bottleneck_equals_upsample_concat_conv(height, width):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
+def test_pyramid_bottleneck_kernel_gradient_is_one_concatenation():
+    # A gradient per kernel slice would be a full kernel-sized tensor each, summed at the end.
+    features = tf.random.normal((1, 8, 8, 6))
+    pooled = [tf.random.normal((1, bins, bins, 4)) for bins in (1, 2, 3, 6)]
+    layer = PyramidBottleneckConv(5)
+    layer([features, *pooled])
+
+    @tf.function
+    def kernel_gradient(features, pooled):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer([features, *pooled]))
+        return tape.gradient(loss, layer.kernel)
+
+    graph = kernel_gradient.get_concrete_function(features, pooled).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert "StridedSliceGrad" not in op_types and "ConcatV2" in op_types
+
+
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 @pytest.mark.parametrize("kernel_size, dilation", [
     ((3, 3), (1, 1)), ((3, 3), (2, 3)), ((1, 1), (1, 1)), ((2, 2), (1, 1)), ((3, 1), (4, 1)),
@@ -103,6 +121,39 @@ def test_conv2d_equals_tensorflows_convolution_and_gradients(padding, kernel_siz
     for got, expected in zip(tape.gradient(losses[0], [inputs, kernel]),
                              tape.gradient(losses[1], [inputs, kernel])):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_tap_gradient_cuts_one_input_window_at_a_time():
+    # Each window is a copy of the input: in a traced step all nine would otherwise be cut
+    # at once and held until their products ran (600 MB for the R-50-D8 PPM bottleneck).
+    inputs, kernel = tf.random.normal((1, 9, 9, 4)), tf.random.normal((3, 3, 4, 2))
+
+    @tf.function
+    def kernel_gradient(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch(k)
+            loss = tf.reduce_sum(conv2d(x, k, "SAME"))
+        return tape.gradient(loss, k)
+
+    graph = kernel_gradient.get_concrete_function(inputs, kernel).graph
+    windows = [op for op in graph.get_operations()
+               if op.type == "StridedSlice" and op.inputs[0].op.type == "Pad"]
+    products = [op for op in graph.get_operations() if op.type == "MatMul"]
+    assert len(windows) == len(products) == 9
+    for count, window in enumerate(windows):  # window k waits for the k products before it
+        assert {op for op in _ancestors(window) if op.type == "MatMul"} == set(products[:count])
+
+
+def _ancestors(op: tf.Operation) -> set[tf.Operation]:
+    """The ops `op` waits for, through data inputs and control dependencies."""
+    seen, pending = set(), [op]
+    while pending:
+        current = pending.pop()
+        for before in [tensor.op for tensor in current.inputs] + list(current.control_inputs):
+            if before not in seen:
+                seen.add(before)
+                pending.append(before)
+    return seen
 
 
 def _gradient_op_types(layer: keras.layers.Layer, inputs: tf.Tensor) -> set[str]:
