@@ -324,7 +324,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "jit_compile",
         d.jit_compile,
         "Compile with XLA: the training step in train.py, the network in evaluate.py and "
-        "predict.py.",
+        "predict.py, and in export.py's SavedModel (TF Serving: --xla_cpu_compilation_enabled).",
         flag_values=flag_values,
     )
 

@@ -170,7 +170,7 @@ def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, 
 def flag_values(**changes) -> SimpleNamespace:
     values = {"format": "litert", "output": None, "input_size": None, "quantize": None,
               "export_dir": None, "version": None, "with_probabilities": False,
-              "precision": None}
+              "precision": None, "jit_compile": False}
     return SimpleNamespace(**{**values, **changes})
 
 
@@ -183,6 +183,8 @@ def flag_values(**changes) -> SimpleNamespace:
     ({"output": "m.tflite", "input_size": ["8", "8"], "precision": "bfloat16"},
      "--precision=bfloat16 is for --format=saved_model only"),
     ({"format": "saved_model"}, "--export_dir is required"),
+    ({"format": "onnx", "output": "m.onnx", "jit_compile": True},
+     "--jit_compile is for --format=saved_model only"),
 ])
 def test_bad_export_flags_are_one_clear_error(changes, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

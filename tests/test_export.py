@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from test_deploy import several_classes, varied_model
+from test_deploy import flag_values, several_classes, varied_model
 from test_models import tiny_model
 
 from pspnet_tf import save_weights
 from pspnet_tf.data.datasets import decode_image
 from pspnet_tf.errors import UserError
+from pspnet_tf.inference.deploy import export_from_flags
 from pspnet_tf.inference.export import (
     EMPTY_REQUEST_MESSAGE,
     SAME_SIZE_MESSAGE,
@@ -141,6 +142,20 @@ def test_every_weight_is_stored_once(weights, exported):
                  if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
     served = fold_batchnorm(weights[0])  # what export_saved_model serves
     assert values == sum(int(np.prod(weight.shape)) for weight in served.weights)
+
+
+@pytest.mark.slow
+def test_jit_compile_exports_an_xla_network_with_the_xla_predictors_labels(weights, tmp_path):
+    model, _ = weights
+    values = flag_values(format="saved_model", export_dir=str(tmp_path), jit_compile=True)
+    export_from_flags(model, SCALE, values)
+    serve = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
+    library = serve.graph.as_graph_def().library.function
+    assert any(function.attr["_XlaMustCompile"].b for function in library)
+    images = np.random.default_rng(5).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    predictor = Predictor(model, SCALE, jit_compile=True)
+    expected = several_classes(np.stack([predictor.predict(image) for image in images]))
+    np.testing.assert_array_equal(serve(images=tf.constant(images))["segmentation"], expected)
 
 
 def test_existing_version_is_never_replaced(weights, exported):
