@@ -5,8 +5,9 @@
 Task: one uint8 RGB image (batch 1, 512x512, 21 classes) to int32 class ids, i.e. normalise,
 network, argmax. Rows: the PyTorch reference of the same architecture (tests/torch_reference.py,
 mmsegmentation's module layout, eval mode, inference_mode); our exported SavedModel's
-serving_default (loaded with tf.saved_model.load, as TF Serving does); our Predictor (what
-evaluate.py and predict.py run), also with the network compiled by XLA; the reference exported
+serving_default (loaded with tf.saved_model.load, as TF Serving does), also exported with
+--jit_compile (the network compiled by XLA); our Predictor (what evaluate.py and predict.py
+run), also with the network compiled by XLA; the reference exported
 to ONNX (torch.onnx dynamo exporter) run by ONNX Runtime and our export.py --format=litert file
 run by ai-edge-litert (XNNPACK), when those packages (onnx, onnxscript, onnxruntime;
 ai-edge-litert) are installed; and, on hosts with bfloat16 units (avx512_bf16 / amx_bf16 in
@@ -47,6 +48,7 @@ GFLOP_AT_512 = 2 * 178.6  # published GMACs of R-50-D8 at 512x512, two FLOPs per
 ROWS = {
     "pytorch": "PyTorch reference (eager, inference_mode)",
     "exported": "pspnet_tf SavedModel serving_default",
+    "exported_xla": "pspnet_tf SavedModel, --jit_compile",
     "predictor": "pspnet_tf Predictor",
     "predictor_xla": "pspnet_tf Predictor, XLA (--jit_compile)",
 }
@@ -121,7 +123,7 @@ def _litert_runner(image, threads: int, path: str):
 
 
 def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
-    if row in ("exported", "exported_bf16"):  # plain TensorFlow, as TF Serving runs it
+    if row.startswith("exported"):  # plain TensorFlow, as TF Serving runs it
         use_tensorflow_threads(threads)
         import tensorflow as tf
 
@@ -172,11 +174,14 @@ def export(export_dir: str, size: int, rows: list[str]) -> None:
     from pspnet_tf.inference.export import export_saved_model
     from pspnet_tf.inference.export_litert import export_litert
 
-    for row, policy in (("exported", "float32"), ("exported_bf16", "mixed_bfloat16")):
+    for row, policy, jit_compile in (("exported", "float32", False),
+                                     ("exported_xla", "float32", True),
+                                     ("exported_bf16", "mixed_bfloat16", False)):
         if row in rows:
             keras.mixed_precision.set_global_policy(policy)
             model = build_pspnet(NUM_CLASSES, "resnet50_v1c", 8)
-            export_saved_model(model, (size, size), os.path.join(export_dir, row), version=1)
+            export_saved_model(model, (size, size), os.path.join(export_dir, row), version=1,
+                               jit_compile=jit_compile)
     keras.mixed_precision.set_global_policy("float32")
     if "litert" in rows:
         export_litert(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
@@ -238,7 +243,8 @@ def main() -> None:
     if _installed("ai_edge_litert"):
         rows.update(LITERT_ROWS)
     if has_bf16 or args.bf16:
-        rows.update(BF16_ROWS)
+        rows.update({row: label if has_bf16 else f"{label} (emulated)"
+                     for row, label in BF16_ROWS.items()})
     script = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory() as scratch:
         run_worker(script, ["--worker=export", f"--export_dir={scratch}", f"--size={args.size}",
@@ -251,11 +257,12 @@ def main() -> None:
     gflop = GFLOP_AT_512 * (args.size / 512) ** 2
     print(f"PSPNet R-50-D8, {NUM_CLASSES} classes, batch 1, {args.size}x{args.size}, CPU, "
           f"{args.threads} threads; median of {args.runs} runs, best of {args.rounds} rounds")
-    print(f"{'path':<44}{'s/image':>9}{'vs torch':>10}{'GFLOP/s':>9}{'% peak':>8}"
+    width = max(len(label) for label in rows.values()) + 1
+    print(f"{'path':<{width}}{'s/image':>9}{'vs torch':>10}{'GFLOP/s':>9}{'% peak':>8}"
           f"{'peak MB':>9}")
     for row, label in rows.items():
         rate = gflop / seconds[row]
-        print(f"{label:<44}{seconds[row]:>9.3f}{seconds[row] / seconds['pytorch']:>10.3f}"
+        print(f"{label:<{width}}{seconds[row]:>9.3f}{seconds[row] / seconds['pytorch']:>10.3f}"
               f"{rate:>9.1f}{100 * rate / peak:>7.1f}%{best[row]['peak_mb']:>9.0f}")
     print(f"peak FP32 estimate {peak:.0f} GFLOP/s ({how}); "
           f"measured in {time.time() - started:.0f} s")

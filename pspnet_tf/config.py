@@ -149,7 +149,8 @@ class RuntimeConfig(Section):
         choices=PRECISION_POLICIES)
     jit_compile: bool = setting(
         False, "Compile with XLA: the training step in train.py, the network in evaluate.py "
-        "and predict.py.", resumable=True)
+        "and predict.py, and in export.py's SavedModel (TF Serving: "
+        "--xla_cpu_compilation_enabled).", resumable=True)
     run_dir: str = setting(
         "runs/default", "Directory for config, logs, checkpoints, "
         "TensorBoard events and metrics.json; rerunning resumes it.", group="output",

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import h5py
@@ -64,9 +65,43 @@ def saved_tiny_weights(folder, seed: int, num_classes: int = 5) -> tuple[keras.M
     """A randomised tiny_model and the weights file (folder/w.h5) it is saved to."""
     model = tiny_model(num_classes=num_classes)
     randomise(model, seed=seed)
+    return saved(model, folder)
+
+
+def saved(model: keras.Model, folder) -> tuple[keras.Model, str]:
+    """`model` and the weights file (folder/w.h5) it is saved to."""
     path = os.path.join(folder, "w.h5")
     save_weights(model, path)
     return model, path
+
+
+def varied_model(seed: int = 7, num_classes: int = 5) -> keras.Model:
+    """A tiny model whose labels vary over the image. (`randomise`'s small weights give one
+    class everywhere, and any file, even one that dropped its weights, would match that.)"""
+    keras.utils.set_random_seed(seed)
+    model = tiny_model(num_classes=num_classes)
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if "moving_variance" in weight.path:
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+        elif "moving_mean" in weight.path:
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
+    return model
+
+
+def several_classes(labels: np.ndarray) -> np.ndarray:
+    """`labels`, after checking that at least two classes each cover 1% of them."""
+    counts = np.bincount(labels.ravel())
+    assert np.sum(counts > 0.01 * labels.size) >= 2, counts
+    return labels
+
+
+def deploy_flag_values(**changes) -> SimpleNamespace:
+    """export.py's deployment flags as parsed (defaults: --format=litert), with `changes`."""
+    values = {"format": "litert", "output": None, "input_size": None, "quantize": None,
+              "export_dir": None, "version": None, "with_probabilities": False,
+              "precision": None, "jit_compile": False}
+    return SimpleNamespace(**{**values, **changes})
 
 
 def assert_same_batches(got: list, expected: list) -> None:

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -14,9 +13,9 @@ import pytest
 import tensorflow as tf
 from helpers import DEMO_MODEL_FLAGS as CONFIG
 from helpers import DEMO_SCALE as SCALE
-from helpers import run_python, tiny_model
+from helpers import (deploy_flag_values, run_python, saved, several_classes, tiny_model,
+                     varied_model)
 
-from pspnet_tf import save_weights
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.deploy import export_from_flags, parse_input_size
@@ -67,32 +66,9 @@ def agreement(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.mean(got == expected))
 
 
-def varied_model(seed: int = 7) -> keras.Model:
-    """A tiny model whose labels vary over the image. (`randomise`'s small weights give one
-    class everywhere, and any file, even one that dropped its weights, would match that.)"""
-    keras.utils.set_random_seed(seed)
-    model = tiny_model(num_classes=NUM_CLASSES)
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        if "moving_variance" in weight.path:
-            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
-        elif "moving_mean" in weight.path:
-            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
-    return model
-
-
-def several_classes(labels: np.ndarray) -> np.ndarray:
-    counts = np.bincount(labels.ravel(), minlength=NUM_CLASSES)
-    assert np.sum(counts > 0.01 * labels.size) >= 2, counts
-    return labels
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    model = varied_model()
-    path = str(tmp_path_factory.mktemp("weights") / "w.h5")
-    save_weights(model, path)
-    return model, path
+    return saved(varied_model(), tmp_path_factory.mktemp("weights"))
 
 
 def images(size: tuple[int, int], seed: int) -> np.ndarray:
@@ -164,13 +140,6 @@ def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, 
         assert agreement(served[key][0], expected) >= 0.999, key
 
 
-def flag_values(**changes) -> SimpleNamespace:
-    values = {"format": "litert", "output": None, "input_size": None, "quantize": None,
-              "export_dir": None, "version": None, "with_probabilities": False,
-              "precision": None}
-    return SimpleNamespace(**{**values, **changes})
-
-
 @pytest.mark.parametrize("changes, message", [
     ({"output": "m.tflite"}, "--input_size=HEIGHT,WIDTH is required for --format=litert"),
     ({"input_size": ["8", "8"]}, "--output is required"),
@@ -180,18 +149,20 @@ def flag_values(**changes) -> SimpleNamespace:
     ({"output": "m.tflite", "input_size": ["8", "8"], "precision": "bfloat16"},
      "--precision=bfloat16 is for --format=saved_model only"),
     ({"format": "saved_model"}, "--export_dir is required"),
+    ({"format": "onnx", "output": "m.onnx", "jit_compile": True},
+     "--jit_compile is for --format=saved_model only"),
 ])
 def test_bad_export_flags_are_one_clear_error(changes, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
-        export_from_flags(tiny_model(), SCALE, flag_values(**changes))
+        export_from_flags(tiny_model(), SCALE, deploy_flag_values(**changes))
     assert os.listdir(tmp_path) == []
 
 
 def test_an_existing_output_file_is_never_replaced(tmp_path):
     output = tmp_path / "model.tflite"
     output.write_bytes(b"an earlier model")
-    values = flag_values(output=str(output), input_size=["8", "8"])
+    values = deploy_flag_values(output=str(output), input_size=["8", "8"])
     with pytest.raises(UserError, match="already exists"):
         export_from_flags(tiny_model(), SCALE, values)
     assert output.read_bytes() == b"an earlier model"
@@ -255,7 +226,7 @@ def test_bfloat16_saved_model_serves_float32_logits_labels(weights, tmp_path, re
 
 def test_onnx_without_tf2onnx_names_the_packages_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
-    values = flag_values(format="onnx", output=str(tmp_path / "m.onnx"))
+    values = deploy_flag_values(format="onnx", output=str(tmp_path / "m.onnx"))
     with pytest.raises(UserError, match=r"pip install tf2onnx onnx"):
         export_from_flags(tiny_model(), SCALE, values)
     assert os.listdir(tmp_path) == []

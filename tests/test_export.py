@@ -14,11 +14,13 @@ import tensorflow as tf
 from PIL import Image
 from helpers import DEMO_MODEL_FLAGS as CONFIG
 from helpers import DEMO_SCALE as SCALE
-from helpers import saved_tiny_weights, tiny_model
+from helpers import (deploy_flag_values, saved, several_classes, tiny_model,
+                     varied_model)
 from helpers import run_python as run
 
 from pspnet_tf.data.images import decode_image
 from pspnet_tf.errors import UserError
+from pspnet_tf.inference.deploy import export_from_flags
 from pspnet_tf.inference.export import (
     EMPTY_REQUEST_MESSAGE,
     SAME_SIZE_MESSAGE,
@@ -70,8 +72,7 @@ def png_bytes(image: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    return saved_tiny_weights(tmp_path_factory.mktemp("weights"), seed=7,
-                              num_classes=NUM_CLASSES)
+    return saved(varied_model(), tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_fresh_process_gets_exactly_the_project_labels(weights, exported, tmp_pa
                             "outputs": outputs},
         "serve_encoded": {"inputs": {"image_bytes": ["string", [None]]}, "outputs": outputs}}
     predictor = Predictor(model, SCALE)
-    expected = np.stack([predictor.predict(image) for image in images])
+    expected = several_classes(np.stack([predictor.predict(image) for image in images]))
     assert served["pixels"].dtype == np.int32 and served["pixels"].shape == (2, 37, 53)
     np.testing.assert_array_equal(served["pixels"], expected)
     np.testing.assert_array_equal(served["encoded"], expected)
@@ -130,6 +131,20 @@ def test_every_weight_is_stored_once(weights, exported):
                  if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
     served = fold_batchnorm(weights[0])  # what export_saved_model serves
     assert values == sum(int(np.prod(weight.shape)) for weight in served.weights)
+
+
+@pytest.mark.slow
+def test_jit_compile_exports_an_xla_network_with_the_xla_predictors_labels(weights, tmp_path):
+    model, _ = weights
+    values = deploy_flag_values(format="saved_model", export_dir=str(tmp_path), jit_compile=True)
+    export_from_flags(model, SCALE, values)
+    serve = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
+    library = serve.graph.as_graph_def().library.function
+    assert any(function.attr["_XlaMustCompile"].b for function in library)
+    images = np.random.default_rng(5).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    predictor = Predictor(model, SCALE, jit_compile=True)
+    expected = several_classes(np.stack([predictor.predict(image) for image in images]))
+    np.testing.assert_array_equal(serve(images=tf.constant(images))["segmentation"], expected)
 
 
 def test_existing_version_is_never_replaced(weights, exported):

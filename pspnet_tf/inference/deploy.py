@@ -128,11 +128,13 @@ def export_from_flags(model: keras.Model, scale: tuple[int, int], values: Any) -
             raise UserError("--export_dir is required for --format=saved_model: pass the "
                             "model folder TF Serving watches")
         path = export_saved_model(model, scale, values.export_dir, version=values.version,
-                                  with_probabilities=values.with_probabilities)
+                                  with_probabilities=values.with_probabilities,
+                                  jit_compile=getattr(values, "jit_compile", False))
         return f"SavedModel written to {path} (signatures serving_default, serve_encoded)"
-    if values.with_probabilities:
-        raise UserError(f"--with_probabilities is for --format=saved_model only, not "
-                        f"--format={values.format}")
+    for flag in ("with_probabilities", "jit_compile"):
+        if getattr(values, flag, False):
+            raise UserError(f"--{flag} is for --format=saved_model only, not "
+                            f"--format={values.format}")
     if getattr(values, "precision", None) == "bfloat16":
         raise UserError(f"--precision=bfloat16 is for --format=saved_model only: the "
                         f"{values.format} runtime has no bfloat16 kernels for this network"
