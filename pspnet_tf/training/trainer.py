@@ -19,6 +19,7 @@ from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import build_pspnet, save_weights
 from pspnet_tf.models.convolution import use_tap_gradients
+from pspnet_tf.models.recompute import recompute_first_stage
 from pspnet_tf.training.callbacks import (CheckpointCallback, LearningRateLogger,
                                           ValidationCallback, write_json)
 from pspnet_tf.training.checkpoints import CheckpointKeeper
@@ -108,8 +109,11 @@ def compile_for_training(model: keras.Model, config: ExperimentConfig,
                          total_steps: int) -> None:
     """SGD + poly schedule, main and 0.4-weighted aux losses, optional XLA; slots built now
     so that a checkpoint restores into them. The stride-1 convolutions get the faster CPU
-    training gradient (`use_tap_gradients`); the model stays a plain, savable PSPNet."""
+    training gradient (`use_tap_gradients`), and on CPU hosts the stem and layer1 are
+    recomputed in the backward pass for less memory (`recompute_first_stage`); the model
+    stays a plain, savable PSPNet."""
     use_tap_gradients(model)
+    recompute_first_stage(model)
     optimizer = make_optimizer(config.learning_rate, total_steps, momentum=config.momentum,
                                weight_decay=config.weight_decay, end_lr=config.end_learning_rate)
     model.compile(
