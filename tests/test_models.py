@@ -11,6 +11,7 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.models.backbone import conv
 from pspnet_tf.models.convolution import conv2d, use_tap_gradients
 from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
+from pspnet_tf.models.recompute import recompute_first_stage
 from helpers import randomise, tiny_model
 
 
@@ -182,6 +183,53 @@ def test_tap_gradients_replace_the_kernel_gradient_op_on_cpu_hosts(strides, uses
     op_types = _gradient_op_types(layer, inputs)
     assert ("Conv2DBackpropFilter" not in op_types) == uses_taps
     assert ("MatMul" in op_types) == uses_taps
+
+
+def _one_training_step(recompute: bool) -> tuple[dict, list, list, list, int]:
+    """Outputs, gradients, the variables a step changes besides weights (BatchNorm moving
+    statistics, dropout seed states) before and after one step, and the Conv2D ops in its
+    graph."""
+    keras.utils.set_random_seed(0)  # the same dropout seeds in both models
+    model = tiny_model(training_heads=True)  # the shipped dropout 0.1
+    randomise(model)
+    use_tap_gradients(model)
+    if recompute:
+        assert recompute_first_stage(model)
+    images = tf.random.stateless_normal((2, 64, 64, 3), seed=(1, 2))
+    before = _states(model)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = tf.reduce_sum(outputs["logits"] ** 2) + tf.reduce_sum(outputs["aux_logits"])
+        return outputs, tape.gradient(loss, model.trainable_variables)
+
+    outputs, gradients = step(images)
+    convolutions = sum(op.type == "Conv2D" for op in
+                       step.get_concrete_function(images).graph.get_operations())
+    return outputs, gradients, before, _states(model), convolutions
+
+
+def test_recomputed_first_stage_gives_the_plain_step():
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("hosts with a GPU keep the plain training call")
+    # Stem and layer1 (7 convolutions in ResNet-18) run again in the backward pass, and
+    # BatchNorm's moving statistics and the heads' dropout still advance once.
+    outputs, gradients, _, states, convolutions = _one_training_step(recompute=False)
+    got_outputs, got_gradients, before, got_states, got_convolutions = _one_training_step(True)
+    assert got_convolutions == convolutions + 7
+    for key in outputs:
+        np.testing.assert_array_equal(got_outputs[key], outputs[key])
+    for got, expected in zip(got_gradients, gradients, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(got_states, states, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert not any(np.array_equal(got, state) for got, state in zip(got_states, before))
+
+
+def _states(model: keras.Model) -> list:
+    return [variable.numpy() for variable in model.variables if not variable.trainable]
 
 
 def test_strided_conv_pads_symmetrically_like_pytorch():

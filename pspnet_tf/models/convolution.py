@@ -13,7 +13,9 @@ import tensorflow as tf
 from pspnet_tf.models.layers import PyramidBottleneckConv
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """Whether TensorFlow sees a GPU or TPU: there its own gradients and memory planning are
+    kept, and the CPU-only training changes (tap gradients, recomputation) stay off."""
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
@@ -58,7 +60,7 @@ def conv2d(inputs: tf.Tensor, kernel: tf.Tensor, padding: str,
     dilated CPU kernel without oneDNN). Forward values are Keras's own (the same op).
     Hosts with a GPU or TPU keep TensorFlow's gradient (cuDNN's is fast).
     """
-    if _has_accelerator():
+    if has_accelerator():
         return tf.nn.convolution(inputs, kernel, padding=padding, dilations=dilation)
     kernel_size = tuple(kernel.shape[:2])
     reach = [(size - 1) * rate for size, rate in zip(kernel_size, dilation)]
