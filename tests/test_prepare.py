@@ -123,6 +123,7 @@ def test_cityscapes_writes_train_ids_that_the_reader_prefers(tmp_path):
     np.testing.assert_array_equal(before.load(0)[1], expected)
 
 
+@pytest.mark.slow  # 22 s on 2 idle cores; the functions it runs are tested above
 def test_prepare_command_line(tmp_path):
     voc, sbd, _ = _voc_and_sbd(tmp_path, ["v1"], ["val1"], ["s1"], [])
     prepare = ["-m", "pspnet_tf.data.prepare"]

@@ -294,6 +294,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess, run_dir: str, *na
     return lines[-1]
 
 
+@pytest.mark.slow  # 36 s on 2 idle cores
 def test_corrupt_image_found_mid_run_is_named_in_one_line(demo_root, tmp_path):
     broken_root = tmp_path / "broken"
     shutil.copytree(demo_root, broken_root)
