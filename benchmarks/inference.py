@@ -7,19 +7,21 @@ network, argmax. Rows: the PyTorch reference of the same architecture (tests/tor
 mmsegmentation's module layout, eval mode, inference_mode); our exported SavedModel's
 serving_default (loaded with tf.saved_model.load, as TF Serving does), also exported with
 --jit_compile (the network compiled by XLA); our Predictor (what evaluate.py and predict.py
-run), also with the network compiled by XLA; the reference exported
-to ONNX (torch.onnx dynamo exporter) run by ONNX Runtime and our export.py --format=litert file
-run by ai-edge-litert (XNNPACK), when those packages (onnx, onnxscript, onnxruntime;
-ai-edge-litert) are installed; and, on hosts with bfloat16 units (avx512_bf16 / amx_bf16 in
-/proc/cpuinfo) or with --bf16, PyTorch under autocast(bfloat16) and our SavedModel exported
-with --precision=bfloat16. Every row runs in its
-own process with the same number of intra-op threads (one inter-op thread), in alternating
-rounds; each row reports the median of --runs timed runs after two warm-up runs (the best round
-counts, as the CPU may be shared) and the process's peak resident memory. Achieved GFLOP/s
-count R-50-D8's 178.6 GMACs at 512x512 as 357.2 GFLOP, against an estimated peak of
-cores x clock x FLOP/cycle. Needs torch (the [dev] extra). Prints the CPU model and
-flags, then `ratio=<our slower default path (exported or Predictor) / PyTorch>`,
-`ratio_ort=<our fastest float32 path / ONNX Runtime>` and, on hosts with bfloat16 units,
+run), also with the network compiled by XLA; the reference exported to ONNX (torch.onnx dynamo
+exporter) run by ONNX Runtime; our export.py --format=litert file run by ai-edge-litert
+(XNNPACK), also with --quantize=float16 and dynamic_int8; our export.py --format=onnx file run
+by ONNX Runtime (the last three groups when their packages are installed: onnx, onnxscript,
+onnxruntime; ai-edge-litert; tf2onnx); and, on hosts with bfloat16 units (avx512_bf16 /
+amx_bf16 in /proc/cpuinfo) or with --bf16, PyTorch under autocast(bfloat16) and our
+SavedModel exported with --precision=bfloat16. Every row runs in its own process with the
+same number of intra-op threads (one inter-op thread), in alternating rounds; each row
+reports the median of --runs timed runs after two warm-up runs (the best round counts, as the
+CPU may be shared), the process's peak resident memory and the size of the file or folder it
+loaded. Achieved GFLOP/s count R-50-D8's 178.6 GMACs at 512x512 as 357.2 GFLOP, against an
+estimated peak of cores x clock x FLOP/cycle. Needs torch (the [dev] extra). Prints the CPU
+model and flags, then `ratio=<our slower default path (exported or Predictor) / PyTorch>`,
+`ratio_ort=<our fastest float32 path (TensorFlow or LiteRT; not our ONNX file, which measures
+ONNX Runtime) / ONNX Runtime>` and, on hosts with bfloat16 units,
 `ratio_bf16=<our bfloat16 SavedModel / PyTorch bfloat16>`.
 """
 
@@ -53,7 +55,12 @@ ROWS = {
     "predictor_xla": "pspnet_tf Predictor, XLA (--jit_compile)",
 }
 ORT_ROWS = {"onnxruntime": "PyTorch reference as ONNX, ONNX Runtime"}
+OUR_ONNX_ROWS = {"onnx": "pspnet_tf ONNX file (--format=onnx), ONNX Runtime"}
 LITERT_ROWS = {"litert": "pspnet_tf LiteRT file (XNNPACK)"}
+QUANTIZED_ROWS = {
+    "litert_float16": "pspnet_tf LiteRT file, --quantize=float16",
+    "litert_dynamic_int8": "pspnet_tf LiteRT file, --quantize=dynamic_int8",
+}
 BF16_ROWS = {
     "pytorch_bf16": "PyTorch reference, autocast(bfloat16)",
     "exported_bf16": "pspnet_tf SavedModel, --precision=bfloat16",
@@ -151,8 +158,10 @@ def worker(row: str, runs: int, threads: int, size: int, export_dir: str) -> Non
         run = _pytorch_runner(image, threads, bf16=row == "pytorch_bf16")
     elif row == "onnxruntime":
         run = _onnxruntime_runner(image, threads, os.path.join(export_dir, "reference.onnx"))
-    elif row == "litert":
-        run = _litert_runner(image, threads, os.path.join(export_dir, "pspnet.tflite"))
+    elif row == "onnx":
+        run = _onnxruntime_runner(image, threads, os.path.join(export_dir, "pspnet.onnx"))
+    elif row.startswith("litert"):
+        run = _litert_runner(image, threads, os.path.join(export_dir, f"{row}.tflite"))
     else:
         run = _tensorflow_runner(image, threads, row, export_dir)
     report(time_calls(run, runs, warm_up=2))
@@ -160,7 +169,8 @@ def worker(row: str, runs: int, threads: int, size: int, export_dir: str) -> Non
 
 def export(export_dir: str, size: int, rows: list[str]) -> None:
     """Exports a randomly initialised R-50-D8 the way export.py does, for each row that
-    needs a file: SavedModels (float32, bfloat16), the LiteRT file, the reference as ONNX."""
+    needs a file: SavedModels (float32, XLA, bfloat16), LiteRT files (float32, quantized),
+    our ONNX file, the reference as ONNX."""
     if "onnxruntime" in rows:
         import torch
 
@@ -173,6 +183,7 @@ def export(export_dir: str, size: int, rows: list[str]) -> None:
     from pspnet_tf import build_pspnet
     from pspnet_tf.inference.export import export_saved_model
     from pspnet_tf.inference.export_litert import export_litert
+    from pspnet_tf.inference.export_onnx import export_onnx
 
     for row, policy, jit_compile in (("exported", "float32", False),
                                      ("exported_xla", "float32", True),
@@ -183,9 +194,30 @@ def export(export_dir: str, size: int, rows: list[str]) -> None:
             export_saved_model(model, (size, size), os.path.join(export_dir, row), version=1,
                                jit_compile=jit_compile)
     keras.mixed_precision.set_global_policy("float32")
-    if "litert" in rows:
-        export_litert(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
-                      os.path.join(export_dir, "pspnet.tflite"), (size, size))
+    for row, quantize in (("litert", None), ("litert_float16", "float16"),
+                          ("litert_dynamic_int8", "dynamic_int8")):
+        if row in rows:
+            export_litert(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
+                          os.path.join(export_dir, f"{row}.tflite"), (size, size), quantize)
+    if "onnx" in rows:
+        export_onnx(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
+                    os.path.join(export_dir, "pspnet.onnx"), (size, size))
+
+
+def artifact_mb(export_dir: str, row: str) -> float | None:
+    """The size of what `row` loads (a SavedModel folder or one file), None for in-process
+    rows (PyTorch, Predictor)."""
+    folder = os.path.join(export_dir, row)
+    if os.path.isdir(folder):
+        return sum(os.path.getsize(os.path.join(parent, name))
+                   for parent, _, names in os.walk(folder) for name in names) / 2**20
+    files = {"onnxruntime": "reference.onnx", "onnx": "pspnet.onnx"}
+    path = os.path.join(export_dir, files.get(row, f"{row}.tflite"))
+    if not os.path.isfile(path):
+        return None
+    weights = path + ".data"  # torch.onnx's dynamo exporter keeps the weights beside the graph
+    return (os.path.getsize(path) + (os.path.getsize(weights) if os.path.isfile(weights)
+                                     else 0)) / 2**20
 
 
 def cpu_description() -> tuple[str, bool]:
@@ -223,8 +255,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="image height and width")
     parser.add_argument("--bf16", action="store_true", help="also run the bfloat16 rows on "
                         "hosts without bfloat16 units (emulated: slow, and no ratio_bf16)")
-    parser.add_argument("--worker", choices=[*ROWS, *ORT_ROWS, *LITERT_ROWS, *BF16_ROWS,
-                                             "export"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=[*ROWS, *ORT_ROWS, *OUR_ONNX_ROWS, *LITERT_ROWS,
+                                             *QUANTIZED_ROWS, *BF16_ROWS, "export"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--export_dir", help=argparse.SUPPRESS)
     parser.add_argument("--rows", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -240,8 +273,11 @@ def main() -> None:
     rows = dict(ROWS)
     if _installed("onnx", "onnxscript", "onnxruntime"):
         rows.update(ORT_ROWS)
+    if _installed("onnx", "tf2onnx", "onnxruntime"):
+        rows.update(OUR_ONNX_ROWS)
     if _installed("ai_edge_litert"):
         rows.update(LITERT_ROWS)
+        rows.update(QUANTIZED_ROWS)
     if has_bf16 or args.bf16:
         rows.update({row: label if has_bf16 else f"{label} (emulated)"
                      for row, label in BF16_ROWS.items()})
@@ -252,6 +288,7 @@ def main() -> None:
         best = best_rounds(script, rows, args.rounds, [
             f"--runs={args.runs}", f"--threads={args.threads}", f"--size={args.size}",
             f"--export_dir={scratch}"])
+        sizes = {row: artifact_mb(scratch, row) for row in rows}
     seconds = {row: best[row]["seconds"] for row in rows}
     peak, how = peak_gflops(args.threads)
     gflop = GFLOP_AT_512 * (args.size / 512) ** 2
@@ -259,16 +296,20 @@ def main() -> None:
           f"{args.threads} threads; median of {args.runs} runs, best of {args.rounds} rounds")
     width = max(len(label) for label in rows.values()) + 1
     print(f"{'path':<{width}}{'s/image':>9}{'vs torch':>10}{'GFLOP/s':>9}{'% peak':>8}"
-          f"{'peak MB':>9}")
+          f"{'peak MB':>9}{'file MB':>9}")
     for row, label in rows.items():
         rate = gflop / seconds[row]
         print(f"{label:<{width}}{seconds[row]:>9.3f}{seconds[row] / seconds['pytorch']:>10.3f}"
-              f"{rate:>9.1f}{100 * rate / peak:>7.1f}%{best[row]['peak_mb']:>9.0f}")
+              f"{rate:>9.1f}{100 * rate / peak:>7.1f}%{best[row]['peak_mb']:>9.0f}"
+              f"{'-' if sizes[row] is None else f'{sizes[row]:.1f}':>9}")
     print(f"peak FP32 estimate {peak:.0f} GFLOP/s ({how}); "
           f"measured in {time.time() - started:.0f} s")
     print(f"CPU: {cpu}")
     missing = [name for name, group in (("ONNX Runtime (onnx, onnxscript, onnxruntime)", ORT_ROWS),
-                                        ("LiteRT (ai-edge-litert)", LITERT_ROWS),
+                                        ("our ONNX file (onnx, tf2onnx, onnxruntime)",
+                                         OUR_ONNX_ROWS),
+                                        ("LiteRT (ai-edge-litert)",
+                                         {**LITERT_ROWS, **QUANTIZED_ROWS}),
                                         ("bfloat16 (no bfloat16 units; --bf16 forces)", BF16_ROWS))
                if not set(group) <= set(rows)]
     if missing:

@@ -7,12 +7,13 @@ update (momentum 0.9, weight decay 5e-4) on a batch of 2 random 512x512 images w
 BatchNorm in training mode. Rows: the PyTorch reference of the same architecture
 (tests/torch_reference.py, mmsegmentation's layout, Dropout2d 0.1 before both classifiers);
 ours as train.py runs it (build_model + compile_for_training under create_strategy,
-Keras fit), and the same with XLA (--jit_compile). Each row runs in its own process with the
+Keras fit; at 512x512 --memory_saving=auto turns the memory saving on), the same with
+--memory_saving=off, and with XLA (--jit_compile). Each row runs in its own process with the
 same intra-op threads (one inter-op thread), in alternating rounds; a row reports the median
 step time of --steps timed steps after one warm-up step (the best round counts, as the CPU may
 be shared) and the process's peak resident memory (ru_maxrss). Needs torch (the [dev] extra).
-`--rows=pytorch,ours` leaves the XLA row out. Last lines: `ratio=<ours (no XLA) / PyTorch>`
-(step time) and `mem_ratio=<ours (no XLA) / PyTorch>` (peak resident memory).
+`--rows=pytorch,ours` leaves the other rows out. Last lines: `ratio=<ours / PyTorch>` (step
+time) and `mem_ratio=<ours / PyTorch>` (peak resident memory), for the row as train.py runs.
 """
 
 import argparse
@@ -34,6 +35,7 @@ NUM_CLASSES, BATCH = 21, 2
 ROWS = {
     "pytorch": "PyTorch reference (eager)",
     "ours": "pspnet_tf (Keras fit)",
+    "ours_no_saving": "pspnet_tf, --memory_saving=off",
     "ours_xla": "pspnet_tf, XLA (--jit_compile)",
 }
 
@@ -74,11 +76,11 @@ def _pytorch_steps(size: int, steps: int, threads: int) -> list[float]:
     return time_calls(step, steps, warm_up=1)
 
 
-def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[float]:
+def _our_steps(size: int, steps: int, threads: int, row: str) -> list[float]:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow, as train.py
-    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     from pspnet_tf.config import ExperimentConfig
     from pspnet_tf.models.factory import build_model
+    from pspnet_tf.training.memory_saving import choose_cpu_allocator
     from pspnet_tf.training.strategy import create_strategy
     from pspnet_tf.training.trainer import compile_for_training
 
@@ -89,7 +91,10 @@ def _our_steps(size: int, steps: int, threads: int, jit_compile: bool) -> list[f
 
     config = ExperimentConfig.from_fields(num_classes=NUM_CLASSES, backbone="resnet50_v1c",
                                           output_stride=8, batch_size=BATCH,
-                                          jit_compile=jit_compile)
+                                          crop_size=(size, size), jit_compile=row == "ours_xla",
+                                          memory_saving="off" if row == "ours_no_saving"
+                                          else "auto")
+    choose_cpu_allocator(config)  # before the first tensor, as train.py
     with create_strategy(config.runtime.strategy).scope():
         model = build_model(config, training_heads=True)
         compile_for_training(model, config, total_steps=1000)
@@ -117,7 +122,7 @@ def worker(row: str, steps: int, threads: int, size: int) -> None:
     if row == "pytorch":
         report(_pytorch_steps(size, steps, threads))
     else:
-        report(_our_steps(size, steps, threads, jit_compile=row == "ours_xla"))
+        report(_our_steps(size, steps, threads, row))
 
 
 def main() -> None:
@@ -136,7 +141,8 @@ def main() -> None:
         return
     rows = {row: ROWS[row] for row in ROWS if row in args.rows.split(",")}
     if not {"pytorch", "ours"} <= set(rows) or set(args.rows.split(",")) - set(ROWS):
-        parser.error(f"--rows={args.rows}: give pytorch, ours and optionally ours_xla")
+        parser.error(f"--rows={args.rows}: give pytorch, ours and optionally "
+                     "ours_no_saving, ours_xla")
 
     started = time.time()
     best = best_rounds(os.path.abspath(__file__), rows, args.rounds, [

@@ -17,12 +17,10 @@ if not _VERBOSE:
 # AMX. On an AVX2 CPU they made the R-50-D8 training step 1.3x faster, but inference slower
 # (docs/performance.md), so training asks for them; a value the user set wins. It must be
 # set before TensorFlow is imported, which is here for `python train.py` and `pspnet-train`.
-# With oneDNN on, TensorFlow's CPU tensors come from oneDNN's own pooling allocator, which
-# keeps what it once held; with the system allocator the R-50-D8 step peaked at 4815
-# instead of 5285 MB (docs/performance.md).
+# (Which allocator oneDNN uses is read later, at the first CPU tensor: train.py chooses it
+# from --memory_saving, see pspnet_tf/training/memory_saving.py.)
 if os.path.basename(sys.argv[0]) in ("train.py", "pspnet-train"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 with native_logs_dropped(enabled=not _VERBOSE):  # TensorFlow's start-up lines
     from pspnet_tf.convert import from_pretrained, list_pretrained  # noqa: E402

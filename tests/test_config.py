@@ -112,7 +112,8 @@ def test_replace_and_from_fields_take_flat_names_and_refuse_unknown_ones():
 def test_resumable_fields_come_from_the_field_metadata():
     assert config_module.RESUMABLE_FIELDS == {
         "run_dir", "checkpoint_every_steps", "eval_every_epochs", "num_image_summaries",
-        "strategy", "tpu", "data_root", "skip_bad_samples", "tfrecord_dir", "jit_compile"}
+        "strategy", "tpu", "data_root", "skip_bad_samples", "tfrecord_dir", "jit_compile",
+        "memory_saving"}
     saved = json.loads(ExperimentConfig().to_json())
     resumed = ExperimentConfig.from_fields(run_dir="elsewhere", strategy="one_device",
                                            jit_compile=True)

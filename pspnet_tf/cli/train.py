@@ -14,6 +14,7 @@ from absl import flags
 
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.training.memory_saving import choose_cpu_allocator
 from pspnet_tf.training.trainer import train
 
 define_flags()
@@ -25,7 +26,9 @@ flags.DEFINE_bool("force_unlock", False,
 
 
 def main(argv: list[str]) -> None:
-    train(config_from_flags(), force_unlock=flags.FLAGS.force_unlock)
+    config = config_from_flags()
+    choose_cpu_allocator(config)  # before TensorFlow's first CPU tensor
+    train(config, force_unlock=flags.FLAGS.force_unlock)
 
 
 def run() -> None:

@@ -27,6 +27,7 @@ from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights,
 from pspnet_tf.training.history import EpochHistory, EpochLosses
 from pspnet_tf.training.interrupts import StopRequests
 from pspnet_tf.training.losses import SegmentationCrossEntropy
+from pspnet_tf.training.memory_saving import memory_saving_on
 from pspnet_tf.training.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, prepare_run_dir
 from pspnet_tf.training.run_lock import run_dir_lock
 from pspnet_tf.training.schedules import make_optimizer
@@ -86,11 +87,12 @@ def compile_for_training(model: keras.Model, config: ExperimentConfig,
                          total_steps: int) -> None:
     """SGD + poly schedule, main and 0.4-weighted aux losses, optional XLA; slots built now
     so that a checkpoint restores into them. The stride-1 convolutions get the faster CPU
-    training gradient (`use_tap_gradients`), and on CPU hosts the stem and layer1 are
-    recomputed in the backward pass for less memory (`recompute_first_stage`); the model
+    training gradient (`use_tap_gradients`), and with `--memory_saving` on CPU hosts the
+    stem and layer1 are recomputed in the backward pass (`recompute_first_stage`); the model
     stays a plain, savable PSPNet."""
     use_tap_gradients(model)
-    recompute_first_stage(model)
+    if memory_saving_on(config):
+        recompute_first_stage(model)
     settings = config.optimizer
     optimizer = make_optimizer(settings.learning_rate, total_steps, momentum=settings.momentum,
                                weight_decay=settings.weight_decay,
