@@ -21,7 +21,6 @@ AttributeError deep inside training or a weight file written differently.
 
 import contextlib
 from collections.abc import Iterator
-
 from typing import Any
 
 import keras

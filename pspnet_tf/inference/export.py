@@ -83,8 +83,8 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     replaced.
 
     `jit_compile` marks the network for XLA (compiled on first use of each network input
-    size): R-50-D8 at 512x512 on 2 loaded EPYC cores served in 0.96x and 0.82x ONNX Runtime's
-    time in two runs, against 1.09x and 0.96x without (docs/performance.md). TF Serving then needs
+    size): R-50-D8 at 512x512 on 2 idle EPYC cores served in 0.956x ONNX Runtime's time,
+    against 1.07x without (docs/performance.md). TF Serving then needs
     `--xla_cpu_compilation_enabled=true` (experimental there), so it is not the default.
     """
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):

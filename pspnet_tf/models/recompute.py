@@ -1,6 +1,7 @@
 """Recomputing the stem and the first backbone stage in the backward pass, for less memory.
 
-Training only, like `use_tap_gradients`: `compile_for_training` calls it on CPU hosts. The
+Training only, like `use_tap_gradients`: `compile_for_training` calls it when
+`--memory_saving` is on (pspnet_tf/training/memory_saving.py), and it acts on CPU hosts. The
 model keeps its layers, weights, configuration and forward values; only its training call
 changes, so saved models, inference and export are as before.
 """
