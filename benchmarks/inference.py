@@ -134,7 +134,7 @@ def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
         use_tensorflow_threads(threads)
         import tensorflow as tf
 
-        folder = os.path.join(export_dir, row, "1")
+        folder = os.path.join(artifact_path(export_dir, row), "1")
         serve = tf.saved_model.load(folder).signatures["serving_default"]
         images = tf.constant(image[None])
         return lambda: serve(images=images)["segmentation"].numpy()
@@ -156,15 +156,23 @@ def worker(row: str, runs: int, threads: int, size: int, export_dir: str) -> Non
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     if row in ("pytorch", "pytorch_bf16"):
         run = _pytorch_runner(image, threads, bf16=row == "pytorch_bf16")
-    elif row == "onnxruntime":
-        run = _onnxruntime_runner(image, threads, os.path.join(export_dir, "reference.onnx"))
-    elif row == "onnx":
-        run = _onnxruntime_runner(image, threads, os.path.join(export_dir, "pspnet.onnx"))
+    elif row in ("onnxruntime", "onnx"):
+        run = _onnxruntime_runner(image, threads, artifact_path(export_dir, row))
     elif row.startswith("litert"):
-        run = _litert_runner(image, threads, os.path.join(export_dir, f"{row}.tflite"))
+        run = _litert_runner(image, threads, artifact_path(export_dir, row))
     else:
         run = _tensorflow_runner(image, threads, row, export_dir)
     report(time_calls(run, runs, warm_up=2))
+
+
+def artifact_path(export_dir: str, row: str) -> str:
+    """Where the export step writes what `row` loads: a SavedModel folder or one file."""
+    files = {"onnxruntime": "reference.onnx", "onnx": "pspnet.onnx"}
+    if row in files:
+        return os.path.join(export_dir, files[row])
+    if row.startswith("litert"):
+        return os.path.join(export_dir, f"{row}.tflite")
+    return os.path.join(export_dir, row)
 
 
 def export(export_dir: str, size: int, rows: list[str]) -> None:
@@ -176,7 +184,7 @@ def export(export_dir: str, size: int, rows: list[str]) -> None:
 
         image = torch.zeros((1, size, size, 3), dtype=torch.uint8)
         torch.onnx.export(_served_reference(os.cpu_count()), (image,),
-                          os.path.join(export_dir, "reference.onnx"), input_names=["images"],
+                          artifact_path(export_dir, "onnxruntime"), input_names=["images"],
                           output_names=["segmentation"], dynamo=True, verbose=False)
     import keras
 
@@ -191,33 +199,29 @@ def export(export_dir: str, size: int, rows: list[str]) -> None:
         if row in rows:
             keras.mixed_precision.set_global_policy(policy)
             model = build_pspnet(NUM_CLASSES, "resnet50_v1c", 8)
-            export_saved_model(model, (size, size), os.path.join(export_dir, row), version=1,
+            export_saved_model(model, (size, size), artifact_path(export_dir, row), version=1,
                                jit_compile=jit_compile)
     keras.mixed_precision.set_global_policy("float32")
     for row, quantize in (("litert", None), ("litert_float16", "float16"),
                           ("litert_dynamic_int8", "dynamic_int8")):
         if row in rows:
             export_litert(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
-                          os.path.join(export_dir, f"{row}.tflite"), (size, size), quantize)
+                          artifact_path(export_dir, row), (size, size), quantize)
     if "onnx" in rows:
         export_onnx(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
-                    os.path.join(export_dir, "pspnet.onnx"), (size, size))
+                    artifact_path(export_dir, "onnx"), (size, size))
 
 
 def artifact_mb(export_dir: str, row: str) -> float | None:
-    """The size of what `row` loads (a SavedModel folder or one file), None for in-process
-    rows (PyTorch, Predictor)."""
-    folder = os.path.join(export_dir, row)
-    if os.path.isdir(folder):
+    """The size of what `row` loads (a SavedModel folder, or a file with the weights file that
+    torch.onnx's dynamo exporter writes beside it), None for in-process rows (PyTorch,
+    Predictor)."""
+    path = artifact_path(export_dir, row)
+    if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(parent, name))
-                   for parent, _, names in os.walk(folder) for name in names) / 2**20
-    files = {"onnxruntime": "reference.onnx", "onnx": "pspnet.onnx"}
-    path = os.path.join(export_dir, files.get(row, f"{row}.tflite"))
-    if not os.path.isfile(path):
-        return None
-    weights = path + ".data"  # torch.onnx's dynamo exporter keeps the weights beside the graph
-    return (os.path.getsize(path) + (os.path.getsize(weights) if os.path.isfile(weights)
-                                     else 0)) / 2**20
+                   for parent, _, names in os.walk(path) for name in names) / 2**20
+    files = [name for name in (path, path + ".data") if os.path.isfile(name)]
+    return sum(os.path.getsize(name) for name in files) / 2**20 if files else None
 
 
 def cpu_description() -> tuple[str, bool]:
