@@ -74,12 +74,25 @@ def test_memory_saving_follows_the_pixels_of_a_workers_batch(fields, tf_config, 
     (None, "on", "1"), (None, "off", "0"), ("0", "on", "0"), ("1", "off", "1")])
 def test_choose_cpu_allocator_keeps_the_users_value(users, memory_saving, expected,
                                                     monkeypatch):
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("hosts with a GPU keep oneDNN's pool")
     if users is None:
         monkeypatch.delenv(ALLOCATOR_VARIABLE, raising=False)
     else:
         monkeypatch.setenv(ALLOCATOR_VARIABLE, users)
     choose_cpu_allocator(ExperimentConfig.from_fields(memory_saving=memory_saving))
     assert os.environ[ALLOCATOR_VARIABLE] == expected
+
+
+@pytest.mark.parametrize("kind", ["GPU", "TPU"])
+def test_hosts_with_an_accelerator_keep_onednns_pool(kind, monkeypatch):
+    listed = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda device_type=None: ["accelerator"] if device_type == kind
+                        else listed(device_type))
+    monkeypatch.delenv(ALLOCATOR_VARIABLE, raising=False)
+    choose_cpu_allocator(ExperimentConfig.from_fields(memory_saving="on"))
+    assert os.environ[ALLOCATOR_VARIABLE] == "0"
 
 
 ALLOCATOR_PROBE = r"""

@@ -20,6 +20,8 @@ the steps fast but peaked at 5265-5663 MB, no better than oneDNN's pool.
 
 import os
 
+import tensorflow as tf
+
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.training.strategy import parse_tf_config
 
@@ -39,7 +41,11 @@ def memory_saving_on(config: ExperimentConfig) -> bool:
 
 
 def choose_cpu_allocator(config: ExperimentConfig) -> None:
-    """Sets TF_ONEDNN_USE_SYSTEM_ALLOCATOR from `memory_saving_on(config)` unless the user set
-    it. TensorFlow reads it at its first CPU tensor, so call this before any op runs (the
-    entry point does, right after parsing its flags)."""
-    os.environ.setdefault(ALLOCATOR_VARIABLE, "1" if memory_saving_on(config) else "0")
+    """Sets TF_ONEDNN_USE_SYSTEM_ALLOCATOR unless the user set it: "1" when
+    `memory_saving_on(config)` on a host without a GPU or TPU (where the step's tensors are
+    CPU tensors), else "0". TensorFlow reads it at its first CPU tensor, so call this before
+    any op runs (the entry point does, right after parsing its flags); listing the physical
+    devices starts nothing."""
+    accelerated = any(tf.config.list_physical_devices(kind) for kind in ("GPU", "TPU"))
+    saving = memory_saving_on(config) and not accelerated
+    os.environ.setdefault(ALLOCATOR_VARIABLE, "1" if saving else "0")
