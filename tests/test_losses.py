@@ -93,9 +93,13 @@ def test_fit_gradient_under_two_replica_mirrored_strategy():
     """
     report = report_from_two_cpu_replicas(__file__, timeout=120)
     assert report["replicas"] == 2
-    np.testing.assert_allclose(
-        report["distributed_delta"], report["expected_delta"], rtol=1e-5, atol=1e-8
-    )
+    # A delta read back as (after - before) in float32 is only known to the spacing of
+    # the weights themselves (their initial values are random): allow two of those
+    # spacings on top of the relative tolerance, nothing more.
+    delta_resolution = 2 * np.array(report["weight_spacing"])
+    error = np.abs(np.subtract(report["distributed_delta"], report["expected_delta"]))
+    allowed = 1e-5 * np.abs(report["expected_delta"]) + delta_resolution
+    assert np.all(error <= allowed), (error - allowed).max()
     np.testing.assert_allclose(report["reported_loss"], report["expected_loss"], rtol=1e-5)
 
 
@@ -133,6 +137,10 @@ def _distributed_fit_report():
         "replicas": strategy.num_replicas_in_sync,
         "distributed_delta": np.concatenate([d.ravel() for d in distributed_delta]).tolist(),
         "expected_delta": np.concatenate([d.ravel() for d in expected_delta]).tolist(),
+        "weight_spacing": np.concatenate(
+            [np.spacing(np.maximum(abs(a), abs(b))).ravel()
+             for a, b in zip(model.get_weights(), initial)]
+        ).tolist(),
         "reported_loss": history.history["loss"][-1],
         "expected_loss": 0.5 * (per_half[0][0] + per_half[1][0]),
     }
