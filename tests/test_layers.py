@@ -1,12 +1,19 @@
 """Every custom layer of pspnet_tf through the shared harness (tests/layer_testing.py)."""
 
+from typing import Any
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from layer_testing import run_layer_test
+from layer_testing import assert_same_outputs, run_layer_test
 
-from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv, ResizeLike
+from pspnet_tf.models.layers import (
+    AdaptiveAveragePooling2D,
+    FusedBatchNormalization,
+    PyramidBottleneckConv,
+    ResizeLike,
+)
 
 
 @pytest.mark.parametrize("bins, input_shape", [(1, (2, 5, 4, 3)), (3, (2, 10, 7, 4)),
@@ -31,6 +38,80 @@ def test_resize_like(source, reference):
     run_layer_test(ResizeLike, {}, [source, reference],
                    expected_output_shape=(source[0], *reference[1:3], source[3]),
                    constant_inputs=(1,))
+
+
+def test_fused_batch_normalization():
+    run_layer_test(FusedBatchNormalization, {"epsilon": 1e-5, "momentum": 0.9,
+                                             "synchronized": True},
+                   (2, 5, 6, 3), expected_output_shape=(2, 5, 6, 3),
+                   expected_num_trainable_weights=2)
+
+
+def _batch_norm_training_step(layer_cls: type, run: Any) -> tuple[list[np.ndarray], set]:
+    """One training call of a BatchNorm with PyTorch's defaults and non-trivial weights:
+    outputs, the gradients of a loss for the input, gamma and beta, the moving statistics
+    after it, and the op types of the traced step."""
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(2.0, 3.0, (2, 7, 5, 6)).astype("float32"))
+    layer = layer_cls(epsilon=1e-5, momentum=0.9, synchronized=True)
+    layer.build(images.shape)
+    layer.set_weights([rng.uniform(0.5, 2.0, 6), rng.normal(size=6), rng.normal(size=6),
+                       rng.uniform(0.5, 2.0, 6)])
+
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images, training=True)
+            loss = tf.reduce_sum(outputs * tf.sin(outputs))
+        return [outputs, *tape.gradient(loss, [images, layer.gamma, layer.beta])]
+
+    results = run(step)
+    traced = tf.function(step).get_concrete_function()
+    op_types = {op.type for op in traced.graph.get_operations()}
+    return [np.asarray(r) for r in results] + [layer.moving_mean.numpy(),
+                                                layer.moving_variance.numpy()], op_types
+
+
+@pytest.mark.parametrize("run", ["eager", "tf.function", "jit_compile", "one-replica strategy"])
+def test_fused_batch_normalization_trains_like_keras(run):
+    """The fused training call gives Keras' outputs, gradients and moving statistics (biased
+    batch variance) to float32 rounding, and is the fused op where the statistics are the
+    replica's own: here, without a strategy and on a one-replica MirroredStrategy."""
+    runners = {
+        "eager": lambda step: step(),
+        "tf.function": lambda step: tf.function(step)(),
+        "jit_compile": lambda step: tf.function(step, jit_compile=True)(),
+        "one-replica strategy": lambda step: tf.distribute.MirroredStrategy(["/cpu:0"]).run(
+            tf.function(step)),
+    }
+    ours, op_types = _batch_norm_training_step(FusedBatchNormalization, runners[run])
+    keras_results, keras_op_types = _batch_norm_training_step(
+        keras.layers.BatchNormalization, runners[run])
+    assert "FusedBatchNormV3" in op_types and "FusedBatchNormV3" not in keras_op_types
+    for name, mine, theirs in zip(["outputs", "input gradient", "gamma gradient",
+                                   "beta gradient", "moving mean", "moving variance"],
+                                  ours, keras_results):
+        scale = float(np.abs(theirs).max())
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=2e-6 * scale, err_msg=name)
+
+
+def test_fused_batch_normalization_keeps_keras_inference_and_frozen_statistics():
+    """Inference and a non-trainable layer use the moving statistics, as Keras does."""
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    weights = [np.float32(w) for w in (rng.uniform(0.5, 2.0, 3), rng.normal(size=3),
+                                       rng.normal(size=3), rng.uniform(0.5, 2.0, 3))]
+    layers = []
+    for layer_cls in (FusedBatchNormalization, keras.layers.BatchNormalization):
+        layer = layer_cls()
+        layer.build(images.shape)
+        layer.set_weights(weights)
+        layers.append(layer)
+    assert_same_outputs(layers[0](images, training=False), layers[1](images, training=False))
+    for layer in layers:
+        layer.trainable = False
+    assert_same_outputs(layers[0](images, training=True), layers[1](images, training=True))
+    np.testing.assert_array_equal(layers[0].moving_mean.numpy(), weights[2])
 
 
 def test_pyramid_bottleneck_config_holds_only_its_own_arguments():

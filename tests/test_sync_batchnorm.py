@@ -67,3 +67,40 @@ def test_two_replicas_with_sync_batchnorm_match_single_device():
     assert max_difference(weights["single"], weights["synced"]) < 1e-4
     # The control: without synchronisation the replicas' statistics differ visibly.
     assert max_difference(weights["single"], weights["unsynced"]) > 1e-3
+
+
+FUSED_OP_SCRIPT = r"""
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pspnet_tf.models.layers import FusedBatchNormalization
+
+def op_types(strategy, synchronized):
+    with strategy.scope():
+        layer = FusedBatchNormalization(synchronized=synchronized)
+        layer.build((None, 4, 4, 3))
+    step = tf.function(lambda: strategy.run(
+        lambda: layer(tf.random.normal((2, 4, 4, 3)), training=True)))
+    graph = step.get_concrete_function().graph
+    types = {op.type for op in graph.get_operations()}
+    for function in graph._functions.values():
+        types |= {node.op for node in function.definition.node_def}
+    return sorted(types & {"FusedBatchNormV3", "CollectiveReduceV2"})
+
+two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+one = tf.distribute.MirroredStrategy(["/cpu:0"])
+print(json.dumps({"two synchronised": op_types(two, True), "two local": op_types(two, False),
+                  "one synchronised": op_types(one, True)}))
+"""
+
+
+def test_fused_training_only_where_statistics_are_the_replicas_own():
+    """FusedBatchNormalization keeps Keras' all-reduced statistics across two replicas and
+    fuses where each replica normalises with its own batch (tests/test_layers.py compares
+    the fused numbers with Keras')."""
+    ops = last_json_line("-c", FUSED_OP_SCRIPT, timeout=300,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert ops["two synchronised"] == ["CollectiveReduceV2"]  # Keras' all-reduced moments
+    assert "FusedBatchNormV3" in ops["two local"]
+    assert "FusedBatchNormV3" in ops["one synchronised"]

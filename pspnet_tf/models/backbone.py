@@ -9,6 +9,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from pspnet_tf.models.layers import FusedBatchNormalization
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 
@@ -39,9 +41,9 @@ STAGE_LAYOUT = {  # output stride -> (strides, dilations) of the four stages
 STAGE_PLANES = (64, 128, 256, 512)
 
 
-def batch_norm(name: str) -> keras.layers.BatchNormalization:
+def batch_norm(name: str) -> FusedBatchNormalization:
     """BatchNorm with PyTorch's defaults, synchronised across replicas when distributed."""
-    return keras.layers.BatchNormalization(
+    return FusedBatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, synchronized=True, name=name
     )
 

@@ -159,3 +159,53 @@ class ResizeLike(keras.layers.Layer):
     def compute_output_shape(self, input_shapes: list[tuple]) -> tuple:
         source, reference = input_shapes
         return (source[0], reference[1], reference[2], source[3])
+
+
+def _statistics_are_local(layer: keras.layers.BatchNormalization) -> bool:
+    """Whether `layer` normalises with the statistics of this replica's batch alone: not
+    synchronised, or synchronised across a single replica (one device, or no strategy)."""
+    context = tf.distribute.get_replica_context()
+    return not layer.synchronized or context is None or context.num_replicas_in_sync == 1
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose training call is one fused op where it can be.
+
+    Keras computes batch statistics and the normalisation from a dozen elementwise ops, each
+    making a new tensor of the input's size, and as many again in the backward pass.
+    TensorFlow's FusedBatchNormV3 (oneDNN on the CPU, cuDNN on GPUs) makes one each way: on
+    the R-50-D8 training step at 2x512x512 (2-core CPU) that cut the step from about 20 to
+    18 s and its peak memory by about 360 MB (docs/performance.md). Used in training on 4-D
+    channels-last inputs without a mask or renorm, when the statistics are the replica's own
+    (not synchronised, or one replica); synchronised statistics across replicas, inference
+    and everything else run Keras' own code. Same outputs, gradients and moving-statistics
+    update as Keras to float32 rounding: the moving variance takes the batch variance
+    without Bessel's correction, as Keras does. Weights, their names and the config are
+    Keras', so checkpoints of either layer load into the other.
+    """
+
+    def _fusable(self, inputs: tf.Tensor, training: Any, mask: Any) -> bool:
+        return (bool(training) and self.trainable and mask is None and not self.renorm
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and _statistics_are_local(self))
+
+    def call(self, inputs: tf.Tensor, training: Any = None, mask: Any = None) -> tf.Tensor:
+        if not self._fusable(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        inputs = tf.cast(inputs, "float32")  # statistics in float32, as Keras computes them
+        channels = tf.shape(inputs)[-1:]
+        scale = tf.cast(self.gamma, "float32") if self.scale else tf.ones(channels)
+        offset = tf.cast(self.beta, "float32") if self.center else tf.zeros(channels)
+        outputs, mean, corrected_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]),
+            epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        # The op returns the variance with Bessel's correction n / (n - 1) (1 for n = 1).
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), "float32")
+        variance = corrected_variance * (tf.maximum(count - 1.0, 1.0) / count)
+        momentum = self.momentum
+        self.moving_mean.assign(
+            tf.cast(self.moving_mean, "float32") * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            tf.cast(self.moving_variance, "float32") * momentum + variance * (1.0 - momentum))
+        return tf.cast(outputs, self.compute_dtype)
