@@ -80,7 +80,6 @@ def _our_steps(size: int, steps: int, threads: int, row: str) -> list[float]:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow, as train.py
     from pspnet_tf.config import ExperimentConfig
     from pspnet_tf.models.factory import build_model
-    from pspnet_tf.training.memory_saving import choose_cpu_allocator
     from pspnet_tf.training.strategy import create_strategy
     from pspnet_tf.training.trainer import compile_for_training
 
@@ -94,7 +93,6 @@ def _our_steps(size: int, steps: int, threads: int, row: str) -> list[float]:
                                           crop_size=(size, size), jit_compile=row == "ours_xla",
                                           memory_saving="off" if row == "ours_no_saving"
                                           else "auto")
-    choose_cpu_allocator(config)  # before the first tensor, as train.py
     with create_strategy(config.runtime.strategy).scope():
         model = build_model(config, training_heads=True)
         compile_for_training(model, config, total_steps=1000)

@@ -17,8 +17,6 @@ if not _VERBOSE:
 # AMX. On an AVX2 CPU they made the R-50-D8 training step 1.3x faster, but inference slower
 # (docs/performance.md), so training asks for them; a value the user set wins. It must be
 # set before TensorFlow is imported, which is here for `python train.py` and `pspnet-train`.
-# (Which allocator oneDNN uses is read later, at the first CPU tensor: train.py chooses it
-# from --memory_saving, see pspnet_tf/training/memory_saving.py.)
 if os.path.basename(sys.argv[0]) in ("train.py", "pspnet-train"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -153,10 +153,10 @@ class RuntimeConfig(Section):
         "and predict.py, and in export.py's SavedModel (TF Serving: "
         "--xla_cpu_compilation_enabled).", resumable=True)
     memory_saving: str = setting(
-        "auto", "CPU training: trade step time for peak memory (oneDNN's system allocator "
-        "instead of its pool, stem and layer1 recomputed in the backward pass). auto: on when "
-        "a worker's batch holds at least 2x512x512 crop pixels (R-50-D8, 2x512x512: 4.1 "
-        "instead of 5.3 GB, 1.4x the step time; the demo's 8x128x128 stays off).",
+        "auto", "CPU training: trade step time for peak memory (stem, layer1 and layer2 "
+        "recomputed in the backward pass). auto: on when a worker's batch holds at least "
+        "2x512x512 crop pixels (R-50-D8, 2x512x512: 4.2 instead of 4.8 GB, 1.09x the step "
+        "time; the demo's 8x128x128 stays off).",
         choices=MEMORY_SAVING, resumable=True)
     run_dir: str = setting(
         "runs/default", "Directory for config, logs, checkpoints, "

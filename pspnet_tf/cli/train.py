@@ -14,7 +14,6 @@ from absl import flags
 
 from pspnet_tf import cli
 from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.training.memory_saving import choose_cpu_allocator
 from pspnet_tf.training.trainer import train
 
 define_flags()
@@ -27,7 +26,6 @@ flags.DEFINE_bool("force_unlock", False,
 
 def main(argv: list[str]) -> None:
     config = config_from_flags()
-    choose_cpu_allocator(config)  # before TensorFlow's first CPU tensor
     train(config, force_unlock=flags.FLAGS.force_unlock)
 
 

@@ -20,7 +20,7 @@ from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import save_weights
 from pspnet_tf.models.convolution import use_tap_gradients
 from pspnet_tf.models.factory import build_model
-from pspnet_tf.models.recompute import recompute_first_stage
+from pspnet_tf.models.recompute import recompute_early_stages
 from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger, ValidationCallback
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
@@ -88,11 +88,11 @@ def compile_for_training(model: keras.Model, config: ExperimentConfig,
     """SGD + poly schedule, main and 0.4-weighted aux losses, optional XLA; slots built now
     so that a checkpoint restores into them. The stride-1 convolutions get the faster CPU
     training gradient (`use_tap_gradients`), and with `--memory_saving` on CPU hosts the
-    stem and layer1 are recomputed in the backward pass (`recompute_first_stage`); the model
-    stays a plain, savable PSPNet."""
+    stem, layer1 and layer2 are recomputed in the backward pass (`recompute_early_stages`);
+    the model stays a plain, savable PSPNet."""
     use_tap_gradients(model)
     if memory_saving_on(config):
-        recompute_first_stage(model)
+        recompute_early_stages(model)
     settings = config.optimizer
     optimizer = make_optimizer(settings.learning_rate, total_steps, momentum=settings.momentum,
                                weight_decay=settings.weight_decay,
