@@ -82,10 +82,10 @@ def op_types(strategy, synchronized):
         layer.build((None, 4, 4, 3))
     step = tf.function(lambda: strategy.run(
         lambda: layer(tf.random.normal((2, 4, 4, 3)), training=True)))
-    graph = step.get_concrete_function().graph
-    types = {op.type for op in graph.get_operations()}
-    for function in graph._functions.values():
-        types |= {node.op for node in function.definition.node_def}
+    graph = step.get_concrete_function().graph.as_graph_def()  # with strategy.run's functions
+    types = {node.op for node in graph.node}
+    for function in graph.library.function:
+        types |= {node.op for node in function.node_def}
     return sorted(types & {"FusedBatchNormV3", "CollectiveReduceV2"})
 
 two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

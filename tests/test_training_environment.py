@@ -21,20 +21,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR")
 
 
-def _clean_environment(**environment: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in SETTINGS and key != "TF_CONFIG"}
-    env.update(environment, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
-    return env
-
-
 def _settings_after_import(program: str, environment: dict[str, str]) -> list[str]:
     """The SETTINGS values once `program` (its argv[0]) has imported pspnet_tf."""
     code = ("import os, sys; sys.argv[0] = sys.argv[1]; import pspnet_tf; "
             f"print([os.environ.get(name, '') for name in {SETTINGS!r}])")
+    env = {key: value for key, value in os.environ.items() if key not in SETTINGS}
+    env.update(environment, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
     result = subprocess.run([sys.executable, "-c", code, program], capture_output=True,
-                            text=True, env=_clean_environment(**environment), check=True,
-                            cwd=ROOT)
+                            text=True, env=env, check=True, cwd=ROOT)
     return ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
 

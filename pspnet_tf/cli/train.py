@@ -25,8 +25,7 @@ flags.DEFINE_bool("force_unlock", False,
 
 
 def main(argv: list[str]) -> None:
-    config = config_from_flags()
-    train(config, force_unlock=flags.FLAGS.force_unlock)
+    train(config_from_flags(), force_unlock=flags.FLAGS.force_unlock)
 
 
 def run() -> None:
