@@ -155,8 +155,8 @@ class RuntimeConfig(Section):
     memory_saving: str = setting(
         "auto", "CPU training: trade step time for peak memory (stem, layer1 and layer2 "
         "recomputed in the backward pass). auto: on when a worker's batch holds at least "
-        "2x512x512 crop pixels (R-50-D8, 2x512x512: 4.2 instead of 4.8 GB, 1.09x the step "
-        "time; the demo's 8x128x128 stays off).",
+        "2x512x512 crop pixels (R-50-D8, 2x512x512: 4.2 instead of 4.8 GB, 0.99x to 1.09x "
+        "the step time; the demo's 8x128x128 stays off).",
         choices=MEMORY_SAVING, resumable=True)
     run_dir: str = setting(
         "runs/default", "Directory for config, logs, checkpoints, "

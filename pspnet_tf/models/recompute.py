@@ -48,10 +48,11 @@ def recompute_early_stages(model: keras.Model) -> bool:
     These work at 1/2 to 1/8 of the input resolution with few channels: activations a
     backward pass needs are large there and the arithmetic is small. On the R-50-D8
     training step at 2x512x512 (2-core CPU, oneDNN's pool) recomputing them cut the peak
-    from about 4890 to 4160 MB (stem and layer1 alone: 4390 MB) at no measurable cost in
-    step time (docs/performance.md). BatchNorm runs the recomputation with the same batch
-    statistics and writes its moving statistics back unchanged, so they advance once per
-    step; the stages have no dropout. Hosts with a GPU or TPU keep the plain training call.
+    from about 4890 to 4160 MB (stem and layer1 alone: 4390 MB); in the benchmark's two
+    runs the step took 1.09x and 0.99x as long as without it (docs/performance.md).
+    BatchNorm runs the recomputation with the same batch statistics and writes its moving
+    statistics back unchanged, so they advance once per step; the stages have no dropout.
+    Hosts with a GPU or TPU keep the plain training call.
     """
     if has_accelerator():
         return False

@@ -3,9 +3,10 @@
 The measure is `recompute_early_stages` (pspnet_tf/models/recompute.py): the stem, layer1
 and layer2 run again in the backward pass instead of keeping their activations, on hosts
 without a GPU or TPU. On the R-50-D8 step at 2x512x512 (2-core AMD EPYC, AVX2; one process
-per setting, docs/performance.md) it took the peak from 4819 to 4163 MB, PyTorch's peak
-within 2%, for about 9% more step time; on the demo's R-18-D8 at 8x128x128 there is little
-memory to save. So "auto" turns it on from AUTO_MIN_PIXELS crop pixels per worker and step.
+per setting, docs/performance.md) it took the peak from 4819 to 4163 MB and from 4833 to
+4217 MB in two benchmark runs, within 5% of PyTorch's, for 1.09x and 0.99x the step time; on
+the demo's R-18-D8 at 8x128x128 there is little memory to save. So "auto" turns it on from
+AUTO_MIN_PIXELS crop pixels per worker and step.
 
 oneDNN's allocator stays its pool. Its malloc alternative (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`,
 which TensorFlow reads from the environment, so users can still choose it) hands large
