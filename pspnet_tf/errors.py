@@ -5,15 +5,35 @@ import re
 import tensorflow as tf
 
 
+def one_line(text: str) -> str:
+    """`text` on one printable line: runs of whitespace (newlines included) become one
+    space and any other unprintable character its escape, e.g. `\\x1a`."""
+    collapsed = " ".join(text.split())
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode()
+                   for char in collapsed)
+
+
+def describe_error(error: BaseException, limit: int = 200) -> str:
+    """`Type: message` of an exception from a library, for quoting inside a UserError:
+    on one line (see `one_line`) and cut to `limit` characters, because parsers quote
+    what they failed on, and a damaged file gives them kilobytes of arbitrary bytes."""
+    text = one_line(f"{type(error).__name__}: {error}").removesuffix(":")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class UserError(Exception):
     """A problem the user can fix (bad flag, missing file, bad data).
 
     The message names the offending file or value and says how to fix it; entry points
-    print it on one line and exit with `exit_status` (2 unless a subclass says otherwise)
-    instead of showing a stack trace.
+    print it and exit with `exit_status` (2 unless a subclass says otherwise) instead of
+    showing a stack trace. The message is made one line (`one_line`) whatever text it
+    quotes.
     """
 
     exit_status: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 class RunInterrupted(Exception):

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import UserError, describe_error
 
 # torch's storage classes -> numpy dtypes of their stored elements (little endian).
 _STORAGE_DTYPES = {
@@ -315,7 +315,11 @@ def load_checkpoint(path: str) -> Any:
             ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
             struct.error, RecursionError, OSError) as error:
         raise UserError(f"{path} is not a readable PyTorch checkpoint "
-                        f"({type(error).__name__}: {error}); download it again") from error
+                        f"({describe_error(error)}); download it again") from error
+    except MemoryError as error:  # pickle allocates what a length field asks, before reading
+        raise UserError(f"{path} asks for more memory than this machine has: a length in it "
+                        "is damaged (download it again), or it is too large for this machine"
+                        ) from error
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:

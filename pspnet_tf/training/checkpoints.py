@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from pspnet_tf.atomic import write_atomically
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import UserError, describe_error
 from pspnet_tf.training.divergence import check_finite_weights, first_non_finite
 
 CHECKPOINT_NAME = "ckpt"
@@ -177,9 +177,8 @@ class CheckpointKeeper:
         # Damaged files raise many types: DataLossError, NotFoundError (OpErrors), ValueError,
         # IndexError ("Read less bytes than requested"), AssertionError, protobuf's DecodeError.
         except Exception as error:  # noqa: BLE001 - every way a damaged file fails to read
-            first_line = (str(error).splitlines() or [""])[0]
-            logging.warning("skipping unreadable checkpoint %s (%s: %s: %s); trying an older one",
-                            prefix, ", ".join(names), type(error).__name__, first_line)
+            logging.warning("skipping unreadable checkpoint %s (%s: %s); trying an older one",
+                            prefix, ", ".join(names), describe_error(error))
             return False
         non_finite = first_non_finite(self._variables)
         if non_finite:

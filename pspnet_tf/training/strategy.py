@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from pspnet_tf.compat import MultiWorkerStrategyForKerasFit as _MultiWorkerStrategy
 from pspnet_tf.config import STRATEGIES  # the --strategy choices, declared once there
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import UserError, describe_error
 
 _TPU_PROBE_TIMEOUT_S = 10
 
@@ -75,7 +75,7 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
         named = tpu or os.environ.get("TPU_NAME")
         where = (f"at --tpu={tpu}" if tpu else f"at TPU_NAME={named}" if named
                  else "on this machine (no --tpu or TPU_NAME given)")
-        reason = " ".join(str(error).split()).split(". ")[0][:160] or type(error).__name__
+        reason = describe_error(error, limit=160).split(". ")[0]
         raise UserError(f"--strategy=tpu found no TPU {where} ({reason}); pass --tpu=NAME, "
                         "--tpu=grpc://HOST:8470 or --tpu=local (on a TPU VM), or choose "
                         "another --strategy") from error
