@@ -8,7 +8,8 @@ again). Concurrent downloads into one cache (several workers of one machine) wai
 other on a lock of the cache folder.
 
 No network read waits forever: connecting and every read time out after
-$PSPNET_TF_DOWNLOAD_TIMEOUT seconds (default 60; `fetch(timeout=...)` overrides it). A
+$PSPNET_TF_DOWNLOAD_TIMEOUT seconds (default 60; `fetch(timeout=...)` overrides it; host
+names are looked up with the system resolver's own limits). A
 timeout, a reset or dropped connection or a server error (HTTP 5xx, 408, 429) is retried,
 resuming, after 1 s and then 2 s (`attempts`, `backoff`); when the last attempt fails too,
 `fetch` raises one UserError line naming the URL, what happened and
@@ -72,7 +73,7 @@ def default_cache_dir() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(keras_home, "pspnet_tf")
 
 
-def download_timeout() -> float:
+def _timeout_from_environment() -> float:
     """Seconds a connection or read may take: $PSPNET_TF_DOWNLOAD_TIMEOUT, else 60."""
     text = os.environ.get(TIMEOUT_ENV, "").strip()
     if not text:
@@ -236,7 +237,7 @@ def fetch(source: str, cache_dir: str | None = None, *, timeout: float | None = 
     name = os.path.basename(urllib.parse.urlparse(source).path)
     if not name:
         raise UserError(f"{source} names no file; pass the URL of a checkpoint file")
-    timeout = download_timeout() if timeout is None \
+    timeout = _timeout_from_environment() if timeout is None \
         else _checked_timeout(timeout, f"timeout={timeout!r}")
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, name)
