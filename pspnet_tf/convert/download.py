@@ -2,30 +2,65 @@
 
 A download goes to `<name>.part` in the cache, with a progress bar, and becomes `<name>`
 only once complete and hash-checked, so the cache never holds a partial or corrupt file.
-An interrupted download resumes from the `.part` file with an HTTP Range request on the
-next call (servers that ignore Range send the whole file again). Concurrent downloads into
-one cache (several workers of one machine) wait for each other on a lock of the cache folder.
+An interrupted download resumes from the `.part` file with an HTTP Range request, both
+when `fetch` retries and on the next call (servers that ignore Range send the whole file
+again). Concurrent downloads into one cache (several workers of one machine) wait for each
+other on a lock of the cache folder.
+
+No network read waits forever: connecting and every read time out after
+$PSPNET_TF_DOWNLOAD_TIMEOUT seconds (default 60; `fetch(timeout=...)` overrides it; host
+names are looked up with the system resolver's own limits). A
+timeout, a reset or dropped connection or a server error (HTTP 5xx, 408, 429) is retried,
+resuming, after 1 s and then 2 s (`attempts`, `backoff`); when the last attempt fails too,
+`fetch` raises one UserError line naming the URL, what happened and
+$PSPNET_TF_DOWNLOAD_BASE, which points the published URLs at a mirror. A cache folder that
+is a file or cannot be written is a UserError naming it.
 """
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
+import math
 import os
 import re
+import socket
+import ssl
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TypeVar
 
 import keras
 
-from pspnet_tf.errors import UserError
+from pspnet_tf.convert.registry import BASE_ENV, OPENMMLAB
+from pspnet_tf.errors import UserError, describe_error
 
 CACHE_ENV = "PSPNET_TF_CACHE"
+TIMEOUT_ENV = "PSPNET_TF_DOWNLOAD_TIMEOUT"
+DEFAULT_TIMEOUT_S = 60.0
+ATTEMPTS = 3
+BACKOFF_S = 1.0  # the wait before the second attempt, doubled before each further one
 # open-mmlab (like torch.hub) ends file names with the first 8 hex digits of their sha256.
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")
 _BLOCK = 1 << 20
+_RETRIED_HTTP_CODES = (408, 429)
+_T = TypeVar("_T")
+
+
+class _NetworkFault(Exception):
+    """A network read failed: `what` happened, whether trying again may help, and a `hint`
+    for the user beyond the usual ones."""
+
+    def __init__(self, what: str, transient: bool, hint: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.transient = transient
+        self.hint = hint
 
 
 def is_url(source: str) -> bool:
@@ -38,6 +73,25 @@ def default_cache_dir() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(keras_home, "pspnet_tf")
 
 
+def _timeout_from_environment() -> float:
+    """Seconds a connection or read may take: $PSPNET_TF_DOWNLOAD_TIMEOUT, else 60."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    return _checked_timeout(seconds, f"${TIMEOUT_ENV}={text!r}")
+
+
+def _checked_timeout(seconds: float, given: str) -> float:
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"{given} is not a number of seconds above 0; give e.g. 300 for a "
+                        f"slow link, or leave it unset for {DEFAULT_TIMEOUT_S:g} s")
+    return seconds
+
+
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -46,10 +100,19 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _open_cache(cache_dir: str) -> int:
+    """A descriptor of `cache_dir`, created if need be; a UserError if that cannot be."""
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        return os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise _cache_fault(cache_dir, error) from None
+
+
 @contextlib.contextmanager
-def _locked(folder: str) -> Iterator[None]:
-    """Holds an exclusive lock of `folder` (released when the process ends, however)."""
-    descriptor = os.open(folder, os.O_RDONLY)
+def _locked(descriptor: int) -> Iterator[None]:
+    """Holds an exclusive lock of the folder open as `descriptor` and closes it after
+    (a process that ends, however, releases the lock)."""
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
@@ -57,34 +120,116 @@ def _locked(folder: str) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _download(url: str, partial: str) -> None:
-    """Completes `partial` from `url`, resuming after the bytes it already holds."""
-    offset = os.path.getsize(partial) if os.path.exists(partial) else 0
+def _cache_fault(path: str, error: OSError) -> UserError:
+    """The one line for a cache folder that cannot be made, or a file in it written."""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        problem = f"the download cache {path} is a file or lies under one, not a folder"
+    else:
+        problem = f"cannot write {path} ({error.strerror or describe_error(error)})"
+    remedy = "free some space there or " if error.errno == errno.ENOSPC else ""
+    return UserError(f"{problem}; {remedy}point ${CACHE_ENV} at a writable folder (or pass "
+                     "another cache_dir) and run again")
+
+
+def _network_fault(error: BaseException, timeout: float) -> _NetworkFault:
+    """What a failed network call means for the user, and whether to try again."""
+    if isinstance(error, urllib.error.HTTPError):
+        return _NetworkFault(f"the server answered HTTP {error.code} {error.reason}",
+                             error.code >= 500 or error.code in _RETRIED_HTTP_CODES)
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        return _network_fault(error.reason, timeout)
+    if isinstance(error, TimeoutError):  # socket.timeout is TimeoutError
+        return _NetworkFault(f"timed out after {timeout:g} s without data", True,
+                             f"raise ${TIMEOUT_ENV} for a slow server, ")
+    if isinstance(error, http.client.RemoteDisconnected):
+        return _NetworkFault("the server closed the connection without answering", True)
+    if isinstance(error, ConnectionResetError):
+        return _NetworkFault("the connection was reset", True)
+    if isinstance(error, ConnectionRefusedError):
+        return _NetworkFault("the connection was refused", True)
+    if isinstance(error, socket.gaierror):
+        return _NetworkFault(f"the host name cannot be resolved ({error.strerror})",
+                             error.errno == socket.EAI_AGAIN)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return _NetworkFault(describe_error(error), False)
+    return _NetworkFault(describe_error(error), True)
+
+
+def _network(call: Callable[[], _T], timeout: float) -> _T:
+    """`call()`, a network operation, with its failures made `_NetworkFault`s."""
+    try:
+        return call()
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        raise _network_fault(error, timeout) from error
+
+
+def _download(url: str, handle: BinaryIO, timeout: float) -> None:
+    """Completes the partial download open for appending as `handle` from `url`, resuming
+    after the bytes it holds; network failures raise `_NetworkFault`, local ones OSError."""
+    offset = os.fstat(handle.fileno()).st_size
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        opened = urllib.request.urlopen(request)
-    except urllib.error.HTTPError as error:
-        if error.code == 416:  # nothing after `offset`: the file is complete (hash checked next)
-            return
+        opened = _network(lambda: urllib.request.urlopen(request, timeout=timeout), timeout)
+    except _NetworkFault as fault:
+        if getattr(fault.__cause__, "code", None) == 416:
+            return  # nothing after `offset`: the file is complete (hash checked next)
         raise
     with opened as response:
-        resumed = offset and getattr(response, "status", None) == 206
-        offset = offset if resumed else 0
+        if offset and getattr(response, "status", None) != 206:
+            handle.truncate(0)  # the server ignored Range and sends the whole file
+            offset = 0
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length else None
+        total = offset + int(length) if length and length.isdigit() else None
         progress = keras.utils.Progbar(total, unit_name="byte")
         done = offset
-        with open(partial, "ab" if resumed else "wb") as handle:
-            for block in iter(lambda: response.read(_BLOCK), b""):
+        try:
+            # read1: what has arrived, so that a stalled read loses none of it
+            for block in iter(lambda: _network(lambda: response.read1(_BLOCK), timeout), b""):
                 handle.write(block)
                 done += len(block)
                 progress.update(done)
+        except _NetworkFault:
+            progress.update(done, finalize=True)  # ends the bar's line before any message
+            raise
     if total is not None and done != total:
-        raise OSError(f"the connection closed after {done} of {total} bytes")
+        progress.update(done, finalize=True)
+        raise _NetworkFault(f"the connection closed after {done} of {total} bytes", True)
 
 
-def fetch(source: str, cache_dir: str | None = None) -> str:
-    """A local path for `source`: a file path as is, a URL downloaded once into the cache."""
+def _download_with_retries(url: str, partial: str, timeout: float, attempts: int,
+                           backoff: float) -> None:
+    """`_download`, tried `attempts` times with growing waits; raises one UserError line."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with open(partial, "ab") as handle:
+                _download(url, handle, timeout)
+            return
+        except _NetworkFault as fault:
+            if not fault.transient or attempt == attempts:
+                if os.path.isfile(partial) and os.path.getsize(partial) == 0:
+                    os.remove(partial)  # nothing to resume
+                tries = f" ({attempt} attempts)" if attempt > 1 else ""
+                raise UserError(
+                    f"could not download {url}: {fault.what}{tries}; check the URL and the "
+                    f"network and run again (the download resumes), {fault.hint}set "
+                    f"${BASE_ENV} to a mirror of {OPENMMLAB}, or download the file yourself "
+                    "and pass its path") from None
+            wait = backoff * 2 ** (attempt - 1)
+            print(f"{url}: {fault.what}; trying again in {wait:g} s (attempt {attempt + 1} "
+                  f"of {attempts})", file=sys.stderr)
+            time.sleep(wait)
+        except OSError as error:
+            raise _cache_fault(partial, error) from None
+
+
+def fetch(source: str, cache_dir: str | None = None, *, timeout: float | None = None,
+          attempts: int = ATTEMPTS, backoff: float = BACKOFF_S) -> str:
+    """A local path for `source`: a file path as is, a URL downloaded once into the cache.
+
+    `timeout` (seconds for connecting and for each read) defaults to
+    $PSPNET_TF_DOWNLOAD_TIMEOUT, else 60; a failed download is tried `attempts` times in
+    all, waiting `backoff` seconds before the second, twice as long before each further.
+    """
     if not is_url(source):
         if not os.path.isfile(source):
             raise UserError(f"{source} does not exist; pass an existing file or a URL")
@@ -92,21 +237,17 @@ def fetch(source: str, cache_dir: str | None = None) -> str:
     name = os.path.basename(urllib.parse.urlparse(source).path)
     if not name:
         raise UserError(f"{source} names no file; pass the URL of a checkpoint file")
+    timeout = _timeout_from_environment() if timeout is None \
+        else _checked_timeout(timeout, f"timeout={timeout!r}")
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, name)
     if os.path.isfile(path):
         return path
-    os.makedirs(cache_dir, exist_ok=True)
     partial = f"{path}.part"
-    with _locked(cache_dir):
+    with _locked(_open_cache(cache_dir)):
         if os.path.isfile(path):  # another process finished it while this one waited
             return path
-        try:
-            _download(source, partial)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-            raise UserError(f"could not download {source} ({error}); check the URL and the "
-                            "network and run again (the download resumes), or download it "
-                            "yourself and pass the local file") from error
+        _download_with_retries(source, partial, timeout, max(1, attempts), backoff)
         expected = _HASH_SUFFIX.search(name)
         if expected and not _sha256(partial).startswith(expected.group(1)):
             os.remove(partial)
