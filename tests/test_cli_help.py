@@ -10,7 +10,8 @@ import sys
 import pytest
 from absl import flags
 
-from pspnet_tf import cli_help, config
+from pspnet_tf import config
+from pspnet_tf.cli import help as cli_help
 from pspnet_tf.native_logs import verbose_requested, without_native_log_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

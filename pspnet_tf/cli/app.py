@@ -1,4 +1,4 @@
-"""Shared start-up of the absl entry points: quiet TensorFlow, one-line user errors."""
+"""Shared running of the absl entry points: quiet TensorFlow logs, one-line user errors."""
 
 import sys
 from collections.abc import Callable
@@ -6,7 +6,7 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import app
 
-from pspnet_tf.cli_help import prepare_argv
+from pspnet_tf.cli.help import prepare_argv
 from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
