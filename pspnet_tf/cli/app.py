@@ -16,9 +16,8 @@ def use_one_inter_op_thread_on_cpu() -> None:
     """On CPU-only hosts, run one op at a time (each op still uses every core).
 
     TensorFlow's default runs as many ops in parallel as there are cores, each itself
-    multi-threaded, so they contend for small CPUs. On a 2-core CPU with oneDNN (as train.py
-    runs) benchmarks/cpu_train_step.py measured 1.64 and 1.71 s per demo training step
-    against 2.05 s with the default, in two runs. Hosts with GPUs keep TensorFlow's defaults.
+    multi-threaded, so they contend for small CPUs (figures in docs/performance.md). Hosts
+    with GPUs keep TensorFlow's defaults.
     """
     if not tf.config.list_physical_devices("GPU"):
         tf.config.threading.set_inter_op_parallelism_threads(1)
