@@ -22,7 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 
-from pspnet_tf.cli import use_one_inter_op_thread_on_cpu
+from pspnet_tf.cli.app import use_one_inter_op_thread_on_cpu
 from pspnet_tf.data.datasets import get_dataset
 from pspnet_tf.data.pipeline import build_train_dataset
 from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD

@@ -236,7 +236,7 @@ def _flag_groups() -> dict[str, tuple[str, ...]]:
     return groups
 
 
-# The --help group of each flag define_flags() defines (see pspnet_tf.cli_help), in
+# The --help group of each flag define_flags() defines (see pspnet_tf/cli/help.py), in
 # declaration order within each group.
 FLAG_GROUPS = _flag_groups()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from pspnet_tf.cli import use_one_inter_op_thread_on_cpu  # noqa: E402
+from pspnet_tf.cli.app import use_one_inter_op_thread_on_cpu  # noqa: E402
 
 use_one_inter_op_thread_on_cpu()
 

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-from types import SimpleNamespace
 from typing import Any
 
 import h5py
@@ -21,8 +20,8 @@ from absl import flags
 
 from pspnet_tf import build_pspnet, save_weights
 from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.inference.loading import LoadedModel, define_model_flags, model_from_flags
-from pspnet_tf.inference.modes import define_mode_flags
+from pspnet_tf.cli.inference_flags import define_mode_flags, define_model_flags, model_from_flags
+from pspnet_tf.inference.loading import LoadedModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,14 +93,6 @@ def several_classes(labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(labels.ravel())
     assert np.sum(counts > 0.01 * labels.size) >= 2, counts
     return labels
-
-
-def deploy_flag_values(**changes) -> SimpleNamespace:
-    """export.py's deployment flags as parsed (defaults: --format=litert), with `changes`."""
-    values = {"format": "litert", "output": None, "input_size": None, "quantize": None,
-              "export_dir": None, "version": None, "with_probabilities": False,
-              "precision": None, "jit_compile": False}
-    return SimpleNamespace(**{**values, **changes})
 
 
 def assert_same_batches(got: list, expected: list) -> None:

@@ -10,7 +10,9 @@ import sys
 import pytest
 from absl import flags
 
-from pspnet_tf import cli_help, config
+from pspnet_tf import config
+from pspnet_tf.cli import help as cli_help
+from pspnet_tf.cli.flag_groups import define
 from pspnet_tf.native_logs import verbose_requested, without_native_log_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,3 +99,15 @@ def test_every_experiment_flag_has_a_group():
     grouped = {name for names in config.FLAG_GROUPS.values() for name in names}
     assert set(values) - set(flags.FlagValues()) <= grouped | {"flagfile", "undefok"}
     assert set(config.FLAG_GROUPS) <= set(cli_help.GROUP_ORDER)
+
+
+def test_a_command_flag_is_grouped_where_it_is_defined():
+    values = flags.FlagValues()
+    define("output", flags.DEFINE_string, "a_test_only_output", None, "x", flag_values=values)
+    assert cli_help.flag_group("a_test_only_output")[0] == "output"
+    assert cli_help.flag_group("batch_size") == ("optimisation",
+                                                 config.FLAG_GROUPS["optimisation"].index(
+                                                     "batch_size"))
+    assert cli_help.flag_group("never_defined") == ("other", 0)
+    with pytest.raises(ValueError, match="unknown --help group 'misc'"):
+        define("misc", flags.DEFINE_string, "a_test_only_misc", None, "x", flag_values=values)

@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 from helpers import DEMO_MODEL_FLAGS as CONFIG
 from helpers import DEMO_SCALE as SCALE
-from helpers import (deploy_flag_values, run_python, saved, several_classes, tiny_model,
-                     varied_model)
+from helpers import run_python, saved, several_classes, tiny_model, varied_model
 
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.deploy import export_from_flags, parse_input_size
+from pspnet_tf.cli.inference_flags import parse_input_size
+from pspnet_tf.inference.deploy import export_model
 from pspnet_tf.inference.export_litert import litert_bytes
 from pspnet_tf.inference.precision import with_precision
 from pspnet_tf.inference.predictor import Predictor
@@ -140,31 +140,33 @@ def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, 
         assert agreement(served[key][0], expected) >= 0.999, key
 
 
-@pytest.mark.parametrize("changes, message", [
+@pytest.mark.parametrize("arguments, message", [
     ({"output": "m.tflite"}, "--input_size=HEIGHT,WIDTH is required for --format=litert"),
-    ({"input_size": ["8", "8"]}, "--output is required"),
-    ({"output": "m.onnx", "input_size": ["8", "8"]}, "--output=m.onnx must end with .tflite"),
+    ({"input_size": (8, 8)}, "--output is required"),
+    ({"output": "m.onnx", "input_size": (8, 8)}, "--output=m.onnx must end with .tflite"),
     ({"format": "onnx", "output": "m.onnx", "quantize": "float16"}, "--quantize is for"),
-    ({"output": "m.tflite", "input_size": ["8"]}, "--input_size=8 must be two positive"),
-    ({"output": "m.tflite", "input_size": ["8", "8"], "precision": "bfloat16"},
+    ({"output": "m.tflite", "input_size": (8, 8), "quantize": "int4"},
+     "--quantize=int4 must be one of"),
+    ({"output": "m.tflite", "input_size": (8, 8), "precision": "bfloat16"},
      "--precision=bfloat16 is for --format=saved_model only"),
     ({"format": "saved_model"}, "--export_dir is required"),
     ({"format": "onnx", "output": "m.onnx", "jit_compile": True},
      "--jit_compile is for --format=saved_model only"),
+    ({"format": "tflite"}, "unknown export format 'tflite'"),
 ])
-def test_bad_export_flags_are_one_clear_error(changes, message, tmp_path, monkeypatch):
+def test_bad_export_arguments_are_one_clear_error(arguments, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    arguments = {"format": "litert", **arguments}
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
-        export_from_flags(tiny_model(), SCALE, deploy_flag_values(**changes))
+        export_model(tiny_model(), SCALE, **arguments)
     assert os.listdir(tmp_path) == []
 
 
 def test_an_existing_output_file_is_never_replaced(tmp_path):
     output = tmp_path / "model.tflite"
     output.write_bytes(b"an earlier model")
-    values = deploy_flag_values(output=str(output), input_size=["8", "8"])
     with pytest.raises(UserError, match="already exists"):
-        export_from_flags(tiny_model(), SCALE, values)
+        export_model(tiny_model(), SCALE, "litert", output=str(output), input_size=(8, 8))
     assert output.read_bytes() == b"an earlier model"
     assert os.listdir(tmp_path) == ["model.tflite"]
 
@@ -180,8 +182,8 @@ def test_litert_without_input_size_is_one_error_line_from_export_py(weights, tmp
 def test_parse_input_size():
     assert parse_input_size(None) is None
     assert parse_input_size(["512", "384"]) == (512, 384)
-    for bad in (["0", "5"], ["a", "5"], ["1", "2", "3"]):
-        with pytest.raises(UserError):
+    for bad in (["0", "5"], ["a", "5"], ["1", "2", "3"], ["8"]):
+        with pytest.raises(UserError, match=f"--input_size={','.join(bad)} must be two positive"):
             parse_input_size(bad)
 
 
@@ -226,7 +228,6 @@ def test_bfloat16_saved_model_serves_float32_logits_labels(weights, tmp_path, re
 
 def test_onnx_without_tf2onnx_names_the_packages_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
-    values = deploy_flag_values(format="onnx", output=str(tmp_path / "m.onnx"))
     with pytest.raises(UserError, match=r"pip install tf2onnx onnx"):
-        export_from_flags(tiny_model(), SCALE, values)
+        export_model(tiny_model(), SCALE, "onnx", output=str(tmp_path / "m.onnx"))
     assert os.listdir(tmp_path) == []

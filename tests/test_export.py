@@ -14,13 +14,12 @@ import tensorflow as tf
 from PIL import Image
 from helpers import DEMO_MODEL_FLAGS as CONFIG
 from helpers import DEMO_SCALE as SCALE
-from helpers import (deploy_flag_values, saved, several_classes, tiny_model,
-                     varied_model)
+from helpers import saved, several_classes, tiny_model, varied_model
 from helpers import run_python as run
 
 from pspnet_tf.data.images import decode_image
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.deploy import export_from_flags
+from pspnet_tf.inference.deploy import export_model
 from pspnet_tf.inference.export import (
     EMPTY_REQUEST_MESSAGE,
     SAME_SIZE_MESSAGE,
@@ -136,8 +135,7 @@ def test_every_weight_is_stored_once(weights, exported):
 @pytest.mark.slow
 def test_jit_compile_exports_an_xla_network_with_the_xla_predictors_labels(weights, tmp_path):
     model, _ = weights
-    values = deploy_flag_values(format="saved_model", export_dir=str(tmp_path), jit_compile=True)
-    export_from_flags(model, SCALE, values)
+    export_model(model, SCALE, "saved_model", export_dir=str(tmp_path), jit_compile=True)
     serve = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
     library = serve.graph.as_graph_def().library.function
     assert any(function.attr["_XlaMustCompile"].b for function in library)

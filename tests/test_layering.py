@@ -1,7 +1,7 @@
 """The package's imports flow one way (docs/architecture.md):
 
     entry points -> training, evaluation, inference, convert -> config -> data, models
-                 -> errors, atomic, compat, native_logs, packaged_configs
+                 -> errors, atomic, compat, native_logs, packaged_configs, lazy_exports
 
 Read from the source with `ast`, so that an import inside a function (a lazy import) counts
 as much as one at the top of a module. Imports under `if TYPE_CHECKING:` do not count: they
@@ -9,10 +9,12 @@ never run, and give type hints only (models/factory.py and data/splits.py name t
 that way, as config.py imports data/ and models/).
 
 An entry point is a module that no other module imports: the commands (the cli/ package,
-cli_help.py, a package's __main__.py, the targets of pyproject.toml's [project.scripts], so
-that `python -m pspnet_tf.data.verify` stays a command where its users know it) and
-pspnet_tf/__init__.py, the public API. Being imported by nothing, an entry point cannot
-close an import cycle wherever its file sits.
+whose modules pyproject.toml's [project.scripts] name), the thin aliases that keep
+`python -m pspnet_tf.data.verify`, `... data.prepare` and `... convert` where their users
+know them (each only imports its command from cli/), and pspnet_tf/__init__.py, the public
+API. Being imported by nothing, an entry point cannot close an import cycle wherever its
+file sits. Only cli/ and config.py (its flag generation) import absl.flags, and no package
+has an import cycle among its own modules either.
 """
 
 import ast
@@ -33,6 +35,7 @@ LAYERS = {
     "config": 2,
     "data": 1, "models": 1,
     "errors": 0, "atomic": 0, "compat": 0, "native_logs": 0, "packaged_configs": 0,
+    "lazy_exports": 0,
 }
 # Imports within one layer (importer, imported); acyclic, so the whole graph is.
 PEER_IMPORTS = {
@@ -41,8 +44,11 @@ PEER_IMPORTS = {
     ("training", "convert"),  # --pretrained
     ("inference", "convert"),  # --model=<published name>
 }
-# Entry points besides cli/, __main__.py and pyproject's scripts: the public API, --help.
-COMMAND_MODULES = {f"{PACKAGE}", f"{PACKAGE}.cli_help"}
+# Entry points besides cli/: the public API and the aliases of commands in cli/.
+PUBLIC_API = f"{PACKAGE}"
+ALIASES = {f"{PACKAGE}.data.verify", f"{PACKAGE}.data.prepare", f"{PACKAGE}.convert.__main__"}
+# The modules that may import absl.flags: the command line and the config's flag generation.
+FLAG_MODULES = (f"{PACKAGE}.cli", f"{PACKAGE}.config")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -99,6 +105,10 @@ def imported_modules(path: Path, root: Path, modules: set[str]) -> set[str]:
     return found
 
 
+def is_cli(module: str) -> bool:
+    return module == f"{PACKAGE}.cli" or module.startswith(f"{PACKAGE}.cli.")
+
+
 def console_scripts() -> set[str]:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     return {target.partition(":")[0] for target in pyproject["project"]["scripts"].values()}
@@ -117,9 +127,7 @@ def import_graph(root: Path) -> tuple[dict[str, set[str]], set[str]]:
     files = {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
     modules = set(files)
     entry_points = {name for name in modules
-                    if name in COMMAND_MODULES or name.startswith(f"{PACKAGE}.cli.")
-                    or name == f"{PACKAGE}.cli" or name.endswith(".__main__")}
-    entry_points |= console_scripts() & modules
+                    if name == PUBLIC_API or name in ALIASES or is_cli(name)}
     graph = {name: imported_modules(path, root, modules) for name, path in files.items()}
     return graph, entry_points
 
@@ -189,6 +197,46 @@ def training_importers(root: Path) -> list[str]:
                   and any(target.startswith(training) for target in imported))
 
 
+def flag_importers(root: Path) -> list[str]:
+    """Modules outside cli/ and config.py that import absl.flags."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        name = module_name(path, root)
+        if name.startswith(FLAG_MODULES):
+            continue
+        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [f"{node.module}.{alias.name}" for alias in node.names])
+            if any(name == "absl.flags" or name.startswith("absl.flags.") for name in names):
+                found.append(name)
+                break
+    return found
+
+
+def module_cycles(root: Path) -> list[list[str]]:
+    """Cycles among the modules of one part (a package's modules importing each other)."""
+    graph, entry_points = import_graph(root)
+    edges = {importer: {target for target in imported
+                        if part_of(target, entry_points) == part_of(importer, entry_points)}
+             for importer, imported in graph.items()}
+    return cycles(edges)
+
+
+def misplaced_entry_points(root: Path) -> list[str]:
+    """Commands outside cli/ (console scripts, __main__ modules) and aliases that do more
+    than import their command from cli/."""
+    graph, _ = import_graph(root)
+    problems = [f"the console script {target} is not in {PACKAGE}.cli"
+                for target in sorted(console_scripts()) if not is_cli(target)]
+    problems += [f"{name} runs a command outside {PACKAGE}.cli; make it an alias"
+                 for name in sorted(graph) if name.endswith(".__main__") and name not in ALIASES]
+    for alias in sorted(ALIASES & set(graph)):
+        if not graph[alias] or not all(is_cli(target) for target in graph[alias]):
+            problems.append(f"the alias {alias} imports {sorted(graph[alias])}, not a command "
+                            f"of {PACKAGE}.cli alone")
+    return problems
+
+
 ROOT = REPO / PACKAGE
 
 
@@ -198,6 +246,18 @@ def test_every_import_goes_down_the_layers():
 
 def test_no_cycles_between_the_packages():
     assert package_cycles(ROOT) == []
+
+
+def test_no_cycles_within_a_package():
+    assert module_cycles(ROOT) == []
+
+
+def test_only_cli_and_config_import_absl_flags():
+    assert flag_importers(ROOT) == []
+
+
+def test_commands_live_in_cli_and_aliases_only_point_there():
+    assert misplaced_entry_points(ROOT) == []
 
 
 def test_only_training_and_cli_import_training():
@@ -216,6 +276,7 @@ def test_every_module_is_in_a_layer():
     graph, entry_points = import_graph(ROOT)
     assert {part_of(module, entry_points) for module in graph} <= set(LAYERS)
     assert f"{PACKAGE}.cli.evaluate" in entry_points and f"{PACKAGE}.data.verify" in entry_points
+    assert f"{PACKAGE}.data.verification" not in entry_points
 
 
 @pytest.mark.parametrize("source, expected", [
@@ -251,3 +312,28 @@ def test_type_checking_imports_do_not_count(tmp_path):
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
         "    from pspnet_tf.config import ExperimentConfig\n")
     assert import_graph(root)[0][f"{PACKAGE}.models.factory"] == set()
+
+
+def test_the_new_checks_see_a_cycle_a_flag_import_and_a_command_outside_cli(tmp_path):
+    """The old tree had all three: deploy <-> export_litert, flags in inference/, and the
+    commands of data/verify.py and convert/__main__.py."""
+    root = tmp_path / PACKAGE
+    for package in (root, root / "inference", root / "convert", root / "cli"):
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+    (root / "inference" / "deploy.py").write_text(
+        "def export():\n    from pspnet_tf.inference import export_litert\n")
+    (root / "inference" / "export_litert.py").write_text(
+        "from pspnet_tf.inference.deploy import export\n")
+    (root / "inference" / "modes.py").write_text("from absl import flags\n")
+    (root / "cli" / "convert.py").write_text("from absl import flags\n")
+    (root / "convert" / "__main__.py").write_text(
+        "from absl import app\nfrom pspnet_tf.cli import convert\nfrom pspnet_tf.inference "
+        "import modes\n")
+    assert module_cycles(root) == [[f"{PACKAGE}.inference.deploy",
+                                    f"{PACKAGE}.inference.export_litert",
+                                    f"{PACKAGE}.inference.deploy"]]
+    assert flag_importers(root) == [f"{PACKAGE}.inference.modes"]
+    assert misplaced_entry_points(root) == [
+        f"the alias {PACKAGE}.convert.__main__ imports ['{PACKAGE}.cli.convert', "
+        f"'{PACKAGE}.inference.modes'], not a command of {PACKAGE}.cli alone"]

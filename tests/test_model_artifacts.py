@@ -18,6 +18,7 @@ from helpers import (cli_flag_values, model_from_cli_flags, randomise, run_scrip
                      tiny_model)
 
 from pspnet_tf import SegmentationModel, save_weights
+from pspnet_tf.cli.inference_flags import model_from_flags, predictor_from_flags
 from pspnet_tf.config import ExperimentConfig, config_from_flags
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE, generate_demo_dataset
 from pspnet_tf.data.images import read_image
@@ -26,8 +27,6 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.evaluation.evaluator import evaluate
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.inference.images import find_inputs
-from pspnet_tf.inference.loading import model_from_flags
-from pspnet_tf.inference.modes import predictor_from_flags
 from pspnet_tf.inference.outputs import stem
 
 
@@ -87,7 +86,8 @@ def weights_predictor(data_root: str, weights: str, *args: str):
     """(predictor, config, classes) of the --flagfile + --weights path, as the CLIs build it."""
     values = cli_flag_values(*FLAGS, f"--data_root={data_root}", f"--weights={weights}", *args)
     by_weights = model_from_flags(config_from_flags(values), values)
-    predictor = predictor_from_flags(by_weights.model, by_weights.config.data.scale, values)
+    predictor = predictor_from_flags(by_weights.model, by_weights.config.data.scale,
+                                     by_weights.config.runtime.jit_compile, values)
     return predictor, by_weights.config, by_weights.classes()
 
 

@@ -1,6 +1,8 @@
-"""The package metadata, its package list and the shipped flagfiles found by name."""
+"""The package metadata, its package list, the shipped flagfiles found by name, and an
+import that leaves the process alone."""
 
 import os
+import json
 import re
 import subprocess
 import sys
@@ -12,6 +14,32 @@ from helpers import ROOT
 
 import pspnet_tf
 from pspnet_tf.packaged_configs import config_names, resolve_flagfile, resolve_flagfile_args
+
+# Run as `train.py` (whose name once switched oneDNN on at import), without PSPNET_VERBOSE.
+# The dependencies load first: what they do themselves (OpenCV extends LD_LIBRARY_PATH) is
+# not the package's doing; every os.dup2 after that is recorded.
+IMPORT_PROGRAM = """
+import json, os, sys
+import absl.flags, cv2, h5py, keras, numpy, PIL.Image, tensorflow
+sys.argv[0] = "train.py"
+environment, stderr, duplicated = dict(os.environ), os.fstat(2), []
+real_dup2 = os.dup2
+os.dup2 = lambda fd, fd2, *args: duplicated.append(fd2) or real_dup2(fd, fd2, *args)
+import pspnet_tf
+import pspnet_tf.convert, pspnet_tf.data, pspnet_tf.evaluation.metrics, pspnet_tf.models
+import pspnet_tf.inference.predictor, pspnet_tf.training.trainer
+model = pspnet_tf.build_pspnet(num_classes=3, backbone="resnet18_v1c", psp_channels=8,
+                               aux_channels=8)
+after = os.fstat(2)
+os.write(2, b"fd 2 still reaches the terminal\\n")
+print(json.dumps({"added": sorted(set(os.environ) - set(environment)),
+                  "changed": sorted(key for key in environment
+                                    if os.environ.get(key) != environment[key]),
+                  "same_fd_2": (after.st_ino, after.st_dev) == (stderr.st_ino, stderr.st_dev),
+                  "dup2": duplicated,
+                  "policy": keras.mixed_precision.global_policy().name,
+                  "dtype": model.compute_dtype}))
+"""
 
 
 
@@ -78,3 +106,30 @@ def test_docs_referenced_by_readme_and_code_exist():
                      "serving.md"}
     missing = sorted(name for name in named if not os.path.isfile(os.path.join(ROOT, "docs", name)))
     assert not missing, f"docs/{missing} referenced but not in the repository"
+
+
+def test_importing_the_library_changes_nothing_in_the_process():
+    """No environment variable set, file descriptor 2 left where it was, Keras' global dtype
+    policy untouched: the commands' quiet start-up is pspnet_tf/cli's, not the library's."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PSPNET_VERBOSE", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    result = subprocess.run([sys.executable, "-c", IMPORT_PROGRAM], cwd=ROOT, capture_output=True,
+                            text=True, timeout=240, env={**env, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"added": [], "changed": [], "same_fd_2": True, "dup2": [],
+                      "policy": "float32", "dtype": "float32"}
+    assert "fd 2 still reaches the terminal" in result.stderr
+
+
+def test_importing_a_package_loads_no_tensorflow_until_a_name_is_used():
+    """So that a command's start-up (cli/startup.py) runs before TensorFlow loads, although
+    `pspnet_tf`, `pspnet_tf.data` and `pspnet_tf.convert` load first."""
+    code = ("import sys, pspnet_tf, pspnet_tf.cli, pspnet_tf.data, pspnet_tf.convert\n"
+            "loaded = 'tensorflow' in sys.modules\n"
+            "pspnet_tf.data.IMAGE_MEAN, pspnet_tf.list_pretrained\n"
+            "print(loaded, 'tensorflow' in sys.modules, 'build_pspnet' in dir(pspnet_tf))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=240, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True"]

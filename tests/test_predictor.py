@@ -1,20 +1,21 @@
 """Inference modes (whole, sliding window, multi-scale + flip), saved predictions, pictures."""
 
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags as absl_flags
 from PIL import Image
 from helpers import randomise, tiny_model
 
+from pspnet_tf.cli.inference_flags import define_mode_flags, predictor_from_flags
 from pspnet_tf.data.datasets import Sample, SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.errors import UserError
 from pspnet_tf.evaluation.evaluator import evaluate
 from pspnet_tf.inference import predictor as predictor_module
-from pspnet_tf.inference.modes import predictor_from_flags
+from pspnet_tf.inference.modes import predictor_for
 from pspnet_tf.inference.outputs import CITYSCAPES_LABEL_IDS_DIR, PredictionWriter
 from pspnet_tf.inference.predictor import (
     Predictor,
@@ -151,33 +152,39 @@ def test_predictor_labels_are_the_argmax_of_its_full_size_logits(monkeypatch, mo
 
 @pytest.mark.parametrize("mode", ["whole", "slide", "multiscale"])
 def test_xla_compiled_network_gives_the_same_logits(model, image, mode):
-    flags = mode_flags(mode=mode, ratios=["0.5", "1.25"], flip=True)
-    plain = predictor_from_flags(model, SCALE, flags).logits(image)
-    flags.jit_compile = True
-    compiled = predictor_from_flags(model, SCALE, flags).logits(image)
+    options = {"crop": (24, 24), "stride": (16, 16), "ratios": (0.5, 1.25), "flip": True}
+    plain = predictor_for(model, SCALE, mode, **options).logits(image)
+    compiled = predictor_for(model, SCALE, mode, jit_compile=True, **options).logits(image)
     np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-4)
 
 
-def mode_flags(**overrides):
-    values = {"mode": "whole", "crop": ["24", "24"], "stride": ["16", "16"], "ratios": ["1.0"],
-              "flip": False, "jit_compile": False}
-    return SimpleNamespace(**{**values, **overrides})
+def mode_flags(*args: str) -> absl_flags.FlagValues:
+    """evaluate.py's and predict.py's --mode flags, parsed from `args`."""
+    values = absl_flags.FlagValues()
+    define_mode_flags(values)
+    values(["test", *args])
+    return values
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"mode": "slide", "crop": ["24"]}, "--crop=24"),
-    ({"mode": "slide", "stride": ["0", "8"]}, "--stride=0,8"),
-    ({"mode": "multiscale", "ratios": ["1.0", "big"]}, "--ratios=1.0,big"),
+@pytest.mark.parametrize("args, message", [
+    (("--mode=slide", "--crop=24"), "--crop=24"),
+    (("--mode=slide", "--stride=0,8"), "--stride=0,8"),
+    (("--mode=multiscale", "--ratios=1.0,big"), "--ratios=1.0,big"),
 ])
-def test_malformed_mode_flags_name_the_flag(model, overrides, message):
+def test_malformed_mode_flags_name_the_flag(model, args, message):
     with pytest.raises(UserError, match=message):
-        predictor_from_flags(model, SCALE, mode_flags(**overrides))
+        predictor_from_flags(model, SCALE, values=mode_flags(*args))
 
 
 def test_mode_flags_build_the_matching_predictor(model, image):
-    slide = predictor_from_flags(model, SCALE, mode_flags(mode="slide", crop=["64", "64"]))
+    slide = predictor_from_flags(model, SCALE, values=mode_flags("--mode=slide", "--crop=64,64"))
     np.testing.assert_allclose(slide.logits(image), eager_whole_logits(model, image, SCALE),
                                atol=1e-5)
+
+
+def test_an_unknown_mode_is_a_user_error(model):
+    with pytest.raises(UserError, match="unknown inference mode 'tiles'"):
+        predictor_for(model, SCALE, "tiles")
 
 
 class ConstantPredictor:

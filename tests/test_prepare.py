@@ -10,7 +10,7 @@ from scipy import io as scipy_io
 
 from pspnet_tf.data.datasets import get_dataset
 from pspnet_tf.data.descriptors import voc_palette
-from pspnet_tf.data.prepare import prepare_cityscapes, prepare_voc_aug, read_sbd_mat
+from pspnet_tf.data.preparation import prepare_cityscapes, prepare_voc_aug, read_sbd_mat
 from pspnet_tf.errors import UserError
 HEIGHT, WIDTH = 6, 8
 

@@ -1,6 +1,6 @@
-"""What training asks of TensorFlow: oneDNN before TensorFlow starts (pspnet_tf/__init__.py),
-oneDNN's pool left as it is, and from --memory_saving the recomputation of the early stages
-(pspnet_tf/training/memory_saving.py)."""
+"""What training asks of TensorFlow: oneDNN before TensorFlow starts
+(pspnet_tf/cli/startup.py), oneDNN's pool left as it is, and from --memory_saving the
+recomputation of the early stages (pspnet_tf/training/memory_saving.py)."""
 
 import ast
 import json
@@ -21,23 +21,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR")
 
 
-def _settings_after_import(program: str, environment: dict[str, str]) -> list[str]:
-    """The SETTINGS values once `program` (its argv[0]) has imported pspnet_tf."""
-    code = ("import os, sys; sys.argv[0] = sys.argv[1]; import pspnet_tf; "
+def _settings_after_import(module: str, environment: dict[str, str]) -> list[str]:
+    """The SETTINGS values once the command `module` has been imported."""
+    code = (f"import os; import {module}; "
             f"print([os.environ.get(name, '') for name in {SETTINGS!r}])")
     env = {key: value for key, value in os.environ.items() if key not in SETTINGS}
     env.update(environment, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, "-c", code, program], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
                             text=True, env=env, check=True, cwd=ROOT)
     return ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("program, environment, expected", [
-    ("train.py", {}, ["1", ""]),  # oneDNN's allocator stays its pool
-    ("pspnet-train", {"TF_ENABLE_ONEDNN_OPTS": "0"}, ["0", ""]),  # the user's value wins
+@pytest.mark.parametrize("module, environment, expected", [
+    ("pspnet_tf.cli.train", {}, ["1", ""]),  # oneDNN's allocator stays its pool
+    ("pspnet_tf.cli.train", {"TF_ENABLE_ONEDNN_OPTS": "0"}, ["0", ""]),  # the user's wins
+    ("pspnet_tf.cli.evaluate", {}, ["", ""]),  # inference keeps TensorFlow's default
 ])
-def test_training_asks_for_onednn_before_tensorflow_starts(program, environment, expected):
-    assert _settings_after_import(program, environment) == expected
+def test_training_asks_for_onednn_before_tensorflow_starts(module, environment, expected):
+    """train.py and pspnet-train both import pspnet_tf.cli.train, whose start-up
+    (cli/startup.py) sets the variable before TensorFlow loads; the test_cli_help tests see
+    TensorFlow report oneDNN on."""
+    assert _settings_after_import(module, environment) == expected
 
 
 @pytest.mark.parametrize("fields, tf_config, expected", [

@@ -7,7 +7,7 @@ from helpers import run_python
 from PIL import Image
 
 from pspnet_tf.data.datasets import open_dataset
-from pspnet_tf.data.verify import format_report, verify, verify_split
+from pspnet_tf.data.verification import format_report, verify, verify_split
 
 HEIGHT, WIDTH = 6, 9
 

@@ -1,5 +1,7 @@
-"""The command-line entry points (train, evaluate, predict, export) and their start-up (app)."""
+"""The command-line layer: the commands (train, evaluate, predict, export, convert, verify,
+prepare), their flags, grouped --help and start-up (startup.py, app.py).
 
-from pspnet_tf.cli.app import run, use_one_inter_op_thread_on_cpu, user_error_message
-
-__all__ = ["run", "use_one_inter_op_thread_on_cpu", "user_error_message"]
+Only this package touches absl flags (besides config.py's flag generation) or changes the
+process (environment variables, file descriptor 2, threading); importing the package itself
+does neither: each command module calls `startup.start()` before it imports TensorFlow.
+"""

@@ -1,4 +1,4 @@
-"""Shared start-up of the absl entry points: quiet TensorFlow, one-line user errors."""
+"""Shared running of the absl entry points: quiet TensorFlow logs, one-line user errors."""
 
 import sys
 from collections.abc import Callable
@@ -6,7 +6,7 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import app
 
-from pspnet_tf.cli_help import prepare_argv
+from pspnet_tf.cli.help import prepare_argv
 from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
@@ -16,9 +16,8 @@ def use_one_inter_op_thread_on_cpu() -> None:
     """On CPU-only hosts, run one op at a time (each op still uses every core).
 
     TensorFlow's default runs as many ops in parallel as there are cores, each itself
-    multi-threaded, so they contend for small CPUs. On a 2-core CPU with oneDNN (as train.py
-    runs) benchmarks/cpu_train_step.py measured 1.64 and 1.71 s per demo training step
-    against 2.05 s with the default, in two runs. Hosts with GPUs keep TensorFlow's defaults.
+    multi-threaded, so they contend for small CPUs (figures in docs/performance.md). Hosts
+    with GPUs keep TensorFlow's defaults.
     """
     if not tf.config.list_physical_devices("GPU"):
         tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -8,29 +8,38 @@ predicted label maps.
 
 import os
 
-from absl import flags
+from pspnet_tf.cli import startup
 
-from pspnet_tf import cli
-from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.data.splits import load_split
-from pspnet_tf.errors import UserError
-from pspnet_tf.evaluation.evaluator import evaluate
-from pspnet_tf.evaluation.tables import format_table, write_json
-from pspnet_tf.inference.loading import define_model_flags, model_from_flags
-from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
-from pspnet_tf.inference.outputs import PredictionWriter
-from pspnet_tf.inference.precision import define_precision_flag, with_precision
+startup.start()  # before anything imports TensorFlow
+
+from absl import flags  # noqa: E402
+
+from pspnet_tf.cli import app  # noqa: E402
+from pspnet_tf.cli.flag_groups import define  # noqa: E402
+from pspnet_tf.cli.inference_flags import (  # noqa: E402
+    define_mode_flags,
+    define_model_flags,
+    define_precision_flag,
+    model_from_flags,
+    predictor_from_flags,
+)
+from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
+from pspnet_tf.data.splits import load_split  # noqa: E402
+from pspnet_tf.errors import UserError  # noqa: E402
+from pspnet_tf.evaluation.evaluator import evaluate  # noqa: E402
+from pspnet_tf.evaluation.tables import format_table, write_json  # noqa: E402
+from pspnet_tf.inference.outputs import PredictionWriter  # noqa: E402
 
 define_flags()
 define_mode_flags()
 define_model_flags()
 define_precision_flag()
-flags.DEFINE_string("output", None, "Where to write the metrics JSON (default: next to "
-                    "--weights or --model as <weights>.<val_split>.metrics.json, or "
-                    "<weights>.<val_split>.<mode>.metrics.json for --mode=slide|multiscale).")
-flags.DEFINE_string("save_predictions", None, "New or empty folder for the predicted label "
-                    "maps as palette PNGs (Cityscapes: also labelIds PNGs for the official "
-                    "scripts, in <folder>/cityscapes_labelIds).")
+define("output", flags.DEFINE_string, "output", None, "Where to write the metrics JSON "
+       "(default: next to --weights or --model as <weights>.<val_split>.metrics.json, or "
+       "<weights>.<val_split>.<mode>.metrics.json for --mode=slide|multiscale).")
+define("output", flags.DEFINE_string, "save_predictions", None, "New or empty folder for the "
+       "predicted label maps as palette PNGs (Cityscapes: also labelIds PNGs for the official "
+       "scripts, in <folder>/cityscapes_labelIds).")
 
 
 def _writable_output(path: str) -> str:
@@ -50,7 +59,7 @@ def _writable_output(path: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    loaded = model_from_flags(with_precision(config_from_flags(), flags.FLAGS.precision))
+    loaded = model_from_flags(config_from_flags())
     config = loaded.config
     mode = "" if flags.FLAGS.mode == "whole" else f".{flags.FLAGS.mode}"
     source = flags.FLAGS.weights or flags.FLAGS.model
@@ -59,8 +68,9 @@ def main(argv: list[str]) -> None:
     dataset = load_split(config, config.data.val_split)
     save = flags.FLAGS.save_predictions
     writer = PredictionWriter(dataset, save) if save else None
-    summary = evaluate(predictor_from_flags(loaded.model, config.data.scale), dataset,
-                       on_sample=writer)
+    predictor = predictor_from_flags(loaded.model, config.data.scale,
+                                     config.runtime.jit_compile)
+    summary = evaluate(predictor, dataset, on_sample=writer)
     print(format_table(summary))
     write_json(summary, output)
     print(f"metrics written to {output}")
@@ -68,7 +78,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """The `pspnet-evaluate` command."""
-    cli.run(main)
+    app.run(main)
 
 
 if __name__ == "__main__":

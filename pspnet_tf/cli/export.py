@@ -8,36 +8,45 @@ ONNX file.
 one file with serving_default's contract; see README "Export and serving" and "Deployment".
 """
 
-from absl import flags, logging
+from pspnet_tf.cli import startup
 
-from pspnet_tf import cli
-from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.inference.deploy import define_export_flags, export_from_flags
-from pspnet_tf.inference.loading import define_model_flags, model_from_flags
-from pspnet_tf.inference.precision import define_precision_flag, with_precision
+startup.start()  # before anything imports TensorFlow
+
+from absl import flags, logging  # noqa: E402
+
+from pspnet_tf.cli import app  # noqa: E402
+from pspnet_tf.cli.flag_groups import define  # noqa: E402
+from pspnet_tf.cli.inference_flags import (  # noqa: E402
+    define_export_flags,
+    define_model_flags,
+    define_precision_flag,
+    export_from_flags,
+    model_from_flags,
+)
+from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
 
 define_flags()
 define_model_flags()
 define_export_flags()
 define_precision_flag()
-flags.DEFINE_string("export_dir", None, "Model folder that TF Serving watches; the SavedModel "
-                    "goes into its <version>/ subfolder (--format=saved_model).")
-flags.DEFINE_integer("version", None, "Version subfolder to write (default: one more than the "
-                     "largest existing version, 1 for a new folder); never overwritten.")
-flags.DEFINE_boolean("with_probabilities", False, "Also output `probabilities`, the per-class "
-                     "softmax at the input size (float32 [batch, H, W, num_classes]).")
+define("output", flags.DEFINE_string, "export_dir", None, "Model folder that TF Serving "
+       "watches; the SavedModel goes into its <version>/ subfolder (--format=saved_model).")
+define("output", flags.DEFINE_integer, "version", None, "Version subfolder to write (default: "
+       "one more than the largest existing version, 1 for a new folder); never overwritten.")
+define("output", flags.DEFINE_boolean, "with_probabilities", False, "Also output "
+       "`probabilities`, the per-class softmax at the input size (float32 [batch, H, W, "
+       "num_classes]).")
 
 
 def main(argv: list[str]) -> None:
     # Keeps the dozen INFO lines TensorFlow's SavedModel writer logs per export off the screen.
     logging.set_verbosity(logging.WARNING)
-    loaded = model_from_flags(with_precision(config_from_flags(), flags.FLAGS.precision))
-    print(export_from_flags(loaded.model, loaded.config.data.scale, flags.FLAGS))
+    print(export_from_flags(model_from_flags(config_from_flags())))
 
 
 def run() -> None:
     """The `pspnet-export` command."""
-    cli.run(main)
+    app.run(main)
 
 
 if __name__ == "__main__":

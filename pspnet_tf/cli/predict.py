@@ -16,37 +16,48 @@ import collections
 import os
 import sys
 
-import keras
-from absl import flags
-from PIL import Image
+from pspnet_tf.cli import startup
 
-from pspnet_tf import cli
-from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.data.images import read_image
-from pspnet_tf.errors import UserError
-from pspnet_tf.inference.images import PREDICT_REMEDY, find_inputs
-from pspnet_tf.inference.loading import define_model_flags, model_from_flags
-from pspnet_tf.inference.modes import define_mode_flags, predictor_from_flags
-from pspnet_tf.inference.outputs import stem
-from pspnet_tf.inference.precision import define_precision_flag, with_precision
-from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
+startup.start()  # before anything imports TensorFlow
+
+import keras  # noqa: E402
+from absl import flags  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pspnet_tf.cli import app  # noqa: E402
+from pspnet_tf.cli.flag_groups import define  # noqa: E402
+from pspnet_tf.cli.inference_flags import (  # noqa: E402
+    define_mode_flags,
+    define_model_flags,
+    define_precision_flag,
+    model_from_flags,
+    predictor_from_flags,
+)
+from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
+from pspnet_tf.data.images import read_image  # noqa: E402
+from pspnet_tf.errors import UserError  # noqa: E402
+from pspnet_tf.inference.images import PREDICT_REMEDY, find_inputs  # noqa: E402
+from pspnet_tf.inference.outputs import stem  # noqa: E402
+from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side  # noqa: E402
 
 define_flags()
 define_mode_flags()
 define_model_flags()
 define_precision_flag()
-flags.DEFINE_string("input", None, "An image, a folder of images, or a quoted glob "
-                    "('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, "
-                    "WebP, ...), any size, gray, RGBA or 16-bit.")
-flags.DEFINE_string("output", None, "Folder for labels/, overlays/ and side_by_side/.")
-flags.DEFINE_boolean("side_by_side", False, "Also write image | prediction | legend of the "
-                     "classes present.")
-flags.DEFINE_boolean("overwrite", False, "Replace outputs that already exist (otherwise the "
-                     "command stops before writing anything).")
-flags.DEFINE_boolean("allow_skips", False, "Exit with status 0, not 1, when some inputs were "
-                     "skipped as unreadable (an --input with no readable image stays an error).")
-flags.DEFINE_float("alpha", 0.5, "Weight of the class colours in the overlay.",
-                   lower_bound=0.0, upper_bound=1.0)
+define("data", flags.DEFINE_string, "input", None, "An image, a folder of images, or a quoted "
+       "glob ('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, WebP, "
+       "...), any size, gray, RGBA or 16-bit.")
+define("output", flags.DEFINE_string, "output", None,
+       "Folder for labels/, overlays/ and side_by_side/.")
+define("output", flags.DEFINE_boolean, "side_by_side", False, "Also write image | prediction "
+       "| legend of the classes present.")
+define("output", flags.DEFINE_boolean, "overwrite", False, "Replace outputs that already "
+       "exist (otherwise the command stops before writing anything).")
+define("output", flags.DEFINE_boolean, "allow_skips", False, "Exit with status 0, not 1, when "
+       "some inputs were skipped as unreadable (an --input with no readable image stays an "
+       "error).")
+define("output", flags.DEFINE_float, "alpha", 0.5, "Weight of the class colours in the "
+       "overlay.", lower_bound=0.0, upper_bound=1.0)
 flags.mark_flags_as_required(["input", "output"])
 
 
@@ -76,7 +87,7 @@ def _make_folders(output: str, kinds: dict) -> None:
 
 def main(argv: list[str]) -> None:
     values = flags.FLAGS
-    loaded = model_from_flags(with_precision(config_from_flags(), values.precision))
+    loaded = model_from_flags(config_from_flags())
     class_names, palette = loaded.classes()
     paths = find_inputs(values.input)
     outputs = _output_paths(paths, values.output, values.side_by_side)
@@ -85,7 +96,8 @@ def main(argv: list[str]) -> None:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
     _make_folders(values.output, outputs[0])
-    predictor = predictor_from_flags(loaded.model, loaded.config.data.scale, values)
+    predictor = predictor_from_flags(loaded.model, loaded.config.data.scale,
+                                     loaded.config.runtime.jit_compile)
     skipped = []
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for done, (path, targets) in enumerate(zip(paths, outputs), 1):
@@ -115,7 +127,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """The `pspnet-predict` command."""
-    cli.run(main)
+    app.run(main)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,23 @@ Exit status: 0 when training finished; 2 for a problem to fix in the command or 
 `interrupted at step N; ...`.
 """
 
-from absl import flags
+from pspnet_tf.cli import startup
 
-from pspnet_tf import cli
-from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.training.trainer import train
+startup.start(onednn=True)  # before anything imports TensorFlow; oneDNN for training
+
+from absl import flags  # noqa: E402
+
+from pspnet_tf.cli import app  # noqa: E402
+from pspnet_tf.cli.flag_groups import define  # noqa: E402
+from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
+from pspnet_tf.training.trainer import train  # noqa: E402
 
 define_flags()
 # Not part of the run's config: it only decides who may hold --run_dir's lock right now.
-flags.DEFINE_bool("force_unlock", False,
-                  "Take --run_dir's lock (run_dir/train.lock) although it names a process that "
-                  "this host cannot check (another host) or that still exists: use only when "
-                  "that run is known to be gone.")
+define("runtime", flags.DEFINE_bool, "force_unlock", False,
+       "Take --run_dir's lock (run_dir/train.lock) although it names a process that this host "
+       "cannot check (another host) or that still exists: use only when that run is known to "
+       "be gone.")
 
 
 def main(argv: list[str]) -> None:
@@ -30,7 +35,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """The `pspnet-train` command."""
-    cli.run(main)
+    app.run(main)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,6 @@
-"""Converts PyTorch checkpoints into pspnet_tf weights (.h5, by layer name).
+"""`python -m pspnet_tf.convert`: the `pspnet-convert` command (pspnet_tf/cli/convert.py)."""
 
-  python -m pspnet_tf.convert --source=mmseg --checkpoint=CKPT.pth \\
-      --flagfile=configs/cityscapes_r50.cfg --output=OUT.h5
-  python -m pspnet_tf.convert --source=resnet_v1c --checkpoint=resnet50_v1c.pth \\
-      --backbone=resnet50_v1c --output=resnet50_v1c.h5
-
---checkpoint may be a URL (downloaded once into $PSPNET_TF_CACHE, default
-$KERAS_HOME/pspnet_tf or ~/.keras/pspnet_tf).
-PyTorch is not needed (pspnet_tf.convert.torch_io reads the file).
-"""
-
-import time
-
-from absl import flags
-
-from pspnet_tf import cli
-from pspnet_tf.config import config_from_flags, define_flags
-from pspnet_tf.convert.converter import convert_checkpoint
-from pspnet_tf.convert.pretrained import SOURCES
-from pspnet_tf.models.factory import build_model
-
-define_flags()
-flags.DEFINE_enum("source", None, SOURCES, "mmseg: a full mmsegmentation PSPNet checkpoint; "
-                  "resnet_v1c: an open-mmlab ImageNet ResNetV1c checkpoint (backbone only).")
-flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint (.pth): a path or a URL.")
-flags.DEFINE_string("output", None, "Weights file to write (.h5); an existing file is refused.")
-flags.DEFINE_bool("allow_missing_classifier", False, "Leave out the classifiers (conv_seg, "
-                  "aux_conv_seg) when the checkpoint lacks them or has another class count, "
-                  "to fine-tune with train.py --pretrained.")
-flags.mark_flags_as_required(["source", "checkpoint", "output"])
-
-
-def main(argv: list[str]) -> None:
-    values = flags.FLAGS
-    start = time.perf_counter()
-    model = build_model(config_from_flags(), training_heads=True)
-    layers = convert_checkpoint(model, values.checkpoint, values.source, values.output,
-                                values.allow_missing_classifier)
-    print(f"converted {len(layers)} layers of {model.name} in "
-          f"{time.perf_counter() - start:.1f} s: {values.output}")
-
-
-def run() -> None:
-    """The `pspnet-convert` command."""
-    cli.run(main)
-
+from pspnet_tf.cli.convert import run
 
 if __name__ == "__main__":
     run()

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from pspnet_tf.compat import convert_variables_to_constants_v2
 from pspnet_tf.atomic import write_atomically
-from pspnet_tf.inference.deploy import segmentation_function
+from pspnet_tf.inference.segmentation_graph import segmentation_function
 
 
 def _frozen(module: tf.Module) -> tf.Module:

@@ -4,7 +4,7 @@ import keras
 
 from pspnet_tf.errors import UserError
 from pspnet_tf.atomic import write_atomically
-from pspnet_tf.inference.deploy import segmentation_function
+from pspnet_tf.inference.segmentation_graph import segmentation_function
 
 OPSET = 17  # ONNX Runtime >= 1.13; Resize with half-pixel coordinates, ArgMax int64
 

@@ -1,41 +1,31 @@
-"""The model of evaluate.py, predict.py and export.py: --model (a .keras file or a published
-name) or --weights (a .h5 with the flags that built it), and the settings that go with it.
+"""The model of evaluate.py, predict.py and export.py: a .keras file or a published name
+(`model`), or a .h5 weights file with the config that built it (`weights`), and the settings
+that go with it.
 
 A .keras model written by train.py or `from_pretrained` describes itself (dataset, data
-root, class count, class names, palette, test scale); flags given on the command line (or
-in a flagfile) still win, e.g. --scale, or --dataset/--data_root to evaluate on other data.
+root, class count, class names, palette, test scale); settings the caller names as
+`overridden` (the command line: flags given on it or in a flagfile) still win, e.g. --scale,
+or --dataset/--data_root to evaluate on other data.
 """
 
 import dataclasses
-from typing import Any
+from collections.abc import Collection
 
 import keras
 import numpy as np
-from absl import flags
 
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.convert.hub import from_pretrained
 from pspnet_tf.convert.registry import is_pretrained_name
 from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.errors import UserError
+from pspnet_tf.inference.precision import with_precision
 from pspnet_tf.models import load_weights
 from pspnet_tf.models.factory import build_model
 from pspnet_tf.models.segmentation_model import load_model_file
 
-# Settings a self-describing model brings; a flag the user passes overrides each.
+# Settings a self-describing model brings; naming one in `overridden` keeps the config's.
 _DESCRIBED = ("dataset", "data_root", "num_classes", "scale")
-
-
-def define_model_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines --model and --weights (call once, from an entry point)."""
-    flags.DEFINE_string("model", None, "A .keras model written by train.py (run_dir/"
-                        "final_model.keras) or model.save, or a published checkpoint name "
-                        "from pspnet_tf.list_pretrained() (downloaded and converted once). "
-                        "It brings its dataset, classes and --scale; flags given override them.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("weights", None, "Instead of --model: a weights file (.h5) written by "
-                        "train.py or the converter, with the --flagfile that built it.",
-                        flag_values=flag_values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,16 +45,13 @@ class LoadedModel:
                                config.model.num_classes)
 
 
-def _given(values: Any, name: str) -> bool:
-    return values[name].present > 0
-
-
-def _described(model: keras.Model, config: ExperimentConfig, values: Any) -> LoadedModel:
-    """`config` with the model's own settings wherever no flag was given for them."""
+def _described(model: keras.Model, config: ExperimentConfig,
+               overridden: Collection[str]) -> LoadedModel:
+    """`config` with the model's own settings wherever `overridden` does not name them."""
     metadata = getattr(model, "metadata", {})
     described = {key: tuple(value) if key == "scale" else value
                  for key, value in metadata.items()
-                 if key in _DESCRIBED and not _given(values, key)}
+                 if key in _DESCRIBED and key not in overridden}
     config = config.replace(**described)
     outputs = model.output_shape[-1]
     if config.model.num_classes != outputs:
@@ -76,20 +63,23 @@ def _described(model: keras.Model, config: ExperimentConfig, values: Any) -> Loa
     return LoadedModel(model, config, classes)
 
 
-def model_from_flags(config: ExperimentConfig, values: Any = None) -> LoadedModel:
-    """The inference model that --model or --weights names (exactly one of them)."""
-    values = values or flags.FLAGS
-    if bool(values.model) == bool(values.weights):
+def load_inference_model(config: ExperimentConfig, *, model: str | None = None,
+                         weights: str | None = None, precision: str | None = None,
+                         overridden: Collection[str] = frozenset()) -> LoadedModel:
+    """The inference PSPNet of exactly one of `model` (a .keras file or a published name,
+    with its own settings, except those named in `overridden`) and `weights` (a .h5 file,
+    built from `config`). `precision` ("float32" or "bfloat16", see inference/precision.py)
+    applies to `weights`; a `model` runs in the precision it was saved in."""
+    if bool(model) == bool(weights):
         raise UserError("pass either --model=PATH.keras (or a published name) or "
-                        "--weights=PATH.h5 with its --flagfile" +
-                        (", not both" if values.model else ""))
-    if values.weights:
-        model = build_model(config, training_heads=False)
-        load_weights(model, values.weights)
-        return LoadedModel(model, config)
-    source = values.model
-    if getattr(values, "precision", None) not in (None, "float32"):
-        raise UserError(f"--precision={values.precision} works with --weights and its "
+                        "--weights=PATH.h5 with its --flagfile" + (", not both" if model else ""))
+    config = with_precision(config, precision)
+    if weights:
+        network = build_model(config, training_heads=False)
+        load_weights(network, weights)
+        return LoadedModel(network, config)
+    if precision not in (None, "float32"):
+        raise UserError(f"--precision={precision} works with --weights and its "
                         "--flagfile; a --model runs in the precision it was saved in")
-    model = from_pretrained(source) if is_pretrained_name(source) else load_model_file(source)
-    return _described(model, config, values)
+    network = from_pretrained(model) if is_pretrained_name(model) else load_model_file(model)
+    return _described(network, config, overridden)

@@ -1,4 +1,4 @@
-"""--precision for inference (export.py, evaluate.py, predict.py): the network in float32 or
+"""The precision of inference (export.py, evaluate.py, predict.py): the network in float32 or
 bfloat16, the logits in float32 either way.
 
 bfloat16 is Keras's `mixed_bfloat16` policy: the weights stay float32 variables (so float32
@@ -7,24 +7,14 @@ weight files load unchanged) and are cast to bfloat16 per layer; the logits laye
 than float32.
 """
 
-from absl import flags
-
 from pspnet_tf.config import ExperimentConfig
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
-def define_precision_flag(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines --precision (call once, from an entry point)."""
-    flags.DEFINE_enum("precision", None, list(POLICIES), "Arithmetic of the network: float32 "
-                      "or bfloat16 (Keras mixed_bfloat16; float32 logits; emulated and slower "
-                      "on CPUs without bfloat16 units). Default: that of --mixed_precision.",
-                      flag_values=flag_values)
-
-
 def with_precision(config: ExperimentConfig, precision: str | None) -> ExperimentConfig:
     """`config` whose dtype policy (`mixed_precision`, which `build_model` applies) runs the
-    network at `precision`; unchanged for None."""
+    network at `precision` ("float32" or "bfloat16"); unchanged for None."""
     if precision is None:
         return config
     return config.replace(mixed_precision=POLICIES[precision])

@@ -10,44 +10,37 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-import tensorflow as tf
 from absl import flags
 
 from pspnet_tf import config, native_logs
+from pspnet_tf.cli.flag_groups import GROUP_ORDER, command_flag_group, define
 from pspnet_tf.packaged_configs import config_names, resolve_flagfile_args
 
-GROUP_ORDER = ("data", "model", "optimisation", "runtime", "evaluation/inference", "output")
-# Groups of the flags the entry points and inference/modes.py define; config.FLAG_GROUPS
-# holds the experiment flags'. A flag in neither is listed under "other".
-COMMAND_FLAG_GROUPS = {
-    "data": ("input", "splits", "voc_root", "sbd_root"),
-    "model": ("model", "weights", "source", "checkpoint", "allow_missing_classifier"),
-    "runtime": ("precision", "verbose", "force_unlock"),
-    "evaluation/inference": ("mode", "crop", "stride", "ratios", "flip"),
-    "output": ("format", "output", "input_size", "quantize", "save_predictions", "side_by_side",
-               "overwrite", "allow_skips", "alpha", "export_dir", "version",
-               "with_probabilities", "samples_per_shard"),
-}
 _HELP_ARGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
 _FOREIGN_MODULES = ("absl.", "tensorflow.", "keras.")
 _WIDTH = 92
 
 
 def define_verbose_flag(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """--verbose, read by pspnet_tf.native_logs before TensorFlow starts (defined once)."""
+    """--verbose, read by cli/startup.py before TensorFlow starts (defined once)."""
     if "verbose" not in flag_values:
-        flags.DEFINE_boolean(
-            "verbose", False, "Show TensorFlow's C++ start-up log lines (oneDNN, CUDA probing); "
-            f"the environment variable {native_logs.VERBOSE_ENV}=1 does the same.",
+        define(
+            "runtime", flags.DEFINE_boolean, "verbose", False, "Show TensorFlow's C++ "
+            "start-up log lines (oneDNN, CUDA probing); the environment "
+            f"variable {native_logs.VERBOSE_ENV}=1 does the same.",
             flag_values=flag_values)
 
 
 def flag_group(name: str) -> tuple[str, int]:
-    """The --help group of a flag and its place in it; ("other", 0) for one in no table."""
-    for table in (config.FLAG_GROUPS, COMMAND_FLAG_GROUPS):
-        for group, names in table.items():
-            if name in names:
-                return group, names.index(name) + (0 if table is config.FLAG_GROUPS else 100)
+    """The --help group of a flag and its place in it: an experiment flag's from its config
+    field, a command flag's from its definition (cli/flag_groups.py); ("other", 0) for one
+    defined otherwise."""
+    for group, names in config.FLAG_GROUPS.items():
+        if name in names:
+            return group, names.index(name)
+    found = command_flag_group(name)
+    if found is not None:
+        return found[0], 1000 + found[1]  # after the experiment flags of its group
     return "other", 0
 
 
@@ -105,11 +98,8 @@ def format_help(usage: str, flag_values: flags.FlagValues = flags.FLAGS) -> str:
 
 def prepare_argv(argv: list[str], main: Callable) -> list[str]:
     """What the entry points do before absl parses `argv`: define --verbose, find shipped
-    flagfiles by name, print the grouped help (exit 0) when asked for it, and make
-    TensorFlow's first device query (its `cuInit` error line on CPU-only hosts) quietly."""
+    flagfiles by name, and print the grouped help (exit 0) when asked for it."""
     define_verbose_flag()
-    with native_logs.native_logs_dropped(enabled=not native_logs.verbose_requested(argv[1:])):
-        tf.config.list_physical_devices("GPU")
     argv = resolve_flagfile_args(argv)
     if any(arg in _HELP_ARGS for arg in argv[1:]):
         module = sys.modules.get(getattr(main, "func", main).__module__)

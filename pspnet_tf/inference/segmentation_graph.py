@@ -1,0 +1,65 @@
+"""The single-file deployment graph that LiteRT and ONNX export convert.
+
+The graph keeps the serving contract of `serving_default`: input `images`, uint8
+[1, H, W, 3] RGB; output `segmentation`, int32 [1, H, W]; keep-ratio resize to the test
+scale, normalisation, the network (BatchNorms folded), logits resized back to the input size
+and argmax inside. For a fixed input size every size is computed here in Python, so the
+graph holds no float64 size arithmetic (which LiteRT has no builtin kernels for) and every
+shape in it is static; the LiteRT converter then turns the einsums of the pyramid layers into
+fully-connected and batch-matmul ops. (Frozen, the network alone also converts with unknown
+H, W and ran within 6.6e-7 of Keras on the tiny test model, so the layers need no second
+formulation.)
+"""
+
+import keras
+import tensorflow as tf
+
+from pspnet_tf.data.transforms import keep_ratio_size
+from pspnet_tf.inference.predictor import (
+    logits_at_size,
+    network_logits,
+    normalized_at_size,
+    preprocess,
+)
+from pspnet_tf.models.folding import fold_batchnorm
+
+
+def _static_network_size(input_size: tuple[int, int], scale: tuple[int, int]) -> tuple[int, int]:
+    """The keep-ratio size `preprocess` computes for `input_size`, as Python ints."""
+    height, width = keep_ratio_size(input_size[0], input_size[1], tuple(scale))
+    return int(height), int(width)
+
+
+def segmentation_function(model: keras.Model, scale: tuple[int, int],
+                          input_size: tuple[int, int] | None = None) -> tf.Module:
+    """A module whose tf.function `segment` maps `images` uint8 [1, H, W, 3] to
+    {"segmentation": int32 [1, H, W]}.
+
+    With `input_size` (H, W) the graph is built for that size only, with static shapes;
+    without it H and W are dynamic. The pixels are cast to float32 before the resize (the
+    same values the uint8 kernel gives; converters have no uint8 bilinear resize), and the
+    labels come from one resize of the logits to the input size (the LiteRT and ONNX op sets
+    have no TensorArray loop for `labels_at_size`'s bands, so memory grows with
+    H * W * classes as in evaluate.py's `logits`).
+    """
+    network = fold_batchnorm(model)
+    height, width = input_size if input_size else (None, None)
+    # Computed here, eagerly: the graph gets Python ints, not float64 size arithmetic.
+    network_size = _static_network_size(input_size, scale) if input_size else None
+    spec = tf.TensorSpec([1, height, width, 3], tf.uint8, name="images")
+
+    @tf.function(input_signature=[spec])
+    def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels = tf.cast(images, tf.float32)
+        if input_size:
+            inputs = normalized_at_size(pixels, network_size)
+            size = tf.constant(input_size, tf.int32)
+        else:
+            inputs = preprocess(pixels, tuple(scale))
+            size = tf.shape(images)[1:3]
+        logits = logits_at_size(network_logits(network, inputs), size)
+        return {"segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+
+    module = tf.Module()
+    module.network, module.segment = network, segment  # the converters find the weights here
+    return module
