@@ -20,7 +20,7 @@ from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import load_weights
 from pspnet_tf.models.factory import build_model
-from pspnet_tf.models.segmentation_model import load_model_file
+from pspnet_tf.models.saving import load_model_file
 
 # Settings a self-describing model brings; a flag the user passes overrides each.
 _DESCRIBED = ("dataset", "data_root", "num_classes", "scale")
