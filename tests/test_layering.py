@@ -40,6 +40,7 @@ PEER_IMPORTS = {
     ("training", "inference"),  # the validation predictor, final_model.keras
     ("training", "convert"),  # --pretrained
     ("inference", "convert"),  # --model=<published name>
+    ("models", "data"),  # the preprocessor shares the data pipeline's resize and normalisation
 }
 # Entry points besides cli/, __main__.py and pyproject's scripts: the public API, --help.
 COMMAND_MODULES = {f"{PACKAGE}", f"{PACKAGE}.cli_help"}
