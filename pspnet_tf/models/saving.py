@@ -51,11 +51,13 @@ def _architecture(model: keras.Model) -> dict:
     layer3_blocks = 0
     while f"layer3_{layer3_blocks}_relu" in names:
         layer3_blocks += 1
-    depth = next(backbone_depth(key) for key, spec in RESNET_SPECS.items()
-                 if spec.blocks[2] == layer3_blocks)
+    depths = [backbone_depth(key) for key, spec in RESNET_SPECS.items()
+              if spec.blocks[2] == layer3_blocks]
+    if not depths:
+        raise ValueError(f"{layer3_blocks} blocks in layer3 fit no ResNetV1c depth")
     output_stride = 16 if names["layer3_0_downsample_0"].strides == (2, 2) else 8
     dropout = names["dropout"].rate if "dropout" in names else 0.0
-    return {"depth": depth, "output_stride": output_stride,
+    return {"depth": depths[0], "output_stride": output_stride,
             "num_classes": names["conv_seg"].filters,
             "psp_channels": names["bottleneck_conv"].filters, "dropout": dropout}
 
@@ -98,8 +100,9 @@ def load_model_file(path: str) -> keras.Model:
         return model
     try:
         return segmenter_from_legacy(model)
-    except (KeyError, ValueError, StopIteration) as error:
+    except (KeyError, ValueError) as error:
+        problem = f"no layer {error}" if isinstance(error, KeyError) else str(error)
         raise UserError(f"{path} holds a SegmentationModel of an earlier pspnet_tf whose "
-                        f"architecture this version cannot read ({error!r}); load its weights "
+                        f"architecture this version cannot read ({problem}); load its weights "
                         "instead (--weights=RUN_DIR/final_weights.h5 with the run's "
                         "--flagfile)") from error
