@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import tensorflow as tf
 from helpers import TINY_HEADS
 
 from pspnet_tf.config import ExperimentConfig
