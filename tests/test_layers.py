@@ -186,3 +186,21 @@ class _IncompleteConfig(_Unregistered):
 def test_the_harness_catches_what_breaks_loading(layer_cls, problem):
     with pytest.raises(AssertionError, match=problem):
         run_layer_test(layer_cls, {"bins": 2}, (1, 3, 3, 2), (1, 3, 3, 2))
+
+
+def test_the_preprocessor_resizes_keeping_the_ratio_and_normalises():
+    from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD
+    from pspnet_tf.models import PSPNetPreprocessor
+
+    image = np.random.default_rng(3).integers(0, 256, (1, 30, 50, 3), dtype=np.uint8)
+    layer = PSPNetPreprocessor((40, 20))
+    outputs = layer(image)
+    # long edge 50 -> at most 40, short edge 30 -> at most 20: factor 2/3, 20 x 33.
+    assert outputs.shape == (1, 20, 33, 3) and outputs.dtype == tf.float32
+    resized = np.clip(np.round(tf.image.resize(image.astype("float32"), (20, 33)).numpy()), 0, 255)
+    np.testing.assert_allclose(outputs, (resized - IMAGE_MEAN) / IMAGE_STD, atol=1e-6)
+    np.testing.assert_array_equal(layer(image, size=(20, 33)), outputs)  # a static size
+    assert layer(image, ratio=0.5).shape == (1, 10, 17, 3)
+    assert [int(edge) for edge in layer.network_size(30, 50)] == [20, 33]
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(revived) is PSPNetPreprocessor and revived.scale == (40, 20)
