@@ -22,14 +22,13 @@ setting = sys.argv[1]
 if setting != "default":
     tf.config.threading.set_inter_op_parallelism_threads(1)
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.models.factory import build_model
-from pspnet_tf.training.trainer import compile_for_training
+from pspnet_tf.training.trainer import build_training_model, compile_for_training
 config = ExperimentConfig.from_fields(
     num_classes=5, backbone="resnet18_v1c", psp_channels=128, aux_channels=64,
     crop_size=(128, 128), batch_size=8,
     mixed_precision="mixed_bfloat16" if setting == "bf16" else "float32",
     jit_compile=setting == "xla")
-model = build_model(config, training_heads=True)
+model = build_training_model(config)
 compile_for_training(model, config, total_steps=100)
 images = np.random.rand(8, 128, 128, 3).astype("float32")
 labels = np.random.randint(0, 5, (8, 128, 128))

@@ -6,7 +6,7 @@ A step is forward, main + 0.4 x auxiliary cross-entropy (ignore 255), backward a
 update (momentum 0.9, weight decay 5e-4) on a batch of 2 random 512x512 images with 21 classes,
 BatchNorm in training mode. Rows: the PyTorch reference of the same architecture
 (tests/torch_reference.py, mmsegmentation's layout, Dropout2d 0.1 before both classifiers);
-ours as train.py runs it (build_model + compile_for_training under create_strategy,
+ours as train.py runs it (build_training_model + compile_for_training under create_strategy,
 Keras fit; at 512x512 --memory_saving=auto turns the memory saving on), the same with
 --memory_saving=off, and with XLA (--jit_compile). Each row runs in its own process with the
 same intra-op threads (one inter-op thread), in alternating rounds; a row reports the median
@@ -79,9 +79,8 @@ def _pytorch_steps(size: int, steps: int, threads: int) -> list[float]:
 def _our_steps(size: int, steps: int, threads: int, row: str) -> list[float]:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow, as train.py
     from pspnet_tf.config import ExperimentConfig
-    from pspnet_tf.models.factory import build_model
     from pspnet_tf.training.strategy import create_strategy
-    from pspnet_tf.training.trainer import compile_for_training
+    from pspnet_tf.training.trainer import build_training_model, compile_for_training
 
     import keras
     import tensorflow as tf
@@ -94,7 +93,7 @@ def _our_steps(size: int, steps: int, threads: int, row: str) -> list[float]:
                                           memory_saving="off" if row == "ours_no_saving"
                                           else "auto")
     with create_strategy(config.runtime.strategy).scope():
-        model = build_model(config, training_heads=True)
+        model = build_training_model(config)
         compile_for_training(model, config, total_steps=1000)
     images, labels = _batch(size)
     data = tf.data.Dataset.from_tensors((images, {"logits": labels, "aux_logits": labels}))

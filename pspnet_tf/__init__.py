@@ -12,10 +12,16 @@ from pspnet_tf.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from pspnet_tf.convert import from_pretrained, list_pretrained
-    from pspnet_tf.models import SegmentationModel, build_pspnet, load_weights, save_weights
+    from pspnet_tf.models import (PSPNetPreprocessor, PSPNetSegmenter, ResNetV1cBackbone,
+                                  build_pspnet, list_presets, load_weights, save_weights)
 
+# The two model classes come through pspnet_tf.convert.hub, which installs the preset loader
+# (download and conversion, a layer above the models) that their `from_preset` calls.
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "SegmentationModel": "pspnet_tf.models",
+    "PSPNetPreprocessor": "pspnet_tf.models",
+    "PSPNetSegmenter": "pspnet_tf.convert.hub",
+    "ResNetV1cBackbone": "pspnet_tf.convert.hub",
+    "list_presets": "pspnet_tf.models",
     "build_pspnet": "pspnet_tf.models",
     "from_pretrained": "pspnet_tf.convert",
     "list_pretrained": "pspnet_tf.convert",
@@ -28,5 +34,6 @@ try:
 except metadata.PackageNotFoundError:  # a source checkout that was never pip-installed
     __version__ = "0+unknown"
 
-__all__ = ["SegmentationModel", "__version__", "build_pspnet", "from_pretrained",
-           "list_pretrained", "load_weights", "save_weights"]
+__all__ = ["PSPNetPreprocessor", "PSPNetSegmenter", "ResNetV1cBackbone", "__version__",
+           "build_pspnet", "from_pretrained", "list_presets", "list_pretrained", "load_weights",
+           "save_weights"]

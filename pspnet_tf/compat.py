@@ -15,12 +15,8 @@ AttributeError deep inside training or a weight file written differently.
   file, and TensorFlow has no public equivalent.
 - `MultiWorkerStrategyForKerasFit`: TensorFlow's MultiWorkerMirroredStrategy with a
   `reduce` that takes what Keras 3's `fit` passes it.
-- `input_history_kept`: a functional model's input tensor keeps its `_keras_history` while
-  sub-models are built from its intermediate tensors (models/recompute.py).
 """
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -32,7 +28,6 @@ __all__ = [
     "MultiWorkerStrategyForKerasFit",
     "check_internals",
     "convert_variables_to_constants_v2",
-    "input_history_kept",
     "legacy_h5_format",
     "optimizer_variable_index",
 ]
@@ -66,19 +61,6 @@ class MultiWorkerStrategyForKerasFit(tf.distribute.MultiWorkerMirroredStrategy):
         return super().reduce(reduce_op, value, axis)
 
 
-@contextlib.contextmanager
-def input_history_kept(tensor: keras.KerasTensor) -> Iterator[None]:
-    """Restores `tensor._keras_history` afterwards: building a keras.Model from one of a
-    model's intermediate tensors gives the images' InputLayer a second node and points the
-    tensor at it, after which the original model no longer serialises ("could not find node
-    key")."""
-    history = tensor._keras_history
-    try:
-        yield
-    finally:
-        tensor._keras_history = history
-
-
 def _broken_internals() -> list[str]:
     """What of the above no longer works as relied on, one phrase each."""
     broken = [f"keras.src.legacy.saving.legacy_h5_format.{name}" for name in _H5_FUNCTIONS
@@ -93,8 +75,6 @@ def _broken_internals() -> list[str]:
         broken.append("Optimizer._get_variable_index")
     if not callable(convert_variables_to_constants_v2):
         broken.append("tensorflow.python.framework.convert_to_constants")
-    if not hasattr(keras.Input(shape=(1,)), "_keras_history"):
-        broken.append("KerasTensor._keras_history")
     base_reduce = tf.distribute.MultiWorkerMirroredStrategy.reduce
     if not callable(base_reduce) or "axis" not in base_reduce.__code__.co_varnames:
         broken.append("MultiWorkerMirroredStrategy.reduce(reduce_op, value, axis)")

@@ -30,6 +30,7 @@ from pspnet_tf.models import BACKBONES
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device", "tpu")
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 MEMORY_SAVING = ("auto", "on", "off")
+TAP_GRADIENTS = ("auto", "on", "off")
 
 
 def setting(default: Any, help: str, *, lower: float | None = None,
@@ -152,11 +153,14 @@ class RuntimeConfig(Section):
         False, "Compile with XLA: the training step in train.py, the network in evaluate.py "
         "and predict.py, and in export.py's SavedModel (TF Serving: "
         "--xla_cpu_compilation_enabled).", resumable=True)
+    tap_gradients: str = setting(
+        "auto", "Training: compute the stride-1 convolutions' gradients by matrix products per "
+        "kernel tap, faster on CPUs (same forward values). auto: on where TensorFlow sees no "
+        "GPU or TPU.", choices=TAP_GRADIENTS, resumable=True)
     memory_saving: str = setting(
-        "auto", "CPU training: trade step time for peak memory (stem, layer1 and layer2 "
-        "recomputed in the backward pass). auto: on when a worker's batch holds at least "
-        "2x512x512 crop pixels (R-50-D8, 2x512x512: 4.2 instead of 4.8 GB, 0.99x to 1.09x "
-        "the step time; the demo's 8x128x128 stays off).",
+        "auto", "Training: trade step time for peak memory (stem, layer1 and layer2 recomputed "
+        "in the backward pass; same values). auto: on where TensorFlow sees no GPU or TPU and "
+        "a worker's batch holds at least 2x512x512 crop pixels (docs/performance.md).",
         choices=MEMORY_SAVING, resumable=True)
     run_dir: str = setting(
         "runs/default", "Directory for config, logs, checkpoints, "

@@ -26,7 +26,8 @@ class FaultyServer:
     """Serves `files` ({url path: bytes}) on 127.0.0.1 with Range support. Each request takes
     the next action of `plan` (then "serve"): "serve" the (rest of the) file, stay "silent"
     (read the request, answer nothing), "stall" (headers and half the body, then nothing),
-    or an HTTP status code to answer (404 for paths not in `files`). Records (path, Range header) of every request."""
+    or an HTTP status code to answer (404 for paths not in `files`). Records (path, Range
+    header) of every request."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}

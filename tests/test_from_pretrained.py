@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pspnet_tf import SegmentationModel, from_pretrained, list_pretrained
+from pspnet_tf import from_pretrained, list_pretrained
 from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained, fetch
-from pspnet_tf.convert.registry import BASE_ENV, CHECKPOINTS, OPENMMLAB
+from pspnet_tf.models import PSPNetSegmenter
+from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
+from pspnet_tf.models.presets import PRESETS as CHECKPOINTS
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE
 from pspnet_tf.errors import UserError
 
@@ -103,7 +105,7 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
     server.truncate.add(path)  # cut off half-way: fetch tries again, resuming
     model = from_pretrained(entry, cache_dir=str(cache))
     assert server.requests == [(path, None), (path, f"bytes={len(data) // 2}-")]
-    assert isinstance(model, SegmentationModel)
+    assert isinstance(model, PSPNetSegmenter) and model.preset == "pspnet_tiny_demo"
     assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
     np.testing.assert_array_equal(model.metadata["palette"], DEMO_PALETTE)
     assert model.metadata["scale"] == [48, 40] and model.metadata["dataset"] == "demo"
@@ -178,19 +180,91 @@ def test_cli_model_names_load_through_from_pretrained_and_its_cache(server, tmp_
     a first call leaves it) is loaded, with the dataset's classes, and nothing downloaded."""
     from pspnet_tf.convert.download import CACHE_ENV
     from pspnet_tf.data.descriptors import dataset_classes
-    from pspnet_tf.models.segmentation_model import model_metadata, save_model, segmentation_model
+    from pspnet_tf.models.saving import save_model
 
     monkeypatch.setenv(BASE_ENV, server.base)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     name = "pspnet_r50-d8_512x1024_80k_cityscapes"
     entry = next(c for c in CHECKPOINTS if c.name == name)
     names, palette = dataset_classes("cityscapes", "")
-    model = tiny_model(len(names))
-    save_model(segmentation_model(model, model_metadata("cityscapes", entry.data_root, names,
-                                                        palette, entry.scale)),
-               str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
+    model = tiny_model(len(names), class_names=names, palette=palette, scale=entry.scale,
+                       dataset="cityscapes", data_root=entry.data_root)
+    save_model(model, str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
     described = model_from_cli_flags(f"--model={name}")
     assert described.config.data.dataset == "cityscapes"
     assert described.config.data.scale == (2048, 1024)
     assert described.config.data.data_root == "data/cityscapes"
     assert described.classes()[0] == names and server.requests == []
+
+
+def _serve_preset(server, monkeypatch, tmp_path, data: bytes, folder: str, name: str) -> str:
+    """Serves `data` as open-mmlab's file `folder/name-<sha256 prefix>.pth` through
+    $PSPNET_TF_DOWNLOAD_BASE, with the cache in tmp_path; returns the open-mmlab URL."""
+    from pspnet_tf.convert.download import CACHE_ENV
+
+    path = f"{folder}/{name}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    server.files[path] = data
+    monkeypatch.setenv(BASE_ENV, server.base)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return OPENMMLAB + path
+
+
+def test_the_readme_quick_start_labels_an_image_with_a_preset(server, tmp_path, monkeypatch):
+    """README's Python example, run on a tiny preset served like open-mmlab's files."""
+    from pspnet_tf.inference.predictor import Predictor
+
+    reference = tiny_reference(seed=5)
+    data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
+    url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
+                        "pspnet_tiny_demo")
+    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", PretrainedCheckpoint(
+        "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
+
+    # The README's example:
+    import pspnet_tf
+    print(pspnet_tf.PSPNetSegmenter.list_presets())
+    segmenter = pspnet_tf.PSPNetSegmenter.from_preset("pspnet_tiny_demo")
+    image = np.random.default_rng(0).integers(0, 256, (45, 61, 3), dtype=np.uint8)  # RGB
+    labels = segmenter.segment(image)  # int32 class ids, 45 x 61
+    print(segmenter.class_names[labels[0, 0]])
+
+    assert "pspnet_tiny_demo" in pspnet_tf.PSPNetSegmenter.list_presets()
+    assert labels.shape == (45, 61) and labels.dtype == np.int32
+    assert segmenter.class_names == list(DEMO_CLASS_NAMES) and segmenter.scale == (48, 40)
+    np.testing.assert_array_equal(labels, Predictor(segmenter, (48, 40)).predict(image))
+    assert len(server.requests) == 1
+    np.testing.assert_array_equal(pspnet_tf.PSPNetSegmenter.from_preset("pspnet_tiny_demo").segment(image),
+                                  labels)  # from the cache
+    assert len(server.requests) == 1
+
+
+def test_the_backbone_preset_holds_the_imagenet_weights(server, tmp_path, monkeypatch):
+    from pspnet_tf.models import ResNetV1cBackbone
+
+    reference = tiny_reference(seed=6)
+    state = {key[len("backbone."):]: value for key, value in reference.state_dict().items()
+             if key.startswith("backbone.")}
+    state["fc.weight"] = torch.zeros(1000, 512)  # the ImageNet classifier, ignored
+    torch.save(state, tmp_path / "imagenet.pth")
+    url = _serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
+                        "/pretrain/third_party", "resnet18_v1c")
+    monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
+                        PretrainedCheckpoint("resnet18_v1c", url, "resnet18_v1c"))
+    backbone = ResNetV1cBackbone.from_preset("resnet18_v1c")
+    assert (backbone.depth, backbone.output_stride) == (18, 8)
+    np.testing.assert_array_equal(backbone.get_layer("layer4_1_conv2").kernel.numpy(),
+                                  state["layer4.1.conv2.weight"].numpy().transpose(2, 3, 1, 0))
+    assert ResNetV1cBackbone.list_presets() == ["resnet50_v1c", "resnet101_v1c",
+                                                "resnet18_v1c"]
+
+
+def test_presets_are_listed_per_class_and_refused_by_the_other():
+    from pspnet_tf.models import ResNetV1cBackbone, list_presets
+
+    assert list_presets() == {"ResNetV1cBackbone": ["resnet50_v1c", "resnet101_v1c"],
+                              "PSPNetSegmenter": list_pretrained()[2:]}
+    assert len(PSPNetSegmenter.list_presets()) == 12
+    with pytest.raises(UserError, match="not a published checkpoint .* as a segmenter"):
+        PSPNetSegmenter.from_preset("resnet50_v1c")
+    with pytest.raises(UserError, match="as a backbone; choose one of resnet50_v1c"):
+        ResNetV1cBackbone.from_preset("pspnet_r50-d8_512x512_20k_voc12aug")

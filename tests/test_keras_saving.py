@@ -1,10 +1,11 @@
 """PSPNets saved with `model.save("x.keras")` load with `import pspnet_tf` alone (no
-custom_objects) in a fresh process and give the same logits, bit for bit; the CPU training
-gradient is swapped in for training only and never saved."""
+custom_objects) in a fresh process and give the same logits, bit for bit; the training
+choices are config fields that a saved model keeps; final_model.keras files of earlier
+versions load as PSPNetSegmenter."""
 
+import gzip
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import keras
@@ -14,15 +15,16 @@ import tensorflow as tf
 from layer_testing import assert_same_outputs, run_serialization_test
 from helpers import ROOT, randomise, run_python
 
-from pspnet_tf import SegmentationModel, build_pspnet
-from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.models.factory import build_model
-from pspnet_tf.models.segmentation_model import segmentation_model
-from pspnet_tf.training.trainer import compile_for_training
+from pspnet_tf import build_pspnet
+from pspnet_tf.models import SegmentationModel
+from pspnet_tf.errors import UserError
+from pspnet_tf.models import PSPNetSegmenter, ResNetV1cBackbone
+from pspnet_tf.models.saving import load_model_file
 
 NUM_CLASSES = 4
-TINY = ExperimentConfig.from_fields(num_classes=NUM_CLASSES, backbone="resnet18_v1c",
-                                    psp_channels=16, aux_channels=8)
+# The config.json of a final_model.keras that pspnet_tf wrote before PSPNetSegmenter existed:
+# a SegmentationModel (R-18-D8, 5 demo classes, psp_channels 16).
+LEGACY_CONFIG = Path(ROOT) / "tests" / "data" / "legacy_final_model_config.json.gz"
 # name: (backbone, output stride, training heads); small heads keep files and builds small.
 VARIANTS = {
     "r18_d8_inference": ("resnet18_v1c", 8, False),
@@ -54,21 +56,15 @@ def images(batch: int = 2, size: int = 32) -> np.ndarray:
     return np.random.default_rng(5).normal(size=(batch, size, size, 3)).astype("float32")
 
 
-def tiny(backbone: str, output_stride: int, training_heads: bool) -> keras.Model:
+def tiny(backbone: str, output_stride: int, training_heads: bool, **options) -> keras.Model:
     return build_pspnet(NUM_CLASSES, backbone=backbone, output_stride=output_stride,
-                        psp_channels=16, aux_channels=8, training_heads=training_heads)
+                        psp_channels=16, aux_channels=8, training_heads=training_heads,
+                        **options)
 
 
 def _as_dict(outputs) -> dict[str, np.ndarray]:
     outputs = outputs if isinstance(outputs, dict) else {"logits": outputs}
     return {key: np.asarray(value) for key, value in outputs.items()}
-
-
-def _saved_classes(path: Path) -> set[tuple[str, str]]:
-    """(module, class name) of every layer in a .keras file's config."""
-    with zipfile.ZipFile(path) as archive:
-        config = json.loads(archive.read("config.json"))
-    return {(layer["module"], layer["class_name"]) for layer in config["config"]["layers"]}
 
 
 def round_trip_in_fresh_process(variants: dict, directory: Path) -> dict:
@@ -133,34 +129,74 @@ def _kernel_gradient_ops(model: keras.Model) -> int:
     return sum(op.type == "Conv2DBackpropFilter" for op in graph.get_operations())
 
 
-def test_training_swaps_in_tap_gradients_and_still_saves_a_plain_pspnet(tmp_path):
-    if tf.config.list_logical_devices("GPU"):
-        pytest.skip("hosts with a GPU keep TensorFlow's kernel gradient")
-    model = build_model(TINY, training_heads=True)
+def test_the_training_choices_are_config_fields_a_saved_model_keeps(tmp_path):
+    model = tiny("resnet18_v1c", 8, True, tap_gradients=True, recompute="layer2")
     randomise(model)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     strided = [layer for layer in convs if layer.strides != (1, 1)]
-    assert _kernel_gradient_ops(model) == len(convs) + 1  # + the PPM bottleneck's
-    before = _as_dict(model(images(), training=False))
-    compile_for_training(model, TINY, total_steps=10)
     assert _kernel_gradient_ops(model) == len(strided) > 0  # the rest are tap products
-    assert_same_outputs(_as_dict(model(images(), training=False)), before)
-
+    before = _as_dict(model(images(), training=False))
     model.save(tmp_path / "trained.keras")
-    classes = _saved_classes(tmp_path / "trained.keras")
-    assert {module for module, _ in classes} <= {"keras.layers", "pspnet_tf.models.layers"}
-    assert ("pspnet_tf.models.layers", "PyramidBottleneckConv") in classes
     loaded = keras.saving.load_model(tmp_path / "trained.keras")
+    assert (loaded.tap_gradients, loaded.recompute) == (True, "layer2")
+    assert _kernel_gradient_ops(loaded) == len(strided)
     assert_same_outputs(_as_dict(loaded(images(), training=False)), before)
-    assert not any("convolution_op" in vars(layer) for layer in loaded.layers)  # Keras's own
+    plain = model.variant(tap_gradients=False, recompute=None)  # what final_model.keras gets
+    assert _kernel_gradient_ops(plain) == len(convs) + 1  # + the PPM bottleneck's
+    assert_same_outputs(_as_dict(plain(images(), training=False)), before)
 
 
-def test_segmentation_model_round_trips_with_its_metadata():
-    """SegmentationModel, the registered model class final_model.keras holds, through the
-    same harness as the plain PSPNets: config, serialisation and .keras file."""
-    model = tiny("resnet18_v1c", 8, training_heads=True)
+def test_the_segmenter_round_trips_with_its_description():
+    """PSPNetSegmenter with classes, palette, scale and dataset, and its backbone, through
+    the harness: config, serialisation and .keras file."""
+    model = tiny("resnet18_v1c", 16, training_heads=True, dropout=0.0,
+                 class_names=[f"class{i}" for i in range(NUM_CLASSES)],
+                 palette=[[i, 2 * i, 3 * i] for i in range(NUM_CLASSES)], scale=(48, 40),
+                 dataset="folder", data_root="data/mine")
     randomise(model, seed=5)
-    metadata = {"class_names": [f"class{i}" for i in range(NUM_CLASSES)], "scale": [48, 40],
-                "palette": [[i, 2 * i, 3 * i] for i in range(NUM_CLASSES)]}
-    loaded = run_serialization_test(segmentation_model(model, metadata), images())
-    assert type(loaded) is SegmentationModel and loaded.metadata == metadata
+    loaded = run_serialization_test(model, images())
+    assert type(loaded) is PSPNetSegmenter and type(loaded.backbone) is ResNetV1cBackbone
+    assert loaded.class_names == model.class_names and loaded.palette == model.palette
+    assert (loaded.scale, loaded.dataset, loaded.data_root) == ((48, 40), "folder", "data/mine")
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    assert loaded.get_layer("stem_0") is loaded.backbone.get_layer("stem_0")  # flat, shared
+
+
+def test_the_backbone_round_trips_with_its_stage_outputs():
+    backbone = ResNetV1cBackbone(18, 16)
+    randomise(backbone, seed=2)
+    loaded = run_serialization_test(backbone, images())
+    assert list(loaded.stage_outputs) == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert loaded.stage_outputs is loaded.pyramid_outputs
+    assert loaded.output is loaded.stage_outputs["layer4"]
+
+
+def _legacy_model() -> keras.Model:
+    """A SegmentationModel as an earlier train.py built it, from its saved config."""
+    config = json.loads(gzip.decompress(LEGACY_CONFIG.read_bytes()))
+    model = keras.saving.deserialize_keras_object(config)
+    assert type(model) is SegmentationModel
+    randomise(model, seed=3)
+    return model
+
+
+def test_final_model_files_of_earlier_versions_load_as_segmenters(tmp_path):
+    legacy = _legacy_model()
+    legacy.save(tmp_path / "final_model.keras")
+    model = load_model_file(str(tmp_path / "final_model.keras"))
+    assert type(model) is PSPNetSegmenter and not model.auxiliary_head
+    assert (model.backbone.depth, model.backbone.output_stride) == (18, 8)
+    assert (model.num_classes, model.psp_channels) == (5, 16)
+    assert model.class_names == ["a", "b", "c", "d", "e"] and model.scale == (48, 40)
+    assert (model.dataset, model.data_root) == ("demo", "data/demo")
+    assert model.palette == [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(5)]
+    assert_same_outputs(model(images(), training=False), legacy(images(), training=False))
+
+
+def test_a_segmentation_model_that_is_no_pspnet_is_one_clear_error(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    SegmentationModel(inputs, keras.layers.Conv2D(2, 1)(inputs),
+                      metadata={"num_classes": 2}).save(tmp_path / "other.keras")
+    expected = "other.keras holds a SegmentationModel .*fit no ResNetV1c.*--weights="
+    with pytest.raises(UserError, match=expected):
+        load_model_file(str(tmp_path / "other.keras"))

@@ -43,6 +43,7 @@ PEER_IMPORTS = {
     ("training", "inference"),  # the validation predictor, final_model.keras
     ("training", "convert"),  # --pretrained
     ("inference", "convert"),  # --model=<published name>
+    ("models", "data"),  # the preprocessor shares the data pipeline's resize and normalisation
 }
 # Entry points besides cli/: the public API and the aliases of commands in cli/.
 PUBLIC_API = f"{PACKAGE}"

@@ -10,9 +10,11 @@ from layer_testing import assert_same_outputs, run_layer_test
 
 from pspnet_tf.models.layers import (
     AdaptiveAveragePooling2D,
+    Conv2D,
     FusedBatchNormalization,
     PyramidBottleneckConv,
     ResizeLike,
+    SpatialDropout2D,
 )
 
 
@@ -30,6 +32,35 @@ def test_pyramid_bottleneck_conv(features_size):
     run_layer_test(PyramidBottleneckConv, {"filters": 5}, [(2, *features_size, 6), *pooled],
                    expected_output_shape=(2, *features_size, 5),
                    expected_num_trainable_weights=1)
+
+
+@pytest.mark.parametrize("tap_gradient", [False, True])
+def test_conv2d(tap_gradient):
+    run_layer_test(Conv2D, {"filters": 4, "kernel_size": 3, "padding": "same",
+                            "dilation_rate": 2, "tap_gradient": tap_gradient},
+                   (2, 7, 9, 3), expected_output_shape=(2, 7, 9, 4),
+                   expected_num_trainable_weights=2)
+
+
+def test_spatial_dropout():
+    run_layer_test(SpatialDropout2D, {"rate": 0.5}, (2, 5, 6, 3),
+                   expected_output_shape=(2, 5, 6, 3))
+
+
+def test_spatial_dropout_follows_the_enclosing_training_call():
+    """Keras's layer records training=False in a functional graph; this one records
+    nothing, so a keras.Function of the graph drops out inside a training call."""
+    images = keras.Input((4, 4, 8))
+    dropped = SpatialDropout2D(0.5, seed=1)(images)
+    part = keras.Function(images, dropped)
+
+    class Outer(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            return part(inputs)
+
+    ones = tf.ones((2, 4, 4, 8))
+    np.testing.assert_array_equal(Outer()(ones, training=False), ones)
+    assert np.any(Outer()(ones, training=True).numpy() == 0.0)
 
 
 @pytest.mark.parametrize("source, reference", [((2, 5, 6, 3), (2, 11, 13, 8)),
@@ -117,7 +148,7 @@ def test_fused_batch_normalization_keeps_keras_inference_and_frozen_statistics()
 def test_pyramid_bottleneck_config_holds_only_its_own_arguments():
     layer = PyramidBottleneckConv(5, name="bottleneck_conv")
     own = set(layer.get_config()) - set(keras.layers.Layer(name="x").get_config())
-    assert own == {"filters", "kernel_initializer"}
+    assert own == {"filters", "kernel_initializer", "tap_gradient"}
     layer([keras.Input((None, None, 6)), keras.Input((1, 1, 4)), keras.Input((2, 2, 4))])
     assert [(w.path, tuple(w.shape)) for w in layer.weights] == [
         ("bottleneck_conv/kernel", (3, 3, 14, 5))]  # as Conv2D named it: checkpoints load
@@ -155,3 +186,21 @@ class _IncompleteConfig(_Unregistered):
 def test_the_harness_catches_what_breaks_loading(layer_cls, problem):
     with pytest.raises(AssertionError, match=problem):
         run_layer_test(layer_cls, {"bins": 2}, (1, 3, 3, 2), (1, 3, 3, 2))
+
+
+def test_the_preprocessor_resizes_keeping_the_ratio_and_normalises():
+    from pspnet_tf.data.transforms import IMAGE_MEAN, IMAGE_STD
+    from pspnet_tf.models import PSPNetPreprocessor
+
+    image = np.random.default_rng(3).integers(0, 256, (1, 30, 50, 3), dtype=np.uint8)
+    layer = PSPNetPreprocessor((40, 20))
+    outputs = layer(image)
+    # long edge 50 -> at most 40, short edge 30 -> at most 20: factor 2/3, 20 x 33.
+    assert outputs.shape == (1, 20, 33, 3) and outputs.dtype == tf.float32
+    resized = np.clip(np.round(tf.image.resize(image.astype("float32"), (20, 33)).numpy()), 0, 255)
+    np.testing.assert_allclose(outputs, (resized - IMAGE_MEAN) / IMAGE_STD, atol=1e-6)
+    np.testing.assert_array_equal(layer(image, size=(20, 33)), outputs)  # a static size
+    assert layer(image, ratio=0.5).shape == (1, 10, 17, 3)
+    assert [int(edge) for edge in layer.network_size(30, 50)] == [20, 33]
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(revived) is PSPNetPreprocessor and revived.scale == (40, 20)

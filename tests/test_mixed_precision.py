@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.models.factory import build_model
-from pspnet_tf.training.trainer import compile_for_training
+from pspnet_tf.training.trainer import build_training_model, compile_for_training
 
 TINY = ExperimentConfig.from_fields(num_classes=4, backbone="resnet18_v1c", psp_channels=16,
                                     aux_channels=8, dropout=0.0)
@@ -50,7 +50,7 @@ def test_bfloat16_logits_are_float32_and_close_to_float32():
 ])
 def test_training_steps_give_finite_losses(changes):
     config = TINY.replace(**changes)
-    model = build_model(config, training_heads=True)
+    model = build_training_model(config)  # as train.py: the tap gradient on CPU hosts
     compile_for_training(model, config, total_steps=10)
     if config.runtime.mixed_precision == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

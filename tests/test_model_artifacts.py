@@ -17,8 +17,9 @@ from helpers import DEMO_SCALE as SCALE
 from helpers import (cli_flag_values, model_from_cli_flags, randomise, run_script,
                      tiny_model)
 
-from pspnet_tf import SegmentationModel, save_weights
+from pspnet_tf import save_weights
 from pspnet_tf.cli.inference_flags import model_from_flags, predictor_from_flags
+from pspnet_tf.models import PSPNetSegmenter
 from pspnet_tf.config import ExperimentConfig, config_from_flags
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES, DEMO_PALETTE, generate_demo_dataset
 from pspnet_tf.data.images import read_image
@@ -58,7 +59,8 @@ def artifacts(tmp_path_factory):
 def test_the_model_file_describes_itself_and_flags_override_it(artifacts):
     data_root, _, keras_file = artifacts
     described = model_from_cli_flags(f"--model={keras_file}")
-    assert isinstance(described.model, SegmentationModel)
+    assert isinstance(described.model, PSPNetSegmenter)
+    assert not described.model.auxiliary_head and not described.model.tap_gradients
     assert (described.config.data.dataset, described.config.data.data_root) == ("demo", data_root)
     assert described.config.model.num_classes == 5 and described.config.data.scale == SCALE
     names, palette = described.classes()

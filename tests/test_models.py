@@ -9,9 +9,8 @@ import tensorflow as tf
 from pspnet_tf import build_pspnet, load_weights, save_weights
 from pspnet_tf.errors import UserError
 from pspnet_tf.models.backbone import conv
-from pspnet_tf.models.convolution import conv2d, use_tap_gradients
-from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
-from pspnet_tf.models.recompute import recompute_early_stages
+from pspnet_tf.models.convolution import conv2d
+from pspnet_tf.models.layers import AdaptiveAveragePooling2D, Conv2D, PyramidBottleneckConv
 from helpers import randomise, tiny_model
 
 
@@ -169,20 +168,26 @@ def _gradient_op_types(layer: keras.layers.Layer, inputs: tf.Tensor) -> set[str]
 
 
 @pytest.mark.parametrize("strides, uses_taps", [(1, True), (2, False)])
-def test_tap_gradients_replace_the_kernel_gradient_op_on_cpu_hosts(strides, uses_taps):
+def test_the_tap_gradient_replaces_the_kernel_gradient_op_when_chosen(strides, uses_taps):
     inputs = tf.random.normal((1, 9, 9, 4))
-    images = keras.Input((9, 9, 4))
-    model = keras.Model(images, keras.layers.Conv2D(3, 3, strides=strides, padding="same",
-                                                    name="probe")(images))
-    layer = model.get_layer("probe")
+    layer = Conv2D(3, 3, strides=strides, padding="same", name="probe")
     expected = layer(inputs)
     assert "MatMul" not in _gradient_op_types(layer, inputs)
-    assert use_tap_gradients(model) == int(uses_taps)
-    assert type(layer) is keras.layers.Conv2D  # the layer and its config stay Keras's
-    np.testing.assert_array_equal(layer(inputs), expected)
-    op_types = _gradient_op_types(layer, inputs)
+    chosen = Conv2D.from_config({**layer.get_config(), "tap_gradient": True})
+    chosen.build(inputs.shape)
+    chosen.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(chosen(inputs), expected)
+    op_types = _gradient_op_types(chosen, inputs)
     assert ("Conv2DBackpropFilter" not in op_types) == uses_taps
     assert ("MatMul" in op_types) == uses_taps
+
+
+def test_the_segmenter_sets_the_tap_gradient_of_every_convolution():
+    convolutions = [layer for layer in tiny_model(tap_gradients=True).layers
+                    if isinstance(layer, (keras.layers.Conv2D, PyramidBottleneckConv))]
+    assert len(convolutions) == 28 and all(layer.tap_gradient for layer in convolutions)
+    assert not any(layer.tap_gradient for layer in tiny_model().layers
+                   if hasattr(layer, "tap_gradient"))
 
 
 def _one_training_step(recompute: bool) -> tuple[dict, list, list, list, int]:
@@ -190,11 +195,9 @@ def _one_training_step(recompute: bool) -> tuple[dict, list, list, list, int]:
     statistics, dropout seed states) before and after one step, and the Conv2D ops in its
     graph."""
     keras.utils.set_random_seed(0)  # the same dropout seeds in both models
-    model = tiny_model(training_heads=True)  # the shipped dropout 0.1
+    model = tiny_model(training_heads=True, tap_gradients=True,  # the shipped dropout 0.1
+                       recompute="layer2" if recompute else None)
     randomise(model)
-    use_tap_gradients(model)
-    if recompute:
-        assert recompute_early_stages(model)
     images = tf.random.stateless_normal((2, 64, 64, 3), seed=(1, 2))
     before = _states(model)
 
@@ -212,8 +215,6 @@ def _one_training_step(recompute: bool) -> tuple[dict, list, list, list, int]:
 
 
 def test_recomputed_early_stages_give_the_plain_step():
-    if tf.config.list_logical_devices("GPU"):
-        pytest.skip("hosts with a GPU keep the plain training call")
     # Stem, layer1 and layer2 (3 + 4 + 5 convolutions in ResNet-18) run again in the
     # backward pass, and BatchNorm's moving statistics and the heads' dropout still advance
     # once.

@@ -14,15 +14,15 @@ from pspnet_tf.data.datasets import Sample, SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.errors import UserError
 from pspnet_tf.evaluation.evaluator import evaluate
-from pspnet_tf.inference import predictor as predictor_module
 from pspnet_tf.inference.modes import predictor_for
 from pspnet_tf.inference.outputs import CITYSCAPES_LABEL_IDS_DIR, PredictionWriter
-from pspnet_tf.inference.predictor import (
-    Predictor,
+from pspnet_tf.inference.predictor import Predictor
+from pspnet_tf.models import PSPNetPreprocessor
+from pspnet_tf.models import prediction as prediction_module
+from pspnet_tf.models.prediction import (
     labels_at_size,
     logits_at_size,
     network_logits,
-    preprocess,
     resized_rows,
 )
 from pspnet_tf.inference.sliding import slide_logits
@@ -83,7 +83,7 @@ def test_sliding_windows_match_mmseg_loops(size, crop, stride):
 
 def eager_whole_logits(model, image: np.ndarray, scale) -> np.ndarray:
     """The whole-image protocol step by step, without Predictor's compiled function."""
-    logits = network_logits(model, preprocess(image[np.newaxis], scale))
+    logits = network_logits(model, PSPNetPreprocessor(scale)(image[np.newaxis]))
     return logits_at_size(logits, image.shape[:2])[0].numpy()
 
 
@@ -95,7 +95,7 @@ def test_one_window_covering_the_image_is_the_whole_image_protocol(model, image)
 def test_slide_mode_averages_model_windows_like_mmseg(model, image):
     crop, stride = (24, 24), (16, 16)
     predictor = Predictor(model, SCALE, window=(crop, stride))
-    resized = preprocess(image[np.newaxis], SCALE).numpy()
+    resized = PSPNetPreprocessor(SCALE)(image[np.newaxis]).numpy()
     expected = reference_slide(lambda crop_: network_logits(model, crop_), resized, crop, stride)
     expected = logits_at_size(tf.constant(expected, tf.float32), image.shape[:2])[0]
     np.testing.assert_allclose(predictor.logits(image), expected, rtol=1e-4, atol=1e-4)
@@ -125,10 +125,10 @@ def full_size_labels(views: list[tf.Tensor], size) -> np.ndarray:
     ((48, 40), (97, 131), 150, 1), ((60, 40), (90, 17), 5, 12), ((1, 1), (5, 5), 3, 1),
     ((40, 30), (40, 30), 6, 2),
 ])
-@pytest.mark.parametrize("band_bytes", [1, predictor_module.BAND_BYTES])
+@pytest.mark.parametrize("band_bytes", [1, prediction_module.BAND_BYTES])
 def test_labels_in_bands_equal_the_full_size_argmax(monkeypatch, source, size, classes, views,
                                                     band_bytes):
-    monkeypatch.setattr(predictor_module, "BAND_BYTES", band_bytes)
+    monkeypatch.setattr(prediction_module, "BAND_BYTES", band_bytes)
     rng = np.random.default_rng(sum(size) + classes)
     logits = [tf.constant(rng.standard_normal((2, *source, classes)), tf.float32)
               for _ in range(views)]
@@ -143,7 +143,7 @@ def test_labels_in_bands_equal_the_full_size_argmax(monkeypatch, source, size, c
 @pytest.mark.parametrize("options", [
     {}, {"ratios": (0.5, 1.25), "flip": True}, {"window": ((24, 24), (16, 16))}])
 def test_predictor_labels_are_the_argmax_of_its_full_size_logits(monkeypatch, model, options):
-    monkeypatch.setattr(predictor_module, "BAND_BYTES", 4 * 61 * 4 * 5)  # bands of 5 rows
+    monkeypatch.setattr(prediction_module, "BAND_BYTES", 4 * 61 * 4 * 5)  # bands of 5 rows
     image = np.random.default_rng(8).integers(0, 256, (43, 61, 3), dtype=np.uint8)
     predictor = Predictor(model, SCALE, **options)
     expected = tf.argmax(predictor.logits(image), axis=-1, output_type=tf.int32)

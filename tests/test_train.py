@@ -60,15 +60,21 @@ def test_training_writes_a_complete_run_directory(finished_run):
 def test_training_writes_a_self_describing_final_model(finished_run, demo_root):
     import keras
 
-    from pspnet_tf import SegmentationModel, load_weights
+    from pspnet_tf import load_weights
     from pspnet_tf.data.demo import DEMO_CLASS_NAMES
+    from pspnet_tf.models import PSPNetSegmenter
 
     run_dir, _ = finished_run
     model = keras.saving.load_model(os.path.join(run_dir, "final_model.keras"))
-    assert isinstance(model, SegmentationModel) and not isinstance(model.output, dict)
-    assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
-    assert model.metadata["scale"] == [48, 48] and model.metadata["dataset"] == "demo"
-    assert model.metadata["data_root"] == demo_root and model.metadata["num_classes"] == 5
+    assert isinstance(model, PSPNetSegmenter) and not isinstance(model.output, dict)
+    assert model.class_names == list(DEMO_CLASS_NAMES) and model.num_classes == 5
+    assert model.scale == (48, 48) and model.dataset == "demo"
+    assert model.data_root == demo_root
+    assert not model.tap_gradients and model.recompute is None  # training choices stay out
+    from pspnet_tf.models.convolution import has_accelerator
+    taps = "off" if has_accelerator() else "on"  # auto: on where no GPU or TPU is seen
+    log = open(os.path.join(run_dir, "train.log")).read()
+    assert f"tap gradients {taps} (--tap_gradients=auto)" in log
     weights = tiny_model(5)
     load_weights(weights, os.path.join(run_dir, "final_weights.h5"))
     images = np.random.default_rng(1).normal(size=(1, 40, 52, 3)).astype("float32")

@@ -1,6 +1,6 @@
 """What training asks of TensorFlow: oneDNN before TensorFlow starts
-(pspnet_tf/cli/startup.py), oneDNN's pool left as it is, and from --memory_saving the
-recomputation of the early stages (pspnet_tf/training/memory_saving.py)."""
+(pspnet_tf/cli/startup.py), oneDNN's pool left as it is, and from --tap_gradients and
+--memory_saving the training choices of the model (pspnet_tf/training/memory_saving.py)."""
 
 import ast
 import json
@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
-import tensorflow as tf
 from helpers import TINY_HEADS
 
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.models.factory import build_model
-from pspnet_tf.training.memory_saving import memory_saving_on
-from pspnet_tf.training.trainer import compile_for_training
+from pspnet_tf.training import memory_saving
+from pspnet_tf.training.memory_saving import TrainingChoices, memory_saving_on, training_choices
+from pspnet_tf.training.trainer import build_training_model, compile_for_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR")
@@ -64,13 +63,27 @@ def test_memory_saving_follows_the_pixels_of_a_workers_batch(fields, tf_config, 
     assert memory_saving_on(ExperimentConfig.from_fields(**fields)) is expected
 
 
-@pytest.mark.parametrize("memory_saving, recomputes", [("on", True), ("off", False)])
-def test_compile_for_training_recomputes_early_stages_only_when_saving_memory(
-        memory_saving, recomputes):
-    if tf.config.list_logical_devices("GPU"):
-        pytest.skip("hosts with a GPU keep the plain training call")
+@pytest.mark.parametrize("fields, accelerator, expected", [
+    ({}, False, TrainingChoices(tap_gradients=True, recompute="layer2")),  # 16 x 512x512
+    ({}, True, TrainingChoices(tap_gradients=False, recompute=None)),
+    ({"batch_size": 8, "crop_size": (128, 128)}, False, TrainingChoices(True, None)),  # demo
+    ({"tap_gradients": "off", "memory_saving": "off"}, False, TrainingChoices(False, None)),
+    ({"tap_gradients": "on", "memory_saving": "on"}, True, TrainingChoices(True, "layer2")),
+])
+def test_the_training_choices_follow_the_flags_and_the_host(fields, accelerator, expected,
+                                                            monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(memory_saving, "has_accelerator", lambda: accelerator)
+    assert training_choices(ExperimentConfig.from_fields(**fields)) == expected
+
+
+@pytest.mark.parametrize("memory_saving, recompute", [("on", "layer2"), ("off", None)])
+def test_the_training_model_is_built_with_the_choices(memory_saving, recompute):
     config = ExperimentConfig.from_fields(num_classes=4, backbone="resnet18_v1c",
-                                          memory_saving=memory_saving, **TINY_HEADS)
-    model = build_model(config, training_heads=True)
+                                          memory_saving=memory_saving, tap_gradients="on",
+                                          **TINY_HEADS)
+    model = build_training_model(config)
+    assert (model.tap_gradients, model.recompute, model.auxiliary_head) == (
+        True, recompute, True)
     compile_for_training(model, config, total_steps=10)
-    assert ("call" in vars(model)) is recomputes  # recompute_early_stages replaces it
+    assert "call" not in vars(model)  # a method of the class, not of the instance

@@ -9,10 +9,10 @@ from pspnet_tf.convert.mapping import assign
 from pspnet_tf.convert.pretrained import checkpoint_weights
 from pspnet_tf.convert.torch_io import read_state_dict
 from pspnet_tf.errors import UserError
-from pspnet_tf.models import save_weights
+from pspnet_tf.models import PSPNetSegmenter, save_weights
 
 
-def weights_model(model: keras.Model, converted: set[str]) -> keras.Model:
+def weights_model(model: PSPNetSegmenter, converted: set[str]) -> keras.Model:
     """The part of `model` that holds exactly the converted layers, to save only those.
 
     Heads the checkpoint did not fill (no auxiliary head, a skipped classifier, or all
@@ -26,7 +26,7 @@ def weights_model(model: keras.Model, converted: set[str]) -> keras.Model:
         elif before in converted:
             outputs.append(model.get_layer(classifier).input)
     if not outputs:
-        outputs.append(model.get_layer("psp_modules_0_pool").input)  # stage-4 features
+        outputs.append(model.backbone.stage_outputs["layer4"])
     part = keras.Model(model.inputs, outputs, name=f"{model.name}_converted")
     held = {layer.name for layer in part.layers if layer.weights}
     if held != converted:
@@ -34,7 +34,7 @@ def weights_model(model: keras.Model, converted: set[str]) -> keras.Model:
     return part
 
 
-def convert_checkpoint(model: keras.Model, checkpoint: str, source: str, output: str,
+def convert_checkpoint(model: PSPNetSegmenter, checkpoint: str, source: str, output: str,
                        allow_missing_classifier: bool = False) -> list[str]:
     """Converts `checkpoint` (path or URL) for `model`, a training-heads PSPNet, into `output`.
 

@@ -18,7 +18,7 @@ from pspnet_tf.convert.mapping import (
 from pspnet_tf.convert.registry import find_checkpoint, is_pretrained_name
 from pspnet_tf.convert.torch_io import read_state_dict
 from pspnet_tf.errors import UserError
-from pspnet_tf.models.weights import AUX_PREFIX
+from pspnet_tf.models.heads import is_auxiliary_layer
 
 SOURCES = ("mmseg", "resnet_v1c")
 AUX_HEAD_PREFIX = "auxiliary_head."
@@ -44,7 +44,7 @@ def checkpoint_weights(model: keras.Model, state: dict[str, np.ndarray], path: s
     layers = [layer for layer in model.layers if layer.weights]
     if source == "mmseg":
         if not any(key.startswith(AUX_HEAD_PREFIX) for key in state):
-            layers = [layer for layer in layers if not layer.name.startswith(AUX_PREFIX)]
+            layers = [layer for layer in layers if not is_auxiliary_layer(layer.name)]
     else:
         state = imagenet_to_backbone_keys(state)
         layers = [layer for layer in layers if is_backbone_layer(layer.name)]

@@ -15,13 +15,9 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.errors import UserError
-from pspnet_tf.inference.predictor import (
-    labels_at_size,
-    logits_at_size,
-    network_logits,
-    preprocess,
-)
 from pspnet_tf.models.folding import fold_batchnorm
+from pspnet_tf.models.prediction import labels_at_size, logits_at_size, network_logits
+from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
                      "send differently sized images in separate requests")
@@ -98,14 +94,14 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     if os.path.exists(path):
         raise UserError(f"{path} already exists; pass another --version or leave it out to "
                         f"use the next free one ({next_version(export_dir)})")
-    scale = tuple(scale)
+    preprocessor = PSPNetPreprocessor(scale)
     model = fold_batchnorm(model)
     network = functools.partial(network_logits, model)
     if jit_compile:
         network = tf.function(network, jit_compile=True)
 
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = network(preprocess(images, scale))
+        logits = network(preprocessor(images))
         size = tf.shape(images)[1:3]
         outputs = {"segmentation": labels_at_size([logits], size)}
         if with_probabilities:

@@ -22,7 +22,7 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.inference.precision import with_precision
 from pspnet_tf.models import load_weights
 from pspnet_tf.models.factory import build_model
-from pspnet_tf.models.segmentation_model import load_model_file
+from pspnet_tf.models.saving import load_model_file
 
 # Settings a self-describing model brings; naming one in `overridden` keeps the config's.
 _DESCRIBED = ("dataset", "data_root", "num_classes", "scale")

@@ -14,20 +14,9 @@ formulation.)
 import keras
 import tensorflow as tf
 
-from pspnet_tf.data.transforms import keep_ratio_size
-from pspnet_tf.inference.predictor import (
-    logits_at_size,
-    network_logits,
-    normalized_at_size,
-    preprocess,
-)
 from pspnet_tf.models.folding import fold_batchnorm
-
-
-def _static_network_size(input_size: tuple[int, int], scale: tuple[int, int]) -> tuple[int, int]:
-    """The keep-ratio size `preprocess` computes for `input_size`, as Python ints."""
-    height, width = keep_ratio_size(input_size[0], input_size[1], tuple(scale))
-    return int(height), int(width)
+from pspnet_tf.models.prediction import logits_at_size, network_logits
+from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 
 def segmentation_function(model: keras.Model, scale: tuple[int, int],
@@ -43,19 +32,21 @@ def segmentation_function(model: keras.Model, scale: tuple[int, int],
     H * W * classes as in evaluate.py's `logits`).
     """
     network = fold_batchnorm(model)
+    preprocessor = PSPNetPreprocessor(scale)
     height, width = input_size if input_size else (None, None)
     # Computed here, eagerly: the graph gets Python ints, not float64 size arithmetic.
-    network_size = _static_network_size(input_size, scale) if input_size else None
+    network_size = (tuple(int(edge) for edge in preprocessor.network_size(*input_size))
+                    if input_size else None)
     spec = tf.TensorSpec([1, height, width, 3], tf.uint8, name="images")
 
     @tf.function(input_signature=[spec])
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
         pixels = tf.cast(images, tf.float32)
         if input_size:
-            inputs = normalized_at_size(pixels, network_size)
+            inputs = preprocessor(pixels, size=network_size)
             size = tf.constant(input_size, tf.int32)
         else:
-            inputs = preprocess(pixels, tuple(scale))
+            inputs = preprocessor(pixels)
             size = tf.shape(images)[1:3]
         logits = logits_at_size(network_logits(network, inputs), size)
         return {"segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}

@@ -5,11 +5,13 @@ Layer names follow the mmsegmentation state-dict keys with "." replaced by "_"
 """
 
 import dataclasses
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from pspnet_tf.models.layers import FusedBatchNormalization
+from pspnet_tf.models.layers import PACKAGE, Conv2D, FusedBatchNormalization
+from pspnet_tf.models.presets import BACKBONE_PRESETS, Preset, find_preset, load_preset
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
@@ -59,7 +61,7 @@ def conv(x: tf.Tensor, filters: int, kernel: int, name: str, stride: int = 1, di
     if stride > 1 and kernel > 1:
         x = keras.layers.ZeroPadding2D(dilation * (kernel // 2), name=f"{name}_pad")(x)
         padding = "valid"
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, kernel, strides=stride, dilation_rate=dilation, padding=padding,
         use_bias=use_bias, name=name,
     )(x)
@@ -93,8 +95,12 @@ def _residual_block(x: tf.Tensor, spec: ResNetSpec, planes: int, stride: int, di
     return keras.layers.ReLU(name=f"{name}_relu")(y)
 
 
-def resnet_v1c(inputs: tf.Tensor, backbone: str, output_stride: int) -> list[tf.Tensor]:
-    """Builds the backbone on `inputs`; returns the outputs of its four stages.
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def resnet_v1c(inputs: tf.Tensor, backbone: str, output_stride: int) -> dict[str, tf.Tensor]:
+    """Builds the backbone on `inputs`; returns the outputs of the stem and the four stages
+    by name (STAGES).
 
     Dilated stages use contract_dilation: their first block has half the dilation.
     """
@@ -112,8 +118,7 @@ def resnet_v1c(inputs: tf.Tensor, backbone: str, output_stride: int) -> list[tf.
     # Zero padding equals PyTorch's -inf padding here because the input is post-ReLU.
     x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
-
-    stage_outputs = []
+    outputs = {"stem": x}
     for stage, (planes, blocks, stride, dilation) in enumerate(
         zip(STAGE_PLANES, spec.blocks, strides, dilations), start=1
     ):
@@ -123,5 +128,85 @@ def resnet_v1c(inputs: tf.Tensor, backbone: str, output_stride: int) -> list[tf.
                 x, spec, planes, stride if block == 0 else 1, block_dilation,
                 name=f"layer{stage}_{block}",
             )
-        stage_outputs.append(x)
-    return stage_outputs
+        outputs[f"layer{stage}"] = x
+    return outputs
+
+
+def set_tap_gradients(model: keras.Model, enabled: bool) -> None:
+    """Sets the `tap_gradient` config field of every convolution of `model` that has one."""
+    for layer in model.layers:
+        if hasattr(layer, "tap_gradient"):
+            layer.tap_gradient = enabled
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ResNetV1cBackbone(keras.Model):
+    """The dilated ResNetV1c backbone of PSPNet, a functional model from "images" (NHWC
+    float32, normalised as in docs/recipe.md, any height and width) to layer4's features.
+
+    `depth` is 18, 50 or 101; `output_stride` 8 (D8) or 16 (D16). `stage_outputs` holds the
+    symbolic outputs of the stem and the four stages by name (STAGES), for heads and feature
+    extractors built on them. `tap_gradients` gives the convolutions the tap gradient
+    (`pspnet_tf.models.convolution`) for training on CPUs; forward values are unchanged.
+    Serialised like keras-hub's backbones: the constructor arguments are the config.
+    """
+
+    def __init__(self, depth: int = 50, output_stride: int = 8, tap_gradients: bool = False,
+                 **kwargs: Any) -> None:
+        images = keras.Input(shape=(None, None, 3), name="images")
+        stages = resnet_v1c(images, backbone_name(depth), output_stride)
+        kwargs.setdefault("name", f"resnet{depth}_v1c_d{output_stride}")
+        super().__init__(inputs=images, outputs=stages["layer4"], **kwargs)
+        self.depth = depth
+        self.output_stride = output_stride
+        self.tap_gradients = tap_gradients
+        self.stage_outputs = stages
+        set_tap_gradients(self, tap_gradients)
+
+    @property
+    def pyramid_outputs(self) -> dict[str, keras.KerasTensor]:
+        """`stage_outputs`, under keras-hub's name for it."""
+        return self.stage_outputs
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable, "depth": self.depth,
+                "output_stride": self.output_stride, "tap_gradients": self.tap_gradients}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None
+                    ) -> "ResNetV1cBackbone":
+        return cls(**config)
+
+    presets: dict[str, Preset] = BACKBONE_PRESETS
+
+    @classmethod
+    def list_presets(cls) -> list[str]:
+        """The names `from_preset` accepts: open-mmlab's ImageNet weights."""
+        return list(cls.presets)
+
+    @classmethod
+    def from_preset(cls, name: str, cache_dir: str | None = None) -> "ResNetV1cBackbone":
+        """The D8 backbone with the ImageNet weights of preset `name` (`list_presets()`),
+        downloaded once and converted (`pspnet_tf.convert`).
+
+        `cache_dir` defaults to $PSPNET_TF_CACHE, else $KERAS_HOME/pspnet_tf or
+        ~/.keras/pspnet_tf.
+        """
+        preset = find_preset(name, cls.presets, " as a backbone")
+        return load_preset(preset, cache_dir, cls)
+
+
+def backbone_name(depth: int) -> str:
+    """The RESNET_SPECS key of a depth: 50 -> "resnet50_v1c"."""
+    name = f"resnet{depth}_v1c"
+    if name not in RESNET_SPECS:
+        depths = sorted(int(key[6:].split("_")[0]) for key in RESNET_SPECS)
+        raise ValueError(f"unknown ResNetV1c depth {depth}; choose one of {depths}")
+    return name
+
+
+def backbone_depth(name: str) -> int:
+    """The depth of a RESNET_SPECS key: "resnet50_v1c" -> 50."""
+    if name not in RESNET_SPECS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(RESNET_SPECS)}")
+    return int(name[len("resnet"):].split("_")[0])

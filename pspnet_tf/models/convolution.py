@@ -1,21 +1,18 @@
-"""Convolutions whose training gradient is computed faster on CPU-only hosts.
+"""The tap gradient of a convolution: kernel and input gradients computed by matrix products
+per kernel tap, which is faster on CPUs than TensorFlow's own.
 
-Forward values are exactly Keras's; only how the kernel and input gradients are computed
-differs, and only where TensorFlow sees no GPU or TPU. Models are built of plain
-`keras.layers.Conv2D`; `use_tap_gradients` swaps this gradient into a model for training.
+Forward values are exactly Keras's; only how the gradients are computed differs. Layers
+choose it by a config field (`tap_gradient` of `pspnet_tf.models.layers.Conv2D` and
+`PyramidBottleneckConv`), set for a whole model by `PSPNetSegmenter(tap_gradients=...)`;
+training picks it per host (`--tap_gradients`).
 """
 
-import functools
-
-import keras
 import tensorflow as tf
-
-from pspnet_tf.models.layers import PyramidBottleneckConv
 
 
 def has_accelerator() -> bool:
     """Whether TensorFlow sees a GPU or TPU: there its own gradients and memory planning are
-    kept, and the CPU-only training changes (tap gradients, recomputation) stay off."""
+    kept by default, and the CPU training choices (tap gradients, recomputation) stay off."""
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
@@ -29,10 +26,9 @@ def _kernel_gradient_by_taps(padded_inputs: tf.Tensor, upstream: tf.Tensor,
 
     Each window is a copy of the input. Nothing in the data flow stops a traced step from
     cutting all windows as soon as the padded input exists and holding them until their
-    products run: for the PPM bottleneck (2048 channels, 64x64, batch 2) 9 x 67 MB. A
-    control dependency on the previous tap's product bounds that to one window, at no cost
-    in time (the taps run one after another anyway with one inter-op thread). How much it
-    saves depends on TensorFlow's scheduling (docs/performance.md).
+    products run: nine copies of the input for a 3x3 kernel. A control dependency on the
+    previous tap's product bounds that to one window, at no cost in time (the taps run one
+    after another anyway with one inter-op thread).
     """
     height, width = tf.shape(upstream)[1], tf.shape(upstream)[2]
     channels, filters = padded_inputs.shape[-1], upstream.shape[-1]
@@ -49,19 +45,17 @@ def _kernel_gradient_by_taps(padded_inputs: tf.Tensor, upstream: tf.Tensor,
 
 def conv2d(inputs: tf.Tensor, kernel: tf.Tensor, padding: str,
            dilation: tuple[int, int] = (1, 1)) -> tf.Tensor:
-    """`tf.nn.convolution` with stride 1 ("SAME" or "VALID"), a faster kernel gradient on CPUs.
+    """`tf.nn.convolution` with stride 1 ("SAME" or "VALID") and a faster kernel gradient on
+    CPUs.
 
-    On this project's CPUs TensorFlow's Conv2DBackpropFilter (oneDNN or Eigen) ran at a third
-    (the 4096-channel PPM bottleneck: 3.2 s against 1.1 s per 512x512 batch of 2) to two
-    thirds (the wide 1x1 layers) of the speed of a matrix product, and was the largest cost
-    of a training step. Here the kernel gradient is computed by
-    `_kernel_gradient_by_taps` instead, and the input gradient as the convolution of the
-    upstream gradient with the flipped kernel (which, unlike Conv2DBackpropInput, has a
-    dilated CPU kernel without oneDNN). Forward values are Keras's own (the same op).
-    Hosts with a GPU or TPU keep TensorFlow's gradient (cuDNN's is fast).
+    On CPUs TensorFlow's Conv2DBackpropFilter (oneDNN or Eigen) runs well below the speed of
+    a matrix product of the same size and was the largest cost of a training step
+    (docs/performance.md). Here the kernel gradient is computed by `_kernel_gradient_by_taps`
+    instead, and the input gradient as the convolution of the upstream gradient with the
+    flipped kernel (which, unlike Conv2DBackpropInput, has a dilated CPU kernel without
+    oneDNN). Forward values are Keras's own (the same op). On GPUs cuDNN's gradient is fast,
+    so accelerators keep TensorFlow's by default.
     """
-    if has_accelerator():
-        return tf.nn.convolution(inputs, kernel, padding=padding, dilations=dilation)
     kernel_size = tuple(kernel.shape[:2])
     reach = [(size - 1) * rate for size, rate in zip(kernel_size, dilation)]
     before = [r // 2 if padding == "SAME" else 0 for r in reach]
@@ -84,34 +78,3 @@ def conv2d(inputs: tf.Tensor, kernel: tf.Tensor, padding: str,
         return outputs, gradient
 
     return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
-
-
-def _uses_tap_gradient(layer: keras.layers.Layer) -> bool:
-    """Keras's own stride-1 Conv2D: strided convolutions keep Keras's op, as there the window
-    slices cost more than they save."""
-    return (type(layer) is keras.layers.Conv2D and layer.strides == (1, 1)
-            and layer.groups == 1 and layer.data_format == "channels_last")
-
-
-def use_tap_gradients(model: keras.Model) -> int:
-    """Makes `model`'s stride-1 convolutions compute their gradients with `conv2d`; returns
-    how many layers now do.
-
-    For training only (`compile_for_training` calls it before the train function is traced).
-    The layers stay what they are, `keras.layers.Conv2D` and `PyramidBottleneckConv` with the
-    same configuration and weights; only each instance's `convolution_op` is replaced, so
-    forward values are bit-identical and a model saved afterwards (`model.save`) is as
-    portable as before. Copies (`fold_batchnorm`, `keras.models.clone_model`, a reloaded
-    `.keras` file) have Keras's gradient again.
-    """
-    swapped = 0
-    for layer in model.layers:
-        if _uses_tap_gradient(layer):
-            layer.convolution_op = functools.partial(
-                conv2d, padding=layer.padding.upper(), dilation=layer.dilation_rate)
-        elif isinstance(layer, PyramidBottleneckConv):
-            layer.convolution_op = functools.partial(conv2d, padding="SAME")
-        else:
-            continue
-        swapped += 1
-    return swapped

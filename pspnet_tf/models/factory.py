@@ -12,12 +12,18 @@ from typing import TYPE_CHECKING
 import keras
 
 from pspnet_tf.models.pspnet import build_pspnet
+from pspnet_tf.models.segmenter import PSPNetSegmenter
 
 if TYPE_CHECKING:
     from pspnet_tf.config import ExperimentConfig
 
 
-def build_model(config: ExperimentConfig, training_heads: bool) -> keras.Model:
-    """The PSPNet that `config` describes, in its dtype policy (Keras keeps it global)."""
+def build_model(config: ExperimentConfig, training_heads: bool, tap_gradients: bool = False,
+                recompute: str | None = None) -> PSPNetSegmenter:
+    """The PSPNet that `config` describes, in its dtype policy (Keras keeps it global), with
+    the training choices `tap_gradients` and `recompute` (see `PSPNetSegmenter`)."""
     keras.mixed_precision.set_global_policy(config.runtime.mixed_precision)
-    return build_pspnet(**config.model, training_heads=training_heads)
+    return build_pspnet(**config.model, training_heads=training_heads,
+                        scale=config.data.scale, dataset=config.data.dataset,
+                        data_root=config.data.data_root, tap_gradients=tap_gradients,
+                        recompute=recompute)

@@ -14,7 +14,7 @@ def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormaliza
             consumers.setdefault(id(tensor), []).append(layer)
     pairs = {}
     for layer in model.layers:
-        if type(layer) is not keras.layers.Conv2D:  # PyramidBottleneckConv computes more
+        if not isinstance(layer, keras.layers.Conv2D):  # PyramidBottleneckConv computes more
             continue
         users = consumers.get(id(layer.output), [])
         if len(users) == 1 and isinstance(users[0], keras.layers.BatchNormalization):
@@ -39,10 +39,9 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     """A copy of `model` in which each BatchNorm that follows a convolution is folded into it.
 
     Inference only: the moving statistics become the convolution's kernel and bias, so the
-    copy gives the same outputs up to float rounding while skipping one pass over each of
-    those activations. The copy has Keras's gradients (a training model's
-    `use_tap_gradients` is not copied). `model` itself is left unchanged and can go on
-    training.
+    copy (a plain functional model) gives the same outputs up to float rounding while
+    skipping one pass over each of those activations. `model` itself is left unchanged and
+    can go on training.
     """
     pairs = _foldable_pairs(model)
     folded = {norm.name for norm in pairs.values()}

@@ -6,16 +6,27 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.models.backbone import batch_norm, conv_bn_relu
-from pspnet_tf.models.layers import AdaptiveAveragePooling2D, PyramidBottleneckConv
+from pspnet_tf.models.layers import (
+    AdaptiveAveragePooling2D,
+    Conv2D,
+    PyramidBottleneckConv,
+    SpatialDropout2D,
+)
 
 PYRAMID_BINS = (1, 2, 3, 6)
+AUX_PREFIX = "aux_"  # the auxiliary head's layer names start with it
+
+
+def is_auxiliary_layer(name: str) -> bool:
+    """Whether a layer of a PSPNet belongs to the auxiliary head (training only)."""
+    return name.startswith(AUX_PREFIX)
 
 
 def _classifier(x: tf.Tensor, num_classes: int, dropout: float, prefix: str) -> tf.Tensor:
     """Dropout2d (whole channels) then a 1x1 conv with bias, as mmsegmentation's `cls_seg`."""
     if dropout > 0:
-        x = keras.layers.SpatialDropout2D(dropout, name=f"{prefix}dropout")(x)
-    return keras.layers.Conv2D(num_classes, 1, name=f"{prefix}conv_seg")(x)
+        x = SpatialDropout2D(dropout, name=f"{prefix}dropout")(x)
+    return Conv2D(num_classes, 1, name=f"{prefix}conv_seg")(x)
 
 
 def psp_head(features: tf.Tensor, num_classes: int, channels: int = 512,
@@ -36,5 +47,6 @@ def psp_head(features: tf.Tensor, num_classes: int, channels: int = 512,
 def fcn_head(features: tf.Tensor, num_classes: int, channels: int = 256,
              dropout: float = 0.1) -> tf.Tensor:
     """The auxiliary head on stage-3 features: 3x3 conv, BN, ReLU, classifier."""
-    x = conv_bn_relu(features, channels, 3, "aux_convs_0_conv", "aux_convs_0_bn")
-    return _classifier(x, num_classes, dropout, prefix="aux_")
+    x = conv_bn_relu(features, channels, 3, f"{AUX_PREFIX}convs_0_conv",
+                     f"{AUX_PREFIX}convs_0_bn")
+    return _classifier(x, num_classes, dropout, prefix=AUX_PREFIX)

@@ -5,6 +5,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pspnet_tf.models.convolution import conv2d
+
 PACKAGE = "pspnet_tf"  # the registered names are "pspnet_tf>ClassName"
 
 
@@ -84,23 +86,24 @@ class PyramidBottleneckConv(keras.layers.Layer):
     The upsampled branches are never built. Convolution and bilinear upsampling are both
     linear, so the branch channels' share of the output is the 3x3 kernel applied to the
     small pooled maps, then upsampled with interpolation matrices shifted per kernel tap.
-    That removes the branches' half of the largest convolution in PSPNet (39 of 179 GMACs for
-    R-50-D8 at 512x512) and gives the same result up to float rounding. The kernel (weight
-    "kernel", shape (3, 3, all input channels, filters)) has the shape and layout of the
-    plain convolution's, so checkpoints load unchanged.
+    That removes the branches' half of the largest convolution in PSPNet and gives the
+    same result up to float rounding. The kernel (weight "kernel", shape (3, 3, all input
+    channels, filters)) has the shape and layout of the plain convolution's, so checkpoints
+    load unchanged.
 
     Called on [features, pooled_1, ..., pooled_n]; pooled maps may have any size. The
-    features' convolution goes through `convolution_op`, as in `keras.layers.Conv2D`, so that
-    training can swap in a faster gradient (`pspnet_tf.models.convolution`).
+    features' convolution takes the tap gradient (`pspnet_tf.models.convolution`) when the
+    config field `tap_gradient` is set, as `Conv2D` does.
     """
 
     KERNEL_SIZE = (3, 3)
 
     def __init__(self, filters: int, kernel_initializer: Any = "glorot_uniform",
-                 **kwargs: Any) -> None:
+                 tap_gradient: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.tap_gradient = tap_gradient
 
     def build(self, input_shapes: list[tuple]) -> None:
         features, *branches = input_shapes
@@ -116,6 +119,8 @@ class PyramidBottleneckConv(keras.layers.Layer):
         return self._kernel
 
     def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        if self.tap_gradient:
+            return conv2d(inputs, kernel, "SAME")
         return tf.nn.convolution(inputs, kernel, padding="SAME")
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
@@ -139,7 +144,32 @@ class PyramidBottleneckConv(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "tap_gradient": self.tap_gradient}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` whose training gradient is chosen by the config field
+    `tap_gradient`: Keras's (False), or `conv2d`'s (True; stride-1, ungrouped convolutions
+    only: strided ones keep Keras's, as there the window slices cost more than they save).
+
+    Weights, their names and the rest of the config are Keras's, so weight files of either
+    layer load into the other.
+    """
+
+    def __init__(self, *args: Any, tap_gradient: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tap_gradient = tap_gradient
+
+    def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        if (self.tap_gradient and self.strides == (1, 1) and self.groups == 1
+                and self.data_format == "channels_last"):
+            return conv2d(inputs, kernel, self.padding.upper(), self.dilation_rate)
+        return super().convolution_op(inputs, kernel)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "tap_gradient": self.tap_gradient}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -161,6 +191,17 @@ class ResizeLike(keras.layers.Layer):
         return (source[0], reference[1], reference[2], source[3])
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SpatialDropout2D(keras.layers.SpatialDropout2D):
+    """`keras.layers.SpatialDropout2D` (mmsegmentation's Dropout2d) whose `training`, when not
+    given, follows the enclosing call, as BatchNorm's does; Keras's defaults to False and
+    records that in the model's graph. So a part of a model run as a `keras.Function` inside
+    a training call drops out as the whole model does (`PSPNetSegmenter(recompute=...)`)."""
+
+    def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        return super().call(inputs, training=training)
+
+
 def _statistics_are_local(layer: keras.layers.BatchNormalization) -> bool:
     """Whether `layer` normalises with the statistics of this replica's batch alone: not
     synchronised, or synchronised across a single replica (one device, or no strategy)."""
@@ -174,9 +215,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Keras computes batch statistics and the normalisation from a dozen elementwise ops, each
     making a new tensor of the input's size, and as many again in the backward pass.
-    TensorFlow's FusedBatchNormV3 (oneDNN on the CPU, cuDNN on GPUs) makes one each way: on
-    the R-50-D8 training step at 2x512x512 (2-core CPU) that cut the step from about 20 to
-    18 s and its peak memory by about 360 MB (docs/performance.md). Used in training on 4-D
+    TensorFlow's FusedBatchNormV3 (oneDNN on the CPU, cuDNN on GPUs) makes one each way,
+    which saves step time and peak memory (docs/performance.md). Used in training on 4-D
     channels-last inputs without a mask or renorm, when the statistics are the replica's own
     (not synchronised, or one replica); synchronised statistics across replicas, inference
     and everything else run Keras' own code. Same outputs, gradients and moving-statistics

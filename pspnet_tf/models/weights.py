@@ -12,8 +12,7 @@ import keras
 
 from pspnet_tf.compat import legacy_h5_format
 from pspnet_tf.errors import UserError
-
-AUX_PREFIX = "aux_"
+from pspnet_tf.models.heads import is_auxiliary_layer
 
 
 def save_weights(model: keras.Model, path: str) -> None:
@@ -55,7 +54,7 @@ def load_weights(model: keras.Model, path: str) -> None:
                         "pass a .h5 file written by train.py or pspnet_tf.convert") from error
     missing = [layer.name for layer in model.layers
                if layer.weights and layer.name not in stored
-               and not layer.name.startswith(AUX_PREFIX)]
+               and not is_auxiliary_layer(layer.name)]
     if missing:
         raise UserError(f"{path} has no weights for {len(missing)} layers of the model "
                         f"(e.g. {', '.join(missing[:5])}); was it trained with another "

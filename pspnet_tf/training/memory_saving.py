@@ -1,35 +1,59 @@
-"""Whether a CPU training run trades step time for peak memory (`--memory_saving`).
+"""The training choices that trade nothing in the result for speed or memory, resolved per
+host from `--tap_gradients` and `--memory_saving` (both "auto", "on" or "off").
 
-The measure is `recompute_early_stages` (pspnet_tf/models/recompute.py): the stem, layer1
-and layer2 run again in the backward pass instead of keeping their activations, on hosts
-without a GPU or TPU. On the R-50-D8 step at 2x512x512 (2-core AMD EPYC, AVX2; one process
-per setting, docs/performance.md) it took the peak from 4819 to 4163 MB and from 4833 to
-4217 MB in two benchmark runs, within 5% of PyTorch's, for 1.09x and 0.99x the step time; on
-the demo's R-18-D8 at 8x128x128 there is little memory to save. So "auto" turns it on from
-AUTO_MIN_PIXELS crop pixels per worker and step.
+- Tap gradients (`PSPNetSegmenter(tap_gradients=True)`): the stride-1 convolutions compute
+  their gradients by matrix products per kernel tap, faster than TensorFlow's on CPUs.
+  auto: on where TensorFlow sees no GPU or TPU (cuDNN's own gradient is fast).
+- Recomputation (`PSPNetSegmenter(recompute="layer2")`): the stem, layer1 and layer2 run
+  again in the backward pass instead of keeping their activations, which lowers the peak
+  memory of large CPU batches at a small cost in step time. auto: on where TensorFlow sees
+  no GPU or TPU and a worker's batch holds at least AUTO_MIN_PIXELS crop pixels; small
+  batches (the demo's) have little to save.
 
-oneDNN's allocator stays its pool. Its malloc alternative (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`,
-which TensorFlow reads from the environment, so users can still choose it) hands large
-tensors back to the kernel when they are freed and page-faults to get them again on every
-step: the R-50-D8 step took 27.5 s instead of 19.4 s for a 4108 MB peak, and the demo ran at
-half speed. Neither glibc's settings for keeping freed memory (no mmap, no trimming; one
-arena or several) nor transparent huge pages changed that trade.
+The resolved choices are logged in train.log and recorded in the training model's config;
+config.json keeps the settings as given, so a run resumed on another host resolves them
+there. Figures: docs/performance.md.
 """
 
+import dataclasses
 import os
 
 from pspnet_tf.config import ExperimentConfig
+from pspnet_tf.models.convolution import has_accelerator
 from pspnet_tf.training.strategy import parse_tf_config
 
 AUTO_MIN_PIXELS = 2 * 512 * 512
+RECOMPUTED_THROUGH = "layer2"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingChoices:
+    """The `PSPNetSegmenter` training options a run uses."""
+
+    tap_gradients: bool
+    recompute: str | None
 
 
 def memory_saving_on(config: ExperimentConfig) -> bool:
-    """`--memory_saving`: on, off, or for auto whether a worker's batch (the global batch
-    over TF_CONFIG's training tasks) holds at least AUTO_MIN_PIXELS crop pixels."""
+    """`--memory_saving`: on, off, or for auto whether this host has no GPU or TPU and a
+    worker's batch (the global batch over TF_CONFIG's training tasks) holds at least
+    AUTO_MIN_PIXELS crop pixels."""
     setting = config.runtime.memory_saving
     if setting != "auto":
         return setting == "on"
     workers = max(parse_tf_config(os.environ.get("TF_CONFIG")).num_workers, 1)
     height, width = config.data.crop_size
-    return config.optimizer.batch_size // workers * height * width >= AUTO_MIN_PIXELS
+    large = config.optimizer.batch_size // workers * height * width >= AUTO_MIN_PIXELS
+    return large and not has_accelerator()
+
+
+def tap_gradients_on(config: ExperimentConfig) -> bool:
+    """`--tap_gradients`: on, off, or for auto whether this host has no GPU or TPU."""
+    setting = config.runtime.tap_gradients
+    return not has_accelerator() if setting == "auto" else setting == "on"
+
+
+def training_choices(config: ExperimentConfig) -> TrainingChoices:
+    """The training options `config` asks for on this host."""
+    return TrainingChoices(tap_gradients=tap_gradients_on(config),
+                           recompute=RECOMPUTED_THROUGH if memory_saving_on(config) else None)

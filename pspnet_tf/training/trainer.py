@@ -17,17 +17,15 @@ from pspnet_tf.data.splits import load_split
 from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
 from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
-from pspnet_tf.models import save_weights
-from pspnet_tf.models.convolution import use_tap_gradients
+from pspnet_tf.models import PSPNetSegmenter, save_weights
 from pspnet_tf.models.factory import build_model
-from pspnet_tf.models.recompute import recompute_early_stages
 from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger, ValidationCallback
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
 from pspnet_tf.training.history import EpochHistory, EpochLosses
 from pspnet_tf.training.interrupts import StopRequests
 from pspnet_tf.training.losses import SegmentationCrossEntropy
-from pspnet_tf.training.memory_saving import memory_saving_on
+from pspnet_tf.training.memory_saving import training_choices
 from pspnet_tf.training.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, prepare_run_dir
 from pspnet_tf.training.run_lock import run_dir_lock
 from pspnet_tf.training.schedules import make_optimizer
@@ -83,16 +81,18 @@ def _run_end_logged(run_log: _RunLogHandler) -> Iterator[None]:
         raise
 
 
+def build_training_model(config: ExperimentConfig) -> PSPNetSegmenter:
+    """The PSPNet of `config` with the auxiliary head and the training choices
+    (`--tap_gradients`, `--memory_saving`) resolved for this host."""
+    choices = training_choices(config)
+    return build_model(config, training_heads=True, tap_gradients=choices.tap_gradients,
+                       recompute=choices.recompute)
+
+
 def compile_for_training(model: keras.Model, config: ExperimentConfig,
                          total_steps: int) -> None:
     """SGD + poly schedule, main and 0.4-weighted aux losses, optional XLA; slots built now
-    so that a checkpoint restores into them. The stride-1 convolutions get the faster CPU
-    training gradient (`use_tap_gradients`), and with `--memory_saving` on CPU hosts the
-    stem, layer1 and layer2 are recomputed in the backward pass (`recompute_early_stages`);
-    the model stays a plain, savable PSPNet."""
-    use_tap_gradients(model)
-    if memory_saving_on(config):
-        recompute_early_stages(model)
+    so that a checkpoint restores into them."""
     settings = config.optimizer
     optimizer = make_optimizer(settings.learning_rate, total_steps, momentum=settings.momentum,
                                weight_decay=settings.weight_decay,
@@ -185,7 +185,7 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     total_steps = steps * optimizer.epochs
     keras.utils.set_random_seed(optimizer.seed)
     with strategy.scope():
-        model = build_model(config, training_heads=True)
+        model = build_training_model(config)
         # Before the run directory is created (a bad --pretrained leaves nothing behind)
         # and before the checkpoint restore (a resumed run keeps its trained weights).
         pretrained = apply_pretrained(model, runtime.pretrained) if runtime.pretrained else []
@@ -215,6 +215,9 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
     if pretrained:
         logging.info("initialised %d layers from --pretrained=%s", len(pretrained),
                      runtime.pretrained)
+    logging.info("tap gradients %s (--tap_gradients=%s), early stages recomputed: %s "
+                 "(--memory_saving=%s)", "on" if model.tap_gradients else "off",
+                 runtime.tap_gradients, model.recompute or "none", runtime.memory_saving)
     cause = likely_cause(optimizer.learning_rate, runtime.mixed_precision)
     losses = EpochLosses(LOSS_KEYS, steps)
     keeper = CheckpointKeeper(os.path.join(runtime.run_dir, CHECKPOINTS_DIR), model,

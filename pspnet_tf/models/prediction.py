@@ -1,0 +1,105 @@
+"""Label maps from a PSPNet's logits: the network call, the bilinear resize of logits to the
+image size and the argmax, one band of rows at a time, so that memory does not grow with
+image size times class count. `PSPNetSegmenter.segment`, `Predictor`
+(pspnet_tf.inference.predictor) and the SavedModel export share them.
+"""
+
+import weakref
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pspnet_tf.models.preprocessing import PSPNetPreprocessor
+
+def network_logits(model: keras.Model, inputs: tf.Tensor) -> tf.Tensor:
+    """Float32 main-head logits of an inference or training-heads model."""
+    outputs = model(inputs, training=False)
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+    return tf.cast(logits, tf.float32)
+
+
+def logits_at_size(logits: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """Bilinear (align_corners=False) resize of [B, h, w, C] logits to `size` (H, W)."""
+    return tf.image.resize(logits, size, "bilinear")
+
+
+# Float32 logits at the original size that `labels_at_size` holds per view at once (a band of
+# rows; at least one row). Small bands stay in cache, which is faster than larger ones
+# (docs/performance.md).
+BAND_BYTES = 4 * 2**20
+
+
+def _row_interpolation(rows: tf.Tensor, in_height: tf.Tensor,
+                       out_height: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Source rows (lower, upper) and weight of output `rows` in TensorFlow's bilinear
+    (half-pixel) resize, with the kernel's float32 arithmetic (CachedInterpolation)."""
+    scale = tf.cast(in_height, tf.float32) / tf.cast(out_height, tf.float32)
+    position = (tf.cast(rows, tf.float32) + 0.5) * scale - 0.5
+    floor = tf.floor(position)
+    lower = tf.maximum(tf.cast(floor, tf.int32), 0)
+    upper = tf.minimum(tf.cast(tf.math.ceil(position), tf.int32), in_height - 1)
+    return lower, upper, position - floor
+
+
+def resized_rows(logits: tf.Tensor, size: tf.Tensor, top: tf.Tensor,
+                 bottom: tf.Tensor) -> tf.Tensor:
+    """Rows [top, bottom) of `logits_at_size(logits, size)`, bit for bit, computing only them.
+
+    The resize kernel interpolates along the width first, then between two such rows. So
+    the source rows the band touches are resized to the full width by the kernel itself (their
+    height unchanged, which copies rows exactly), and each output row is then mixed from its
+    two rows with the kernel's weight and formula, `top + (bottom - top) * weight`.
+    """
+    lower, upper, weight = _row_interpolation(tf.range(top, bottom), tf.shape(logits)[1],
+                                              size[0])
+    first, last = lower[0], upper[-1]
+    widened = tf.image.resize(logits[:, first:last + 1], tf.stack([last + 1 - first, size[1]]),
+                              "bilinear")
+    above = tf.gather(widened, lower - first, axis=1)
+    below = tf.gather(widened, upper - first, axis=1)
+    return above + (below - above) * weight[:, tf.newaxis, tf.newaxis]
+
+
+def labels_at_size(views: Sequence[tf.Tensor], size: tf.Tensor) -> tf.Tensor:
+    """Int32 [B, H, W] argmax of the mean of `views` (logits [B, h, w, C], any h, w each)
+    resized to `size` (H, W): the labels of `logits_at_size`, averaged, argmax, exactly.
+
+    Works through bands of rows holding about BAND_BYTES of logits per view, because the
+    full-size logits take H * W * C * 4 bytes per view: 21.6 GB for a 6000x6000 image with
+    ADE20K's 150 classes.
+    """
+    shape = tf.shape(views[0])
+    row_bytes = 4 * tf.reduce_prod(tf.cast(tf.stack([shape[0], size[1], shape[3]]), tf.int64))
+    band = tf.cast(tf.maximum(BAND_BYTES // row_bytes, 1), tf.int32)
+    count = (size[0] + band - 1) // band
+
+    def body(index: tf.Tensor, bands: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
+        top = index * band
+        bottom = tf.minimum(top + band, size[0])
+        rows = [resized_rows(view, size, top, bottom) for view in views]
+        labels = tf.argmax(tf.add_n(rows) / len(views), axis=-1, output_type=tf.int32)
+        return index + 1, bands.write(index, tf.transpose(labels, [1, 0, 2]))
+
+    bands = tf.TensorArray(tf.int32, size=count, infer_shape=False)
+    _, bands = tf.while_loop(lambda index, _: index < count, body, (tf.constant(0), bands))
+    return tf.transpose(bands.concat(), [1, 0, 2])
+
+
+_WHOLE_IMAGE: "weakref.WeakKeyDictionary[keras.Model, tf.types.experimental.GenericFunction]" = (
+    weakref.WeakKeyDictionary())
+
+
+def whole_image_labels(model: keras.Model, preprocessor: PSPNetPreprocessor,
+                       image: np.ndarray | tf.Tensor) -> np.ndarray:
+    """Int32 class ids [H, W] for a uint8 RGB image [H, W, 3]: `Predictor(model, scale)`'s
+    whole-image protocol, traced once per model."""
+    if model not in _WHOLE_IMAGE:
+        def labels(pixels: tf.Tensor) -> tf.Tensor:
+            logits = network_logits(model, preprocessor(pixels[tf.newaxis]))
+            return labels_at_size([logits], tf.shape(pixels)[:2])[0]
+
+        _WHOLE_IMAGE[model] = tf.function(
+            labels, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    return _WHOLE_IMAGE[model](tf.convert_to_tensor(image, tf.uint8)).numpy()

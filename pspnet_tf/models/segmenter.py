@@ -1,0 +1,208 @@
+"""`PSPNetSegmenter`: PSPNet as one registered, serialisable Keras model, the record of "which
+PSPNet" that training, the presets and saved files share.
+
+Like keras-hub's segmenters it takes a backbone and is serialised by its constructor
+arguments (the backbone's config inside its own), so a `.keras` file holds the architecture,
+the classes (names, palette), the test scale and the dataset. Unlike keras-hub's, the
+backbone's layers are the segmenter's own layers (the heads are built on
+`backbone.stage_outputs`, not on a nested backbone call): layer names stay
+mmsegmentation's, so weights load and convert by name.
+"""
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pspnet_tf.models.backbone import STAGES, ResNetV1cBackbone, set_tap_gradients
+from pspnet_tf.models.heads import fcn_head, psp_head
+from pspnet_tf.models.layers import PACKAGE, ResizeLike
+from pspnet_tf.models.prediction import whole_image_labels
+from pspnet_tf.models.preprocessing import PSPNetPreprocessor
+from pspnet_tf.models.presets import SEGMENTER_PRESETS, Preset, find_preset, load_preset
+
+LOGITS, AUX_LOGITS = "logits", "aux_logits"
+
+
+@contextlib.contextmanager
+def _statistics_frozen(layers: list[keras.layers.BatchNormalization]) -> Iterator[None]:
+    """BatchNorm in training mode with momentum 1: the same outputs (batch statistics), and
+    a moving-statistics update that writes back the value already there."""
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 1.0
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PSPNetSegmenter(keras.Model):
+    """PSPNet: a dilated ResNetV1c backbone, the Pyramid Pooling Module head and, for
+    training, the auxiliary FCN head on layer3.
+
+    Inputs are NHWC float32 images normalised as `preprocessor` does (any height and
+    width); outputs are float32 logits at the input resolution, or with `auxiliary_head`
+    `{"logits": ..., "aux_logits": ...}` for the 0.4-weighted auxiliary loss. Both variants
+    share layer names, so weights move between them by name (`pspnet_tf.models.weights`).
+
+    Description (config only, no effect on the network): `class_names`, `palette` (RGB per
+    class), the test `scale` (LONG, SHORT), the `dataset` and its `data_root`, the `preset`
+    it came from.
+
+    Training choices (forward values unchanged; `--tap_gradients`, `--memory_saving`):
+    `tap_gradients` gives every stride-1 convolution the tap gradient
+    (`pspnet_tf.models.convolution`), faster on CPUs. `recompute` names a stage of
+    `STAGES` (e.g. "layer2"): in training calls the backbone up to its output keeps only the
+    images and that output, and runs again in the backward pass, which lowers the peak
+    memory where the activations are large and the arithmetic small. Its BatchNorm layers
+    run again with the same batch statistics and write their moving statistics back
+    unchanged, so they advance once per step; the stages have no dropout.
+    """
+
+    def __init__(self, backbone: ResNetV1cBackbone, num_classes: int, psp_channels: int = 512,
+                 aux_channels: int = 256, dropout: float = 0.1, auxiliary_head: bool = False,
+                 class_names: Sequence[str] | None = None,
+                 palette: Sequence[Sequence[int]] | np.ndarray | None = None,
+                 scale: Sequence[int] = (2048, 512), dataset: str | None = None,
+                 data_root: str | None = None, preset: str | None = None,
+                 tap_gradients: bool = False, recompute: str | None = None,
+                 **kwargs: Any) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        if recompute is not None and recompute not in STAGES:
+            raise ValueError(f"recompute must be None or one of {STAGES}, got {recompute!r}")
+        images, stages = backbone.input, backbone.stage_outputs
+        logits = psp_head(stages["layer4"], num_classes, channels=psp_channels, dropout=dropout)
+        # Logits leave the model in float32 whatever the dtype policy, for a stable loss.
+        outputs = ResizeLike(name=LOGITS, dtype="float32")([logits, images])
+        if auxiliary_head:
+            aux_logits = fcn_head(stages["layer3"], num_classes, channels=aux_channels,
+                                  dropout=dropout)
+            outputs = {LOGITS: outputs,
+                       AUX_LOGITS: ResizeLike(name=AUX_LOGITS, dtype="float32")(
+                           [aux_logits, images])}
+        kwargs.setdefault("name", f"pspnet_{backbone.name}")
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.psp_channels = psp_channels
+        self.aux_channels = aux_channels
+        self.dropout = dropout
+        self.auxiliary_head = auxiliary_head
+        self.class_names = None if class_names is None else [str(name) for name in class_names]
+        self.palette = None if palette is None else np.asarray(palette).astype(int).tolist()
+        self.scale = tuple(int(edge) for edge in scale)
+        self.dataset = dataset
+        self.data_root = data_root
+        self.preset = preset
+        self.tap_gradients = tap_gradients
+        self.recompute = recompute
+        set_tap_gradients(self, tap_gradients)
+        if recompute:
+            # keras.Function runs part of the graph between given tensors; no layer is copied.
+            self._early = keras.Model(images, stages[recompute], name=f"{self.name}_early")
+            self._late = keras.Function([images, stages[recompute]], outputs)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable,
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes, "psp_channels": self.psp_channels,
+                "aux_channels": self.aux_channels, "dropout": self.dropout,
+                "auxiliary_head": self.auxiliary_head, "class_names": self.class_names,
+                "palette": self.palette, "scale": list(self.scale), "dataset": self.dataset,
+                "data_root": self.data_root, "preset": self.preset,
+                "tap_gradients": self.tap_gradients, "recompute": self.recompute}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None
+                    ) -> "PSPNetSegmenter":
+        config = dict(config)
+        if isinstance(config["backbone"], dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(
+                config["backbone"], custom_objects=custom_objects)
+        return cls(**config)
+
+    def variant(self, **changes: Any) -> "PSPNetSegmenter":
+        """A new segmenter of this config with `changes` (e.g. auxiliary_head=False), holding
+        copies of this one's weights for every layer it shares by name."""
+        config = {**self.get_config(), **changes}
+        config.pop("name")
+        backbone = dict(config.pop("backbone")["config"])
+        backbone.pop("name")
+        backbone["tap_gradients"] = config["tap_gradients"]
+        copy = PSPNetSegmenter(ResNetV1cBackbone(**backbone), **config)
+        own = {layer.name: layer for layer in self.layers}
+        for layer in copy.layers:
+            if layer.weights and layer.name in own:
+                layer.set_weights(own[layer.name].get_weights())
+        return copy
+
+    @property
+    def preprocessor(self) -> PSPNetPreprocessor:
+        """The preprocessing the network expects, at this model's test scale."""
+        return PSPNetPreprocessor(self.scale)
+
+    @property
+    def metadata(self) -> dict:
+        """The description as the JSON dict earlier versions kept (`SegmentationModel`)."""
+        described = {"dataset": self.dataset, "data_root": self.data_root,
+                     "num_classes": self.num_classes, "class_names": self.class_names,
+                     "palette": self.palette, "scale": list(self.scale), "name": self.preset}
+        return {key: value for key, value in described.items() if value is not None}
+
+    def segment(self, image: np.ndarray | tf.Tensor) -> np.ndarray:
+        """Int32 class ids [H, W] for one uint8 RGB image [H, W, 3] of any size: the whole-
+        image protocol at the model's test scale (`pspnet_tf.inference.predictor`)."""
+        return whole_image_labels(self, self.preprocessor, image)
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        if not (training and self.recompute):
+            return super().call(inputs, training=training, mask=mask)
+        inputs = tf.convert_to_tensor(inputs)
+        early = self._early
+        batch_norms = [layer for layer in early.layers
+                       if isinstance(layer, keras.layers.BatchNormalization)]
+
+        @tf.custom_gradient
+        def run_early(images: tf.Tensor):
+            outputs = early(images, training=True)
+
+            def gradient(upstream: tf.Tensor, variables: list[tf.Variable]):
+                with _statistics_frozen(batch_norms), tf.GradientTape() as tape:
+                    tape.watch(images)
+                    again = early(images, training=True)
+                input_gradient, *variable_gradients = tape.gradient(
+                    again, [images, *variables], output_gradients=upstream)
+                return input_gradient, variable_gradients
+
+            return outputs, gradient
+
+        # The rest of the graph inherits training=True from this call.
+        return self._late([inputs, run_early(inputs)])
+
+    presets: dict[str, Preset] = SEGMENTER_PRESETS
+
+    @classmethod
+    def list_presets(cls) -> list[str]:
+        """The names `from_preset` accepts: open-mmlab's published PSPNets."""
+        return list(cls.presets)
+
+    @classmethod
+    def from_preset(cls, name: str, cache_dir: str | None = None) -> "PSPNetSegmenter":
+        """The inference PSPNet of published checkpoint `name` (`list_presets()`) with its
+        dataset's classes and test scale: downloaded, converted and cached as .keras the first
+        time (`pspnet_tf.convert`), loaded from the cache afterwards.
+
+        `cache_dir` defaults to $PSPNET_TF_CACHE, else $KERAS_HOME/pspnet_tf or
+        ~/.keras/pspnet_tf.
+        """
+        preset = find_preset(name, cls.presets, " as a segmenter")
+        return load_preset(preset, cache_dir, cls)
