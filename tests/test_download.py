@@ -13,7 +13,8 @@ import pytest
 
 from pspnet_tf.convert import fetch
 from pspnet_tf.convert.download import CACHE_ENV, TIMEOUT_ENV
-from pspnet_tf.convert.registry import BASE_ENV, CHECKPOINTS, OPENMMLAB
+from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
+from pspnet_tf.models.presets import PRESETS as CHECKPOINTS
 from pspnet_tf.errors import UserError
 
 # How long a stalled response waits at most before its connection is closed, so that a client

@@ -41,7 +41,7 @@ LOAD_IN_FRESH_PROCESS = """
 import sys
 import keras
 import numpy as np
-import pspnet_tf
+import pspnet_tf.models  # registers the model classes with Keras
 
 directory = sys.argv[1]
 images = np.load(f"{directory}/images.npy")

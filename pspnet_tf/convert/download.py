@@ -37,7 +37,7 @@ from typing import BinaryIO, TypeVar
 
 import keras
 
-from pspnet_tf.convert.registry import BASE_ENV, OPENMMLAB
+from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
 from pspnet_tf.errors import UserError, describe_error
 
 CACHE_ENV = "PSPNET_TF_CACHE"

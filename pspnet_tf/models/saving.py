@@ -2,7 +2,7 @@
 
 A `PSPNetSegmenter` carries what inference needs (class names, palette, test scale,
 dataset) in its own config, so `model.save("m.keras")` writes it into the file's
-config.json and `keras.saving.load_model` (after `import pspnet_tf`) gives it back.
+config.json and `keras.saving.load_model` (after `import pspnet_tf.models`) gives it back.
 
 Files written before the segmenter existed hold a `SegmentationModel`: a functional PSPNet
 with a `metadata` dict. That class stays registered so those files still open;
