@@ -40,6 +40,7 @@ PEER_IMPORTS = {
     ("training", "inference"),  # the validation predictor, final_model.keras
     ("training", "convert"),  # --pretrained
     ("inference", "convert"),  # --model=<published name>
+    ("atomic", "errors"),  # a failed write's EnvironmentFault
 }
 # Entry points besides cli/, __main__.py and pyproject's scripts: the public API, --help.
 COMMAND_MODULES = {f"{PACKAGE}", f"{PACKAGE}.cli_help"}
