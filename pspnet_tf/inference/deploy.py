@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 from absl import flags
 
+from pspnet_tf.atomic import check_can_create, remove_stale_temporaries
 from pspnet_tf.data.transforms import keep_ratio_size
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.predictor import (
@@ -75,7 +76,8 @@ def segmentation_function(model: keras.Model, scale: tuple[int, int],
 
 
 def check_new_file(path: str | None, flag: str, suffix: str) -> str:
-    """`path`, refused (before any work) if missing, existing, or with the wrong suffix."""
+    """`path`, refused (before any work) if missing, existing, with the wrong suffix, or in a
+    folder where it cannot be created."""
     if not path:
         raise UserError(f"{flag} is required: pass the file to write, e.g. {flag}=model{suffix}")
     if not path.endswith(suffix):
@@ -86,6 +88,8 @@ def check_new_file(path: str | None, flag: str, suffix: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"the folder of {flag}={path} does not exist; create it first")
+    remove_stale_temporaries(folder)  # of an export killed half-way
+    check_can_create(path)  # read-only, no permission, name too long: before the conversion
     return path
 
 
