@@ -18,13 +18,13 @@ from absl import flags
 from helpers import ROOT, TINY, error_lines, run_python, tiny_model
 from pspnet_tf.atomic import (DestinationTaken, check_can_create, remove_stale_temporaries,
                               temporary_prefix, write_atomically)
-from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.config import ExperimentConfig, config_from_flags, define_flags
 from pspnet_tf.errors import (ENVIRONMENT_FAULT_EXIT_STATUS, EnvironmentFault, UserError,
                               as_user_error, environment_fault)
 from pspnet_tf.inference.deploy import check_new_file
 from pspnet_tf.inference.export import export_saved_model
 from pspnet_tf.inference.outputs import save_output
-from pspnet_tf.training.run_dir import CONFIG_FILE, RUN_LOCK_FILE
+from pspnet_tf.training.run_dir import CONFIG_FILE, RUN_LOCK_FILE, prepare_run_dir
 from pspnet_tf.training.trainer import FINAL_MODEL, FINAL_WEIGHTS, train
 
 
@@ -147,6 +147,18 @@ def test_temporaries_of_dead_writers_are_removed_those_of_live_ones_kept(tmp_pat
     removed = remove_stale_temporaries(str(tmp_path))
     assert sorted(os.path.basename(path) for path in removed) == sorted(stale)
     assert sorted(os.listdir(tmp_path)) == sorted(kept)
+
+
+def test_a_run_dir_loses_the_temporaries_of_killed_writes_when_reopened(tmp_path):
+    config = ExperimentConfig.from_fields(run_dir=str(tmp_path / "run"))
+    prepare_run_dir(config)
+    host = temporary_prefix("x").split("-")[1]
+    left = [f".final_model.keras.tmp-{host}-{_dead_pid()}-ab12.keras",
+            ".final_model.keras.tmpab_cd123.keras", ".history.csv.tmpq1w2e3r4"]  # older names
+    for name in left:
+        (tmp_path / "run" / name).write_bytes(b"partial")
+    assert prepare_run_dir(config) is True
+    assert os.listdir(tmp_path / "run") == [CONFIG_FILE]
 
 
 def test_a_failed_saved_model_export_leaves_no_partial_folder(tmp_path, monkeypatch):

@@ -46,6 +46,10 @@ class _RunLogHandler(python_logging.FileHandler):
     """Writes run_dir/train.log; one at a time, so a later run in the same process does not
     also write into an earlier run's log."""
 
+    def handleError(self, record: python_logging.LogRecord) -> None:
+        """Drops a line train.log cannot take (a full disk) instead of printing a traceback
+        for each: the run's next write meets the same fault and stops it with one line."""
+
 
 def _log_to_file(path: str) -> _RunLogHandler:
     root = python_logging.getLogger()
