@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.atomic import check_can_create, remove_stale_temporaries, temporary_prefix
-from pspnet_tf.errors import UserError, environment_fault, environment_faults
+from pspnet_tf.errors import UserError, environment_faults
 from pspnet_tf.inference.predictor import (
     labels_at_size,
     logits_at_size,
@@ -103,12 +103,12 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
         raise UserError(f"{path} already exists; pass another --version or leave it out to "
                         f"use the next free one ({next_version(export_dir)})")
     # Before the minutes of tracing: the folder must take files (read-only, full, ...).
-    try:
-        os.makedirs(export_dir, exist_ok=True)
-    except OSError as error:
-        raise environment_fault(error, export_dir) or UserError(
-            f"cannot create --export_dir={export_dir} ({error.strerror or error}); pass a "
-            "folder that can be written") from None
+    with environment_faults(export_dir):
+        try:
+            os.makedirs(export_dir, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"cannot create --export_dir={export_dir}: a file is in the way; "
+                            "pass a folder that can be written") from None
     remove_stale_temporaries(export_dir)
     check_can_create(path)
     scale = tuple(scale)
