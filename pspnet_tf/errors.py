@@ -119,9 +119,10 @@ def environment_fault(error: BaseException, path: str | None = None) -> Environm
 
     The message names `path` (the file or folder the caller was writing, rather than the
     temporary file a library failed on), else the path the error names; for a file in the
-    way of a folder (EEXIST, ENOTDIR) the error's own path comes first. EEXIST counts only where a file stands in the way of a folder (an
-    existing folder met by `os.mkdir` is a bug); writers creating a file exclusively handle
-    the FileExistsError of a lost race themselves.
+    way of a folder (EEXIST, ENOTDIR) the error's own path comes first. EEXIST counts only
+    where a file stands in the way of a folder (an existing folder met by `os.mkdir` is a
+    bug); writers creating a file exclusively handle the FileExistsError of a lost race
+    themselves.
     """
     number = _fault_number(error)
     if number is None:

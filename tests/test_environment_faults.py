@@ -10,14 +10,13 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
 
 from helpers import ROOT, TINY, error_lines, run_python, tiny_model
-from pspnet_tf.atomic import (DestinationTaken, check_can_create, remove_stale_temporaries,
-                              temporary_prefix, write_atomically)
+from pspnet_tf.atomic import (DestinationTaken, remove_stale_temporaries, temporary_prefix,
+                              write_atomically)
 from pspnet_tf.config import ExperimentConfig, config_from_flags, define_flags
 from pspnet_tf.errors import (ENVIRONMENT_FAULT_EXIT_STATUS, EnvironmentFault, UserError,
                               as_user_error, environment_fault)
@@ -248,7 +247,8 @@ def test_a_read_only_run_dir_is_one_error(demo_root, tmp_path, in_repo):
 def test_an_over_long_run_dir_is_refused_before_anything_is_written(demo_root, tmp_path,
                                                                       in_repo):
     too_long_name = str(tmp_path / ("r" * 300))
-    with pytest.raises(EnvironmentFault, match=r"too long for the file system \(ENAMETOOLONG\); choose a shorter"):
+    with pytest.raises(EnvironmentFault,
+                       match=r"too long for the file system \(ENAMETOOLONG\); choose a shorter"):
         train(_config(demo_root, too_long_name))
     too_deep = str(tmp_path / "/".join(["d" * 200] * 20))  # fine itself, not its sub-paths
     with pytest.raises(EnvironmentFault, match="is too long: the files train.py writes"):
