@@ -1,24 +1,143 @@
-"""Atomic file writes: readers see the old file or the complete new one, never half of one."""
+"""Atomic file writes: readers see the old file or the complete new one, never half of one.
 
+A write goes to a temporary name beside its target that names the writing process
+(`.<target>.tmp-<host>-<pid>-<random><suffix>`), then is renamed. A failed write removes its
+temporary; one killed half-way (kill -9, a lost machine) leaves it, and the next write into
+that folder is swept by the next run of the command that wrote it
+(`remove_stale_temporaries`, once its writer is gone), so a full or small disk does not
+fill up with orphans. A write that fails for a fault of the machine
+(full disk, read-only folder, ...) raises an EnvironmentFault naming the target.
+"""
+
+import contextlib
+import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 
+from absl import logging
 
-def write_atomically(path: str, write: Callable[[str], None], suffix: str = "") -> None:
+from pspnet_tf.errors import EnvironmentFault, UserError, environment_faults
+
+# Short and file-name safe: a temporary name must not hit NAME_MAX where its target does not.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+# `.<target>.tmp-<host>-<pid>-...` (write_atomically, export's folders) and, from older
+# versions, `.tmp-<version>-<pid>` (SavedModel exports) and `<target>.tmp-<pid>` (weights).
+_TEMPORARY = re.compile(r"^(?:\..+\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-.*"
+                        r"|\.tmp-\d+-(?P<old_export_pid>\d+)|.+\.h5\.tmp-(?P<old_h5_pid>\d+))$")
+
+
+_NAME_IN_TEMPORARY = 64  # characters of the target's name kept in its temporary's name
+
+
+class DestinationTaken(UserError):
+    """An exclusive write found its target created meanwhile, by another process."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} was created by another process while this one wrote it; it "
+                         "was left as it is: let one process write into that folder")
+        self.path = path
+
+
+def temporary_prefix(path: str) -> str:
+    """The start of the names of this process's temporaries for `path` (same folder); short
+    enough for any name the file system allows for `path` itself."""
+    return f".{os.path.basename(path)[:_NAME_IN_TEMPORARY]}.tmp-{_HOST}-{os.getpid()}-"
+
+
+def _writer_gone(match: re.Match) -> bool:
+    """True when the process that made a temporary ran on this host and no longer exists."""
+    if match.group("host") not in (None, _HOST):
+        return False  # another host's (a shared disk): it cannot be checked from here
+    pid = int(next(group for group in match.group("pid", "old_export_pid", "old_h5_pid")
+                   if group))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Removes the temporary files and folders in `folder` whose writer is gone (killed
+    during a write); returns their paths. Those of live processes and other hosts stay."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []  # a folder that does not exist (yet) or cannot be read holds none of ours
+    removed = []
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match and _writer_gone(match):
+            path = os.path.join(folder, name)
+            logging.warning("removing %s, left by a write that was interrupted", path)
+            with contextlib.suppress(OSError):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def check_can_create(path: str) -> None:
+    """Raises an EnvironmentFault naming `path` unless a file of that name could be created
+    in its (existing) folder: a read-only disk, no permission, a name too long. Called
+    before long work, so that the work is not lost at its end."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with environment_faults(path):
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=temporary_prefix(path))
+        os.close(handle)
+        os.remove(probe)
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    if len(os.fsencode(os.path.basename(path))) > name_max:
+        raise EnvironmentFault(f"{path}: the file name is too long for the file system "
+                               f"(at most {name_max} bytes); choose a shorter name", path)
+
+
+def write_atomically(path: str, write: Callable[[str], None], suffix: str = "",
+                     exclusive: bool = False) -> None:
     """Calls `write(temporary)` for a new file beside `path`, then renames it to `path`.
 
     `suffix` ends the temporary name where a writer goes by it (Keras saves only to
-    `*.keras`). A failed or interrupted write leaves `path` as it was and removes the
-    temporary file when it can.
+    `*.keras`). With `exclusive`, `path` must not exist: a file created there meanwhile (by
+    another process) is kept and DestinationTaken is raised (a hard link makes the name
+    appear, complete, only if it is free; file systems without hard links, e.g. FAT, get
+    an exclusively created name that is then replaced). A failed or interrupted write leaves
+    `path` as it was and removes the temporary file when it can; a fault of the machine is
+    raised as an EnvironmentFault naming `path`.
     """
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=f".{os.path.basename(path)}.tmp",
-                                         suffix=suffix)
-    os.close(handle)
+    folder = os.path.dirname(os.path.abspath(path))
+    with environment_faults(path):
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=temporary_prefix(path),
+                                             suffix=suffix)
+        os.close(handle)
+        try:
+            write(temporary)
+            if exclusive:
+                _link_exclusively(temporary, path)
+            else:
+                os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+
+def _link_exclusively(temporary: str, path: str) -> None:
     try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here: claim the name, then fill it
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            os.replace(temporary, path)
+    except FileExistsError:
+        raise DestinationTaken(path) from None

@@ -44,6 +44,7 @@ PEER_IMPORTS = {
     ("training", "convert"),  # --pretrained
     ("inference", "convert"),  # --model=<published name>
     ("models", "data"),  # the preprocessor shares the data pipeline's resize and normalisation
+    ("atomic", "errors"),  # a failed write's EnvironmentFault
 }
 # Entry points besides cli/: the public API and the aliases of commands in cli/.
 PUBLIC_API = f"{PACKAGE}"

@@ -6,8 +6,9 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import app
 
+from pspnet_tf.cli.console import line_tracked_stdout, print_on_own_line
 from pspnet_tf.cli.help import prepare_argv
-from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
+from pspnet_tf.errors import RunInterrupted, UserError, as_user_error
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
 
@@ -25,7 +26,8 @@ def use_one_inter_op_thread_on_cpu() -> None:
 
 def run(main: Callable[[list[str]], None]) -> None:
     """`absl.app.run(main)`, printing user errors as `error: ...` and exiting with their
-    `exit_status` (2; 3 for a diverged training run), and an interrupted run's one line with
+    `exit_status` (2; 3 for a diverged training run; 4 for an environment fault such as a
+    full disk), and an interrupted run's one line with
     its exit status (RunInterrupted; 130 for a Ctrl-C met outside a run's training loop),
     never a stack trace."""
 
@@ -35,17 +37,18 @@ def run(main: Callable[[list[str]], None]) -> None:
         use_one_inter_op_thread_on_cpu()
         try:
             main(argv)
-        except (UserError, tf.errors.OpError) as error:
-            message = user_error_message(error)
-            if message is None:
+        except (UserError, OSError, tf.errors.OpError) as error:
+            user_error = as_user_error(error)  # environment faults too (exit status 4)
+            if user_error is None:
                 raise
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(error.exit_status if isinstance(error, UserError) else 2)
+            print_on_own_line(f"error: {user_error}")
+            sys.exit(user_error.exit_status)
         except RunInterrupted as interrupted:
-            print(interrupted, file=sys.stderr)
+            print_on_own_line(str(interrupted))
             sys.exit(interrupted.exit_status)
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+            print_on_own_line("interrupted")
             sys.exit(130)
 
-    app.run(guarded, argv=prepare_argv(sys.argv, main))
+    with line_tracked_stdout():  # so that those lines start on a line of their own
+        app.run(guarded, argv=prepare_argv(sys.argv, main))

@@ -13,6 +13,7 @@ inputs none of which is readable.
 """
 
 import collections
+import functools
 import os
 import sys
 
@@ -37,7 +38,7 @@ from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
 from pspnet_tf.data.images import read_image  # noqa: E402
 from pspnet_tf.errors import UserError  # noqa: E402
 from pspnet_tf.inference.images import PREDICT_REMEDY, find_inputs  # noqa: E402
-from pspnet_tf.inference.outputs import stem  # noqa: E402
+from pspnet_tf.inference.outputs import make_output_folders, save_output, stem  # noqa: E402
 from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side  # noqa: E402
 
 define_flags()
@@ -74,17 +75,6 @@ def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> lis
             for path in paths]
 
 
-def _make_folders(output: str, kinds: dict) -> None:
-    """Creates <output>/<kind>/ for every kind of output, before any work is done."""
-    for kind in kinds:
-        folder = os.path.join(output, kind)
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"cannot create the folder {folder} ({error.strerror or error}); "
-                            "pass an --output folder that can be written") from None
-
-
 def main(argv: list[str]) -> None:
     values = flags.FLAGS
     loaded = model_from_flags(config_from_flags())
@@ -95,7 +85,7 @@ def main(argv: list[str]) -> None:
     if existing and not values.overwrite:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
-    _make_folders(values.output, outputs[0])
+    make_output_folders([path for targets in outputs for path in targets.values()], "--output")
     predictor = predictor_from_flags(loaded.model, loaded.config.data.scale,
                                      loaded.config.runtime.jit_compile)
     skipped = []
@@ -108,12 +98,14 @@ def main(argv: list[str]) -> None:
             skipped.append(path)
         else:
             labels = predictor.predict(image)
-            save_label_png(labels, palette, targets["labels"])
-            Image.fromarray(overlay(image, labels, palette, values.alpha)).save(
-                targets["overlays"])
+            # Created exclusively unless --overwrite: another run's files are never replaced.
+            save_output(targets["labels"], functools.partial(save_label_png, labels, palette),
+                        values.overwrite)
+            save_output(targets["overlays"], Image.fromarray(
+                overlay(image, labels, palette, values.alpha)).save, values.overwrite)
             if "side_by_side" in targets:
-                Image.fromarray(side_by_side(image, labels, class_names, palette)).save(
-                    targets["side_by_side"])
+                save_output(targets["side_by_side"], Image.fromarray(
+                    side_by_side(image, labels, class_names, palette)).save, values.overwrite)
         progress.update(done)
     if len(skipped) == len(paths):
         raise UserError(f"--input={values.input} holds no readable image ({len(paths)} "

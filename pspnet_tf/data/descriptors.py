@@ -145,26 +145,55 @@ def label_table(pairs: Mapping[int, int] | None = None, default: int | None = No
 IDENTITY_LABEL_MAP = label_table()
 
 
+def _class_line(line: str) -> tuple[str, str | None]:
+    """(name, "r,g,b" or None) of one classes.txt line."""
+    line = line.strip()
+    match = _CLASS_LINE.fullmatch(line)
+    return (match.group(1).strip(), match.group(2)) if match else (line, None)
+
+
+def _check_lines(path: str, names: list[str]) -> None:
+    """UserError naming the line numbers of blank lines and of duplicated class names: the id
+    of a class is its line number - 1, so a blank line would shift every later id, and two
+    lines of one name would be two classes that no table or picture tells apart. Blank
+    lines after the last class shift nothing and are allowed."""
+    problems = []
+    blank = [str(number) for number, name in enumerate(names, 1) if not name]
+    if blank:
+        problems.append(f"line{'s' * (len(blank) > 1)} {', '.join(blank)} "
+                        f"{'are' if len(blank) > 1 else 'is'} blank")
+    lines_of: dict[str, list[str]] = {}
+    for number, name in enumerate(names, 1):
+        if name:
+            lines_of.setdefault(name, []).append(str(number))
+    problems += [f"lines {', '.join(numbers)} all name {name!r}"
+                 for name, numbers in lines_of.items() if len(numbers) > 1]
+    if problems:
+        raise UserError(f"class file {path}: {'; '.join(problems)}; each line names one class "
+                        "(class id = line number - 1): remove blank lines and give each class "
+                        "one line")
+
+
 def read_class_file(path: str) -> tuple[tuple[str, ...], np.ndarray]:
     """Class names and palette from a classes.txt: one name per line, optionally followed by
-    "r,g,b" after a tab or comma; without colours the VOC colour map is used."""
+    "r,g,b" after a tab or comma; without colours the VOC colour map is used. Blank lines
+    (but trailing ones) and duplicate names are refused (`_check_lines`)."""
     if not os.path.isfile(path):
         raise UserError(f"class file {path} not found; write one class name per line there")
-    names, colours = [], []
     with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            match = _CLASS_LINE.fullmatch(line)
-            name, colour = (match.group(1).strip(), match.group(2)) if match else (line, None)
-            if colour is not None:
-                rgb = [int(value) for value in colour.split(",")]
-                if max(rgb) > 255:
-                    raise UserError(f"{path} line {number}: colour {colour} is not three values "
-                                    "0..255; write it as r,g,b")
-                colours.append(rgb)
-            names.append(name)
+        parsed = [_class_line(line) for line in handle.read().splitlines()]
+    while parsed and not parsed[-1][0]:
+        parsed.pop()
+    _check_lines(path, [name for name, _ in parsed])
+    names, colours = [], []
+    for number, (name, colour) in enumerate(parsed, 1):
+        if colour is not None:
+            rgb = [int(value) for value in colour.split(",")]
+            if max(rgb) > 255:
+                raise UserError(f"{path} line {number}: colour {colour} is not three values "
+                                "0..255; write it as r,g,b")
+            colours.append(rgb)
+        names.append(name)
     if not names:
         raise UserError(f"class file {path} is empty; write one class name per line")
     if len(names) > IGNORE_INDEX:

@@ -6,6 +6,7 @@ import os
 
 import keras
 
+from pspnet_tf.atomic import check_can_create, remove_stale_temporaries
 from pspnet_tf.errors import UserError
 
 FORMATS = ("saved_model", "litert", "onnx")
@@ -14,7 +15,8 @@ QUANTIZATIONS = ("float16", "dynamic_int8")
 
 
 def check_new_file(path: str | None, flag: str, suffix: str) -> str:
-    """`path`, refused (before any work) if missing, existing, or with the wrong suffix."""
+    """`path`, refused (before any work) if missing, existing, with the wrong suffix, or in a
+    folder where it cannot be created."""
     if not path:
         raise UserError(f"{flag} is required: pass the file to write, e.g. {flag}=model{suffix}")
     if not path.endswith(suffix):
@@ -25,6 +27,8 @@ def check_new_file(path: str | None, flag: str, suffix: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"the folder of {flag}={path} does not exist; create it first")
+    remove_stale_temporaries(folder)  # of an export killed half-way
+    check_can_create(path)  # read-only, no permission, name too long: before the conversion
     return path
 
 

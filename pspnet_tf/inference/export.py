@@ -10,11 +10,13 @@ same functions, so a served model gives the labels evaluate.py measures. It is w
 import functools
 import os
 import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
 
-from pspnet_tf.errors import UserError
+from pspnet_tf.atomic import check_can_create, remove_stale_temporaries, temporary_prefix
+from pspnet_tf.errors import UserError, environment_faults
 from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.prediction import labels_at_size, logits_at_size, network_logits
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
@@ -76,7 +78,9 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     `segmentation` (int32 [batch, H, W]) and, if asked, `probabilities` (float32
     [batch, H, W, num_classes], the softmax of the logits at the input size). BatchNorms are
     folded into the convolutions (`fold_batchnorm`). An existing version folder is never
-    replaced.
+    replaced. The version is written beside its final name and renamed; a failed write
+    leaves nothing, and the folder of a killed one is removed by the next export into
+    `export_dir` (atomic.remove_stale_temporaries).
 
     `jit_compile` marks the network for XLA (compiled on first use of each network input
     size): R-50-D8 at 512x512 on 2 idle EPYC cores served in 0.956x ONNX Runtime's time,
@@ -94,6 +98,15 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     if os.path.exists(path):
         raise UserError(f"{path} already exists; pass another --version or leave it out to "
                         f"use the next free one ({next_version(export_dir)})")
+    # Before the minutes of tracing: the folder must take files (read-only, full, ...).
+    with environment_faults(export_dir):
+        try:
+            os.makedirs(export_dir, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"cannot create --export_dir={export_dir}: a file is in the way; "
+                            "pass a folder that can be written") from None
+    remove_stale_temporaries(export_dir)
+    check_can_create(path)
     preprocessor = PSPNetPreprocessor(scale)
     model = fold_batchnorm(model)
     network = functools.partial(network_logits, model)
@@ -121,14 +134,13 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
         tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     archive.add_endpoint("serve_encoded", serve_encoded, input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes")])
-    # Written beside the target and renamed, so TF Serving never sees a half-written version.
+    # Written beside the target and renamed, so TF Serving never sees a half-written version;
+    # the partial folder of a failed write is removed, that of a killed one by the next export.
+    temporary = tempfile.mkdtemp(dir=export_dir, prefix=temporary_prefix(path))
     try:
-        os.makedirs(export_dir, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create --export_dir={export_dir} ({error.strerror or error}); "
-                        "pass a folder that can be written") from None
-    temporary = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    archive.write_out(temporary, verbose=False)
-    os.rename(temporary, path)
+        with environment_faults(path):
+            archive.write_out(temporary, verbose=False)
+            os.rename(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
     return path

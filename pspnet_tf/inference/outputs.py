@@ -1,13 +1,23 @@
-"""Writing the predicted label maps of a whole split (evaluate.py --save_predictions)."""
+"""Writing predictions: predict.py's output files and the label maps of a whole split
+(evaluate.py --save_predictions).
 
+Every output file appears complete or not at all, and is created exclusively unless the user
+asked to overwrite: a second process writing the same names into the same folder stops at
+its first clash with one line (DestinationTaken) instead of silently replacing the first
+one's results.
+"""
+
+import functools
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.descriptors import DATASETS, IGNORE_INDEX
-from pspnet_tf.errors import UserError
+from pspnet_tf.atomic import check_can_create, remove_stale_temporaries, write_atomically
+from pspnet_tf.errors import UserError, environment_faults
 from pspnet_tf.inference.visualize import save_label_png
 
 # Where Cityscapes labelIds predictions go, apart from the train-id PNGs: the official
@@ -30,6 +40,34 @@ def stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
+def save_output(path: str, write: Callable[[str], None], overwrite: bool = False) -> None:
+    """`write(temporary)` (a file with `path`'s extension), then the file appears at `path`,
+    complete. Without `overwrite` a `path` created meanwhile by another process is kept and
+    DestinationTaken (a UserError) is raised."""
+    write_atomically(path, write, suffix=os.path.splitext(path)[1], exclusive=not overwrite)
+
+
+def make_output_folders(paths: list[str], flag: str) -> None:
+    """Creates the folders of the output files `paths` before any work is done, removes the
+    temporaries that a killed earlier run left there, and checks that files can be created
+    in them (a read-only or full folder, a name too long: an EnvironmentFault). A file in the
+    way of a folder is the user's UserError naming `flag`."""
+    longest: dict[str, str] = {}
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        if len(os.path.basename(path)) > len(os.path.basename(longest.get(folder, ""))):
+            longest[folder] = path
+    for folder, path in longest.items():
+        with environment_faults(folder):
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise UserError(f"cannot create the folder {folder}: a file is in the way; "
+                                f"pass a {flag} folder that can be written") from None
+            remove_stale_temporaries(folder)
+        check_can_create(path)
+
+
 class PredictionWriter:
     """An `evaluate(on_sample=...)` callback writing one palette PNG of train ids per image.
 
@@ -47,6 +85,7 @@ class PredictionWriter:
         except OSError as error:
             raise UserError(f"--save_predictions={directory} cannot be created as a folder "
                             f"({error.strerror or error}); pass a new or empty folder") from None
+        check_can_create(os.path.join(directory, "prediction.png"))  # before the evaluation
         self._dataset = dataset
         self._directory = directory
         self._label_ids = _train_id_to_label_id() if dataset.name == "cityscapes" else None
@@ -54,12 +93,13 @@ class PredictionWriter:
     def __call__(self, index: int, image: np.ndarray, label: np.ndarray,
                  prediction: np.ndarray) -> None:
         image_path = self._dataset.samples[index].image_path
-        save_label_png(prediction, self._dataset.palette,
-                       os.path.join(self._directory, f"{stem(image_path)}.png"))
+        save_output(os.path.join(self._directory, f"{stem(image_path)}.png"),
+                    functools.partial(save_label_png, prediction, self._dataset.palette))
         if self._label_ids is not None:
             city = os.path.basename(os.path.dirname(image_path))
             folder = os.path.join(self._directory, CITYSCAPES_LABEL_IDS_DIR, city)
-            os.makedirs(folder, exist_ok=True)
+            with environment_faults(folder):
+                os.makedirs(folder, exist_ok=True)
             image_id = stem(image_path).removesuffix("_leftImg8bit")
-            Image.fromarray(self._label_ids[prediction.astype(np.uint8)]).save(
-                os.path.join(folder, f"{image_id}_labelIds.png"))
+            label_ids = Image.fromarray(self._label_ids[prediction.astype(np.uint8)])
+            save_output(os.path.join(folder, f"{image_id}_labelIds.png"), label_ids.save)

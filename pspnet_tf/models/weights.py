@@ -10,6 +10,7 @@ import os
 import h5py
 import keras
 
+from pspnet_tf.atomic import write_atomically
 from pspnet_tf.compat import legacy_h5_format
 from pspnet_tf.errors import UserError
 from pspnet_tf.models.heads import is_auxiliary_layer
@@ -20,16 +21,17 @@ def save_weights(model: keras.Model, path: str) -> None:
     if not path.endswith(".h5") or path.endswith(".weights.h5"):
         raise UserError(f"weights path {path} must end in .h5 (not .weights.h5): "
                         "the by-name layout is stored in legacy HDF5 files")
-    temporary = f"{path}.tmp-{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handle = h5py.File(temporary, "w")
     except OSError as error:
         raise UserError(f"cannot write the weights file {path} ({error.strerror or error}); "
                         "pass a path in a folder that can be written") from None
-    with handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
-    os.replace(temporary, path)
+
+    def write(temporary: str) -> None:
+        with h5py.File(temporary, "w") as handle:
+            legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+
+    write_atomically(path, write, suffix=".h5")
 
 
 def _layer_names_in(path: str) -> set[str]:

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from pspnet_tf.atomic import write_atomically
-from pspnet_tf.errors import UserError, describe_error
+from pspnet_tf.errors import UserError, describe_error, environment_faults
 from pspnet_tf.training.divergence import check_finite_weights, first_non_finite
 
 CHECKPOINT_NAME = "ckpt"
@@ -126,7 +126,8 @@ class CheckpointKeeper:
     def save(self) -> str:
         """Writes a checkpoint named after the current step (once per step)."""
         check_finite_weights(self._variables, self.step, self._divergence_cause)
-        path = self._open_manager().save(checkpoint_number=self.step)
+        with environment_faults(self._scratch or self.directory):  # full disk, read-only, ...
+            path = self._open_manager().save(checkpoint_number=self.step)
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
         return path

@@ -5,24 +5,50 @@ its checkpoints. A relaunch with the same config resumes it; one with another co
 take it over while it holds no checkpoint (nothing was trained yet).
 """
 
+import contextlib
 import json
 import os
 import pathlib
+import re
+import socket
 
-from pspnet_tf.atomic import write_atomically
+from absl import logging
+
+from pspnet_tf.atomic import remove_stale_temporaries, write_atomically
 from pspnet_tf.config import ExperimentConfig, changed_fields
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import EnvironmentFault, UserError, environment_faults
 
 CONFIG_FILE = "config.json"
 RUN_LOCK_FILE = "train.lock"  # pspnet_tf.training.run_lock's, taken before prepare_run_dir
 CHECKPOINTS_DIR = "checkpoints"  # run_dir/checkpoints/ckpt-STEP.*
 
 
-def check_run_dir_is_a_folder(run_dir: str) -> None:
-    """UserError when --run_dir names an existing file."""
+# The longest path train.py writes below run_dir, less the host name: a checkpoint's
+# `checkpoints/ckpt-STEP_temp/part-00000-of-00001.data-00000-of-00001.tempstateNUMBER`
+# (TensorBoard's `tensorboard/validation_images/events.out.tfevents.TIME.HOST.PID.N.v2` is
+# shorter but for the host), with room to spare.
+_DEEPEST_BELOW_RUN_DIR = 160
+
+
+def check_run_dir_path(run_dir: str) -> None:
+    """UserError when --run_dir names an existing file; EnvironmentFault when the paths of
+    the files train.py writes below it would be too long for the system (PATH_MAX), which
+    would otherwise stop the run only when TensorBoard or a checkpoint first writes there."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UserError(f"--run_dir={run_dir} is a file, not a directory; "
                         "pass another --run_dir (nothing was changed)")
+    existing = os.path.abspath(run_dir)
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    with environment_faults(run_dir):
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    needed = (len(os.fsencode(os.path.abspath(run_dir))) + _DEEPEST_BELOW_RUN_DIR
+              + len(socket.gethostname()))
+    if needed >= path_max:
+        raise EnvironmentFault(
+            f"--run_dir={run_dir} is too long: the files train.py writes below it would have "
+            f"paths of about {needed} bytes, and this system allows {path_max - 1}; choose a "
+            "shorter --run_dir (nothing was changed)", run_dir)
 
 
 def prepare_run_dir(config: ExperimentConfig) -> bool:
@@ -34,7 +60,9 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
     yet, so a corrected command takes it over and rewrites its config.json.
     """
     run_dir = config.runtime.run_dir
-    check_run_dir_is_a_folder(run_dir)
+    check_run_dir_path(run_dir)
+    remove_stale_temporaries(run_dir)  # of a write killed half-way (final model, config, ...)
+    _remove_old_temporaries(run_dir)
     path = os.path.join(run_dir, CONFIG_FILE)
     if os.path.exists(path):
         changed = changed_fields(_read_saved_config(path), config)
@@ -51,9 +79,26 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
             f"--run_dir={run_dir} is not empty and holds no config.json; "
             "pass a new or empty --run_dir (nothing was changed)"
         )
-    os.makedirs(run_dir, exist_ok=True)
+    with environment_faults(run_dir):
+        os.makedirs(run_dir, exist_ok=True)
     write_atomically(path, lambda target: pathlib.Path(target).write_text(config.to_json()))
     return False
+
+
+# Temporaries that earlier versions wrote with random names only (tempfile.mkstemp's 8
+# characters), e.g. `.final_model.keras.tmpab_cd123.keras`: this version never writes such
+# names, and the run_dir lock is held, so whatever matches was left by a killed write.
+_OLD_TEMPORARY = re.compile(r"^\.(config\.json|history\.csv|metrics\.json|final_model\.keras)"
+                            r"\.tmp[a-z0-9_]{8}(\.keras)?$")
+
+
+def _remove_old_temporaries(run_dir: str) -> None:
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        if _OLD_TEMPORARY.match(name):
+            logging.warning("removing %s, left by a write that was interrupted",
+                            os.path.join(run_dir, name))
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(run_dir, name))
 
 
 def _read_saved_config(path: str) -> dict:

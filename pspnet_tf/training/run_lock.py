@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from absl import logging
 
-from pspnet_tf.errors import UserError
-from pspnet_tf.training.run_dir import RUN_LOCK_FILE, check_run_dir_is_a_folder
+from pspnet_tf.errors import UserError, environment_faults
+from pspnet_tf.training.run_dir import RUN_LOCK_FILE, check_run_dir_path
 
 
 def _describe(holder: dict) -> str:
@@ -64,25 +64,33 @@ def _create(path: str, holder: dict) -> bool:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(holder, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(holder, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:  # e.g. a full disk: an empty lock would block the rerun
+        os.remove(path)
+        raise
     return True
 
 
 def acquire(run_dir: str, force: bool = False) -> dict:
     """Takes run_dir's lock (creating run_dir if needed) and returns the holder record.
 
-    Raises UserError, changing nothing, when another live process holds it.
+    Raises UserError, changing nothing, when another live process holds it, and an
+    EnvironmentFault when run_dir cannot be written (read-only, full, a path too long).
     """
     path = os.path.join(run_dir, RUN_LOCK_FILE)
     holder = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    check_run_dir_is_a_folder(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    check_run_dir_path(run_dir)
+    with environment_faults(run_dir):
+        os.makedirs(run_dir, exist_ok=True)
     for _ in range(3):  # another launch may release or take it between our steps
-        if _create(path, holder):
+        with environment_faults(path):
+            created = _create(path, holder)
+        if created:
             return holder
         current = _read_holder(path)
         if current is None:

@@ -14,7 +14,7 @@ from pspnet_tf.convert.pretrained import apply_pretrained
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
 from pspnet_tf.data.splits import load_split
-from pspnet_tf.errors import RunInterrupted, UserError, user_error_message
+from pspnet_tf.errors import RunInterrupted, UserError, environment_faults, user_error_message
 from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import PSPNetSegmenter, save_weights
@@ -43,6 +43,10 @@ LOSS_KEYS = ("loss", "logits_loss", "aux_logits_loss")
 class _RunLogHandler(python_logging.FileHandler):
     """Writes run_dir/train.log; one at a time, so a later run in the same process does not
     also write into an earlier run's log."""
+
+    def handleError(self, record: python_logging.LogRecord) -> None:
+        """Drops a line train.log cannot take (a full disk) instead of printing a traceback
+        for each: the run's next write meets the same fault and stops it with one line."""
 
 
 def _log_to_file(path: str) -> _RunLogHandler:
@@ -168,7 +172,8 @@ def train(config: ExperimentConfig, force_unlock: bool = False) -> dict:
     The chief holds run_dir's lock (run_lock) throughout; `force_unlock` takes it from a
     holder this host cannot check. A non-finite loss or weights raise TrainingDiverged.
     """
-    with contextlib.ExitStack() as held_until_done:
+    # environment_faults: a full disk, a read-only run_dir, ... raise an EnvironmentFault.
+    with contextlib.ExitStack() as held_until_done, environment_faults():
         return _train(config, held_until_done, force_unlock)
 
 
