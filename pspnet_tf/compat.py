@@ -17,6 +17,9 @@ AttributeError deep inside training or a weight file written differently.
   `reduce` that takes what Keras 3's `fit` passes it.
 - `input_history_kept`: a functional model's input tensor keeps its `_keras_history` while
   sub-models are built from its intermediate tensors (models/recompute.py).
+- `peer_is_up`: whether another task of the cluster still answers, with the eager context's
+  `check_collective_ops_peer_health` (MultiWorkerMirroredStrategy's own health check; no
+  public equivalent).
 """
 
 import contextlib
@@ -26,6 +29,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
+from tensorflow.python.eager import context
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "input_history_kept",
     "legacy_h5_format",
     "optimizer_variable_index",
+    "peer_is_up",
 ]
 
 _H5_FUNCTIONS = ("save_weights_to_hdf5_group", "load_attributes_from_hdf5_group",
@@ -66,6 +71,18 @@ class MultiWorkerStrategyForKerasFit(tf.distribute.MultiWorkerMirroredStrategy):
         return super().reduce(reduce_op, value, axis)
 
 
+def peer_is_up(task: str, timeout_s: float) -> bool:
+    """Whether cluster task `task` (`/job:NAME/replica:0/task:N`) answers within `timeout_s`;
+    False once it is gone (or was restarted as another process)."""
+    try:
+        context.context().check_collective_ops_peer_health(task, max(1, int(timeout_s * 1000)))
+    except (tf.errors.UnavailableError, tf.errors.FailedPreconditionError):
+        return False
+    except tf.errors.DeadlineExceededError:  # there, but slow to answer
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def input_history_kept(tensor: keras.KerasTensor) -> Iterator[None]:
     """Restores `tensor._keras_history` afterwards: building a keras.Model from one of a
@@ -95,6 +112,8 @@ def _broken_internals() -> list[str]:
         broken.append("tensorflow.python.framework.convert_to_constants")
     if not hasattr(keras.Input(shape=(1,)), "_keras_history"):
         broken.append("KerasTensor._keras_history")
+    if not callable(getattr(context.Context, "check_collective_ops_peer_health", None)):
+        broken.append("tensorflow.python.eager.context.Context.check_collective_ops_peer_health")
     base_reduce = tf.distribute.MultiWorkerMirroredStrategy.reduce
     if not callable(base_reduce) or "axis" not in base_reduce.__code__.co_varnames:
         broken.append("MultiWorkerMirroredStrategy.reduce(reduce_op, value, axis)")

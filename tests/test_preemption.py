@@ -4,6 +4,7 @@ tests/test_multi_worker.py preempts a real two-worker run."""
 
 import os
 import signal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import tensorflow as tf
 from pspnet_tf.errors import RunInterrupted
 from pspnet_tf.training.interrupts import StopRequests
 from pspnet_tf.training.preemption import WorkerStopRequests, _sum_over_workers, stop_requests
+from pspnet_tf.training.strategy import other_training_tasks
 
 
 class OtherWorker:
@@ -24,7 +26,7 @@ class OtherWorker:
 
     def __call__(self, value: tf.Tensor) -> tf.Tensor:
         self.collectives += 1
-        return value + tf.constant(self.noted, tf.int32)
+        return value + tf.constant(self.noted, tf.float32)
 
 
 def interrupted(stop: StopRequests, step: int) -> RunInterrupted:
@@ -80,4 +82,26 @@ def test_a_single_process_stops_on_its_own_signal_without_collectives():
 def test_the_cluster_sum_is_a_compiled_all_reduce():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     summed = _sum_over_workers(strategy)
-    np.testing.assert_array_equal(summed(tf.constant([1, 0], tf.int32)), [1, 0])
+    np.testing.assert_array_equal(summed(tf.constant([1.0, 0.0])), [1, 0])
+
+
+def test_the_chiefs_wait_comes_after_the_agreement_and_before_the_interrupt():
+    other, calls = OtherWorker(), []
+    stop = WorkerStopRequests(other, before_stopping=lambda: calls.append(other.collectives))
+    stop.stop_after_step()
+    stop.raise_if_requested(1)
+    assert calls == []
+    other.noted = [1, 0]
+    stop.stop_after_step()
+    interrupted(stop, 2)
+    assert calls == [2]
+
+
+def test_the_other_training_tasks_are_named_as_tensorflow_names_them():
+    cluster = tf.train.ClusterSpec({"chief": ["a:1"], "worker": ["b:1", "c:1"],
+                                    "evaluator": ["d:1"]})
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        cluster, task_type="worker", task_id=0)
+    strategy = SimpleNamespace(cluster_resolver=resolver)
+    assert other_training_tasks(strategy) == ["/job:chief/replica:0/task:0",
+                                              "/job:worker/replica:0/task:1"]

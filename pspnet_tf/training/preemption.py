@@ -19,22 +19,32 @@ its own signal's (143 for SIGTERM, 130 for SIGINT), every other worker the one t
 stopped the run (SIGTERM when workers got different signals at once), as TensorFlow's own
 GCE handling exits every worker with 143 after a preemption checkpoint.
 
+The chief leads TensorFlow's coordination service, which the other workers' TensorFlow
+still talks to while it shuts down (a worker that outlives it logs `UNAVAILABLE: Failed to
+send RPC to coordination service` after the interrupt line), so the chief stops last: it
+waits until the other workers have exited (a minute at most).
+
 Validation runs on each worker alone, without collectives, so a signal during it takes
 effect at the end of the next step (the epoch's last step was checkpointed before
 validation); a signal after the last step lets the run write its results and exit 0.
 """
 
 import signal
+import time
 from collections.abc import Callable
 
 import tensorflow as tf
 
+from pspnet_tf.compat import peer_is_up
 from pspnet_tf.training.interrupts import StopRequests
-from pspnet_tf.training.strategy import num_workers
+from pspnet_tf.training.strategy import is_chief, num_workers, other_training_tasks
 
 # The stop signals workers count, in the order that decides which one a worker that was not
 # signalled reports when several came at once: a preemption (SIGTERM) before a Ctrl-C.
 _COUNTED = (signal.SIGTERM, signal.SIGINT)
+
+_PEERS_EXIT_TIMEOUT_S = 60.0
+_PEER_PROBE_S = 0.5
 
 SumOverWorkers = Callable[[tf.Tensor], tf.Tensor]
 
@@ -43,19 +53,23 @@ class WorkerStopRequests(StopRequests):
     """StopRequests of one worker of several: every worker stops at the first step end at
     which any worker has noted a signal.
 
-    `sum_over_workers` sums an int32 vector over all workers (an all-reduce that every
+    `sum_over_workers` sums a float32 vector over all workers (an all-reduce that every
     worker must join once per finished step: `stop_after_step` is asked by every worker
     after every step, also outside the main thread, where no signal is noted).
+    `before_stopping` runs just before RunInterrupted is raised (the chief's wait).
     """
 
-    def __init__(self, sum_over_workers: SumOverWorkers) -> None:
+    def __init__(self, sum_over_workers: SumOverWorkers,
+                 before_stopping: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self._sum_over_workers = sum_over_workers
+        self._before_stopping = before_stopping
         self._agreed: int | None = None  # the signal that stops every worker
 
     def stop_after_step(self) -> bool:
-        noted = [int(self.signal_number == number) for number in _COUNTED]
-        counts = self._sum_over_workers(tf.constant(noted, tf.int32)).numpy()
+        # float32: CPU all-reduces of int32 log a oneDNN fallback warning.
+        noted = [float(self.signal_number == number) for number in _COUNTED]
+        counts = self._sum_over_workers(tf.constant(noted, tf.float32)).numpy()
         signalled = [number for number, count in zip(_COUNTED, counts) if count > 0]
         if signalled:
             self._agreed = self.signal_number or signalled[0]
@@ -65,6 +79,7 @@ class WorkerStopRequests(StopRequests):
         """Raises RunInterrupted once the workers agreed to stop (never before: a worker
         that stopped alone would leave the others waiting in their next collective)."""
         if self._agreed is not None:
+            self._before_stopping()
             self._raise(step, self._agreed)
 
 
@@ -79,9 +94,18 @@ def _sum_over_workers(strategy: tf.distribute.Strategy) -> SumOverWorkers:
     return summed
 
 
+def _wait_for_peers_to_exit(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every other training task has stopped answering, or after a minute."""
+    deadline = time.monotonic() + _PEERS_EXIT_TIMEOUT_S
+    for task in other_training_tasks(strategy):
+        while time.monotonic() < deadline and peer_is_up(task, _PEER_PROBE_S):
+            time.sleep(_PEER_PROBE_S)
+
+
 def stop_requests(strategy: tf.distribute.Strategy) -> StopRequests:
     """The stop requests of a run under `strategy`: this process's own for a single
-    process, agreed over the cluster for a multi-worker run."""
+    process, agreed over the cluster for a multi-worker run (where the chief stops last)."""
     if num_workers(strategy) == 1:
         return StopRequests()
-    return WorkerStopRequests(_sum_over_workers(strategy))
+    wait = (lambda: _wait_for_peers_to_exit(strategy)) if is_chief(strategy) else (lambda: None)
+    return WorkerStopRequests(_sum_over_workers(strategy), wait)
