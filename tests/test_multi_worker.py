@@ -162,17 +162,55 @@ def checkpoint_values(run_dir, step: int) -> dict[str, np.ndarray]:
 
 
 def assert_same_arrays(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    """Equal bit for bit, but the running sums of the epoch's logged losses: those only to
+    float32 rounding, as they add the resumed steps' losses onto the restored sums."""
     assert got.keys() == expected.keys() and len(expected) > 100
     for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+        np.testing.assert_allclose(got[name], expected[name], err_msg=name, atol=0,
+                                   rtol=1e-5 if name.startswith("epoch_loss_sums") else 0)
 
 
-@pytest.mark.slow  # about 3 minutes on a 2-core CPU: three runs of two workers
+TF_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.+-]+:\d+\] ")
+
+
+def preempt(args: list[str], log_dir, env: dict[str, str], worker: int, epoch: int) -> int:
+    """Runs both workers until `worker` has logged the first step of `epoch` (counted from
+    1), then sends SIGTERM to its process alone, as a VM's shutdown does. Checks that both
+    stop with the interrupt line and status 143; returns the step they stopped at."""
+    run_dir = next(arg.split("=", 1)[1] for arg in args if arg.startswith("--run_dir="))
+    logged = re.compile(rf"Epoch {epoch}/\d+\n.*\x1b\[1m1/\d+\x1b\[0m", re.DOTALL)
+    with started_workers(args, log_dir, env) as (processes, outputs):
+        deadline = time.monotonic() + TIMEOUT_S
+        while (not logged.search(outputs()[worker]) and time.monotonic() < deadline
+               and all(process.poll() is None for process in processes)):
+            time.sleep(0.05)
+        assert all(process.poll() is None for process in processes), outputs()[worker][-3000:]
+        processes[worker].send_signal(signal.SIGTERM)
+        wait_for(processes, outputs)
+    step = max(checkpoint_files(os.path.join(run_dir, "checkpoints")))
+    line = f"interrupted at step {step}; run the same command to resume"
+    for index, (process, output) in enumerate(zip(processes, outputs())):
+        assert process.returncode == 143, f"worker {index}:\n{output[-3000:]}"
+        assert "Traceback" not in output
+        lines = output.strip().splitlines()
+        assert lines.count(line) == 1, f"worker {index}:\n{output[-3000:]}"
+        # Only TensorFlow's own log may follow, from its shutdown: a worker whose peer left
+        # a few seconds earlier (on a loaded machine) logs the lost heartbeats.
+        after = lines[lines.index(line) + 1:]
+        assert not after or TF_LOG_LINE.match(after[0]), f"worker {index}:\n{after}"
+    for log in (os.path.join(run_dir, "train.log"),
+                os.path.join(run_dir, "workers", "worker_1", "train.log")):
+        assert open(log).read().strip().endswith(line)
+    return step
+
+
+@pytest.mark.slow  # about 4 minutes on a 2-core CPU: four runs of two workers
 def test_sigterm_to_one_worker_checkpoints_both_and_the_rerun_matches(preemptible_root,
                                                                       tmp_path):
-    """A preempted worker (SIGTERM to its process alone) costs no step: both workers save
-    the same step and stop with the interrupt line, and the rerun of both ends with the
-    weights and optimizer state of an uninterrupted run, bit for bit."""
+    """A preempted worker (SIGTERM to its process alone: worker 1, then, in the resumed
+    run, the chief) costs no step: both workers save the same step and stop with the
+    interrupt line, and the last rerun ends with the weights and optimizer state of an
+    uninterrupted run, bit for bit."""
     env = DETERMINISTIC_ENV
     args = [*PREEMPTIBLE, f"--data_root={preemptible_root}"]
     uninterrupted = tmp_path / "uninterrupted"
@@ -181,35 +219,24 @@ def test_sigterm_to_one_worker_checkpoints_both_and_the_rerun_matches(preemptibl
         assert code == 0, f"worker {index} exited with {code}:\n{output[-3000:]}"
 
     run_dir = tmp_path / "preempted"
-    with started_workers([*args, f"--run_dir={run_dir}"], tmp_path, env) as (processes,
-                                                                             outputs):
-        # Once worker 1 has logged the first step of the second epoch (step 5), after the
-        # epoch-end checkpoint ckpt-4: without the stop, the rerun would redo steps from 4.
-        deadline = time.monotonic() + TIMEOUT_S
-        while (not re.search(r"Epoch 2/3.*\x1b\[1m1/4\x1b\[0m", outputs()[1], re.DOTALL)
-               and all(p.poll() is None for p in processes) and time.monotonic() < deadline):
-            time.sleep(0.05)
-        assert all(p.poll() is None for p in processes), outputs()[1][-3000:]
-        processes[1].send_signal(signal.SIGTERM)  # its process only, as a VM's shutdown
-        wait_for(processes, outputs)
-    step = max(checkpoint_files(str(run_dir / "checkpoints")))
-    assert 5 <= step < PREEMPTIBLE_STEPS
-    line = f"interrupted at step {step}; run the same command to resume"
-    for index, (process, output) in enumerate(zip(processes, outputs())):
-        assert process.returncode == 143, f"worker {index}:\n{output[-3000:]}"
-        assert output.strip().splitlines()[-1] == line and "Traceback" not in output
-    for log in (run_dir / "train.log", run_dir / "workers" / "worker_1" / "train.log"):
-        assert log.read_text().strip().endswith(line)
+    args.append(f"--run_dir={run_dir}")
+    logs = (run_dir / "train.log", run_dir / "workers" / "worker_1" / "train.log")
+    # Signalled once the worker has logged step 5 (then step 9): the last checkpoints before
+    # are the epoch ends, ckpt-4 (ckpt-8), so a stop that saves nothing would lose steps.
+    first = preempt(args, tmp_path, env, worker=1, epoch=2)
+    assert 5 <= first < PREEMPTIBLE_STEPS
+    second = preempt(args, tmp_path, env, worker=0, epoch=3)
+    assert max(9, first + 1) <= second < PREEMPTIBLE_STEPS
+    for log in logs:
+        assert f"ckpt-{first} at step {first}" in log.read_text()
 
-    for index, (code, output) in enumerate(run_workers([*args, f"--run_dir={run_dir}"],
-                                                       tmp_path, env)):
+    for index, (code, output) in enumerate(run_workers(args, tmp_path, env)):
         assert code == 0, f"rerun, worker {index} exited with {code}:\n{output[-3000:]}"
-    for log in (run_dir / "train.log", run_dir / "workers" / "worker_1" / "train.log"):
-        assert f"ckpt-{step} at step {step}" in log.read_text()
+    for log in logs:
+        assert f"ckpt-{second} at step {second}" in log.read_text()
     expected = h5_weights(uninterrupted / "final_weights.h5")
     assert_same_arrays(h5_weights(run_dir / "final_weights.h5"), expected)
-    assert_same_arrays(h5_weights(run_dir / "workers" / "worker_1" / "final_weights.h5"),
-                       expected)
+    assert_same_arrays(h5_weights(logs[1].parent / "final_weights.h5"), expected)
     assert_same_arrays(checkpoint_values(run_dir, PREEMPTIBLE_STEPS),
                        checkpoint_values(uninterrupted, PREEMPTIBLE_STEPS))
 

@@ -22,7 +22,10 @@ GCE handling exits every worker with 143 after a preemption checkpoint.
 The chief leads TensorFlow's coordination service, which the other workers' TensorFlow
 still talks to while it shuts down (a worker that outlives it logs `UNAVAILABLE: Failed to
 send RPC to coordination service` after the interrupt line), so the chief stops last: it
-waits until the other workers have exited (a minute at most).
+waits until the other workers have exited (a minute at most). TensorFlow offers no way to
+leave the service cleanly, so a chief whose own shutdown outlasts the service's heartbeat
+timeout (10 s; seen on a heavily loaded 2-core CPU) still logs the others' missed heartbeats
+after its interrupt line.
 
 Validation runs on each worker alone, without collectives, so a signal during it takes
 effect at the end of the next step (the epoch's last step was checkpointed before
