@@ -75,11 +75,11 @@ def wait_for(processes, outputs, timeout_s: float = TIMEOUT_S) -> None:
         pytest.fail(f"the workers did not finish within {timeout_s} s; killing them\n{tails}")
 
 
-def run_workers(args: list[str], log_dir, env: dict[str, str] | None = None
-                ) -> list[tuple[int, str]]:
+def run_workers(args: list[str], log_dir, env: dict[str, str] | None = None,
+                timeout_s: float = TIMEOUT_S) -> list[tuple[int, str]]:
     """Runs both workers to the end; returns (exit code, output) of each."""
     with started_workers(args, log_dir, env) as (processes, outputs):
-        wait_for(processes, outputs)
+        wait_for(processes, outputs, timeout_s)
     return [(process.returncode, output) for process, output in zip(processes, outputs())]
 
 
@@ -145,6 +145,7 @@ def test_the_chief_stops_on_its_own_when_the_other_worker_dies(demo_root, tmp_pa
 PREEMPTIBLE = [*[flag for flag in TINY if flag != "--dropout=0"], "--epochs=3",
                "--eval_every_epochs=3"]  # validating once, at the end, saves time
 PREEMPTIBLE_STEPS = 12
+PREEMPTIBLE_TIMEOUT_S = 600  # a run of 12 steps took over 300 s on a 2-core CPU under load
 
 
 @pytest.fixture(scope="module")
@@ -180,13 +181,13 @@ def preempt(args: list[str], log_dir, env: dict[str, str], worker: int, epoch: i
     run_dir = next(arg.split("=", 1)[1] for arg in args if arg.startswith("--run_dir="))
     logged = re.compile(rf"Epoch {epoch}/\d+\n.*\x1b\[1m1/\d+\x1b\[0m", re.DOTALL)
     with started_workers(args, log_dir, env) as (processes, outputs):
-        deadline = time.monotonic() + TIMEOUT_S
+        deadline = time.monotonic() + PREEMPTIBLE_TIMEOUT_S
         while (not logged.search(outputs()[worker]) and time.monotonic() < deadline
                and all(process.poll() is None for process in processes)):
             time.sleep(0.05)
         assert all(process.poll() is None for process in processes), outputs()[worker][-3000:]
         processes[worker].send_signal(signal.SIGTERM)
-        wait_for(processes, outputs)
+        wait_for(processes, outputs, PREEMPTIBLE_TIMEOUT_S)
     step = max(checkpoint_files(os.path.join(run_dir, "checkpoints")))
     line = f"interrupted at step {step}; run the same command to resume"
     for index, (process, output) in enumerate(zip(processes, outputs())):
@@ -215,7 +216,7 @@ def test_sigterm_to_one_worker_checkpoints_both_and_the_rerun_matches(preemptibl
     args = [*PREEMPTIBLE, f"--data_root={preemptible_root}"]
     uninterrupted = tmp_path / "uninterrupted"
     for index, (code, output) in enumerate(run_workers(
-            [*args, f"--run_dir={uninterrupted}"], tmp_path, env)):
+            [*args, f"--run_dir={uninterrupted}"], tmp_path, env, PREEMPTIBLE_TIMEOUT_S)):
         assert code == 0, f"worker {index} exited with {code}:\n{output[-3000:]}"
 
     run_dir = tmp_path / "preempted"
@@ -230,7 +231,8 @@ def test_sigterm_to_one_worker_checkpoints_both_and_the_rerun_matches(preemptibl
     for log in logs:
         assert f"ckpt-{first} at step {first}" in log.read_text()
 
-    for index, (code, output) in enumerate(run_workers(args, tmp_path, env)):
+    for index, (code, output) in enumerate(run_workers(args, tmp_path, env,
+                                                       PREEMPTIBLE_TIMEOUT_S)):
         assert code == 0, f"rerun, worker {index} exited with {code}:\n{output[-3000:]}"
     for log in logs:
         assert f"ckpt-{second} at step {second}" in log.read_text()
