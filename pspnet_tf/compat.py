@@ -15,6 +15,9 @@ AttributeError deep inside training or a weight file written differently.
   file, and TensorFlow has no public equivalent.
 - `MultiWorkerStrategyForKerasFit`: TensorFlow's MultiWorkerMirroredStrategy with a
   `reduce` that takes what Keras 3's `fit` passes it.
+- `peer_is_up`: whether another task of the cluster still answers, with the eager context's
+  `check_collective_ops_peer_health` (MultiWorkerMirroredStrategy's own health check; no
+  public equivalent).
 """
 
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
+from tensorflow.python.eager import context
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "convert_variables_to_constants_v2",
     "legacy_h5_format",
     "optimizer_variable_index",
+    "peer_is_up",
 ]
 
 _H5_FUNCTIONS = ("save_weights_to_hdf5_group", "load_attributes_from_hdf5_group",
@@ -61,6 +66,18 @@ class MultiWorkerStrategyForKerasFit(tf.distribute.MultiWorkerMirroredStrategy):
         return super().reduce(reduce_op, value, axis)
 
 
+def peer_is_up(task: str, timeout_s: float) -> bool:
+    """Whether cluster task `task` (`/job:NAME/replica:0/task:N`) answers within `timeout_s`;
+    False once it is gone (or was restarted as another process)."""
+    try:
+        context.context().check_collective_ops_peer_health(task, max(1, int(timeout_s * 1000)))
+    except (tf.errors.UnavailableError, tf.errors.FailedPreconditionError):
+        return False
+    except tf.errors.DeadlineExceededError:  # there, but slow to answer
+        return True
+    return True
+
+
 def _broken_internals() -> list[str]:
     """What of the above no longer works as relied on, one phrase each."""
     broken = [f"keras.src.legacy.saving.legacy_h5_format.{name}" for name in _H5_FUNCTIONS
@@ -75,6 +92,8 @@ def _broken_internals() -> list[str]:
         broken.append("Optimizer._get_variable_index")
     if not callable(convert_variables_to_constants_v2):
         broken.append("tensorflow.python.framework.convert_to_constants")
+    if not callable(getattr(context.Context, "check_collective_ops_peer_health", None)):
+        broken.append("tensorflow.python.eager.context.Context.check_collective_ops_peer_health")
     base_reduce = tf.distribute.MultiWorkerMirroredStrategy.reduce
     if not callable(base_reduce) or "axis" not in base_reduce.__code__.co_varnames:
         broken.append("MultiWorkerMirroredStrategy.reduce(reduce_op, value, axis)")

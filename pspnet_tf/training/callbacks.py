@@ -17,7 +17,8 @@ from pspnet_tf.training.interrupts import StopRequests
 
 class CheckpointCallback(keras.callbacks.Callback):
     """Checkpoints at every epoch end and, optionally, every N optimizer steps; on a stop
-    request (SIGINT/SIGTERM), checkpoints the step just finished and raises RunInterrupted."""
+    request (SIGINT/SIGTERM, on any worker), checkpoints the step just finished and raises
+    RunInterrupted."""
 
     def __init__(self, keeper: CheckpointKeeper, every_steps: int = 0,
                  stop: StopRequests | None = None) -> None:
@@ -27,7 +28,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         self._stop = stop
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        stopping = self._stop is not None and self._stop.requested
+        stopping = self._stop is not None and self._stop.stop_after_step()
         if stopping or (self._every_steps and self._keeper.step % self._every_steps == 0):
             self._keeper.save()
         if stopping:

@@ -17,7 +17,8 @@ class StopRequests:
     training loop instead calls `raise_if_requested` at points where stopping is safe (after
     a step has finished and been checkpointed, between validation images), which raises
     RunInterrupted. Signal handlers exist only in the main thread; elsewhere (train() called
-    from a worker thread) this is inactive and signals keep their usual effect.
+    from a worker thread) this is inactive and signals keep their usual effect. The workers
+    of a multi-worker run stop together instead (preemption.WorkerStopRequests).
     """
 
     def __init__(self) -> None:
@@ -37,12 +38,16 @@ class StopRequests:
     def _note(self, number: int, frame: FrameType | None) -> None:
         self.signal_number = number
 
-    @property
-    def requested(self) -> bool:
+    def stop_after_step(self) -> bool:
+        """Whether the run stops after the step just finished (asked once per step)."""
         return self.signal_number is not None
 
     def raise_if_requested(self, step: int) -> None:
         """Raises RunInterrupted naming `step` (the checkpointed step a rerun resumes at)."""
         if self.signal_number is not None:
-            raise RunInterrupted(f"interrupted at step {step}; run the same command to resume",
-                                 self.signal_number)
+            self._raise(step, self.signal_number)
+
+    @staticmethod
+    def _raise(step: int, signal_number: int) -> None:
+        raise RunInterrupted(f"interrupted at step {step}; run the same command to resume",
+                             signal_number)

@@ -127,6 +127,16 @@ def task_name(strategy: tf.distribute.Strategy) -> str:
     return f"{task.task_type or 'chief'}_{task.task_id}"
 
 
+def other_training_tasks(strategy: tf.distribute.Strategy) -> list[str]:
+    """The cluster's other training tasks as TensorFlow names them
+    (`/job:worker/replica:0/task:1`); none for a single process."""
+    task = _task(strategy)
+    names = [f"/job:{job}/replica:0/task:{index}" for job in ("chief", "worker")
+             for index in range(len(task.cluster.get(job, [])))]
+    return [name for name in names
+            if name != f"/job:{task.task_type}/replica:0/task:{task.task_id}"]
+
+
 def num_workers(strategy: tf.distribute.Strategy) -> int:
     """Processes that each run the training loop: the cluster's training tasks under
     MultiWorkerMirroredStrategy, else 1 (a TPU pod has one controlling process)."""

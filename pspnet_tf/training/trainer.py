@@ -23,9 +23,9 @@ from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger,
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
 from pspnet_tf.training.history import EpochHistory, EpochLosses
-from pspnet_tf.training.interrupts import StopRequests
 from pspnet_tf.training.losses import SegmentationCrossEntropy
 from pspnet_tf.training.memory_saving import training_choices
+from pspnet_tf.training.preemption import stop_requests
 from pspnet_tf.training.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, prepare_run_dir
 from pspnet_tf.training.run_lock import run_dir_lock
 from pspnet_tf.training.schedules import make_optimizer
@@ -168,7 +168,8 @@ def train(config: ExperimentConfig, force_unlock: bool = False) -> dict:
     dropout's random state and the epoch's loss sums are in each checkpoint, and the data
     order is a pure function of the seed and the step, so a resumed run sees the batches
     and dropout masks an uninterrupted one would have and ends with the same weights.
-    SIGINT or SIGTERM stop it after the step in flight, checkpointed (RunInterrupted).
+    SIGINT or SIGTERM (to any worker of a multi-worker run) stop it after the step in
+    flight, checkpointed on every worker (RunInterrupted).
     The chief holds run_dir's lock (run_lock) throughout; `force_unlock` takes it from a
     holder this host cannot check. A non-finite loss or weights raise TrainingDiverged.
     """
@@ -230,10 +231,9 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
                               extra=losses.checkpointed())
     start = keeper.restore_latest()
 
-    # Saving is collective across workers, so a signal that reaches one worker only could
-    # not be checkpointed there: multi-worker runs keep the default signal handling and
-    # resume from their last checkpoint.
-    stop = StopRequests() if num_workers(strategy) == 1 else None
+    # Saving is collective across workers: a signal to any one worker stops them all at
+    # the same step (preemption.py).
+    stop = stop_requests(strategy)
     tensorboard_dir = os.path.join(runtime.run_dir, "tensorboard")
     validation = ValidationCallback(val_set, data.scale, optimizer.epochs,
                                     runtime.eval_every_epochs, tensorboard_dir if chief else None,
@@ -256,7 +256,7 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
         model.fit(_with_aux_targets(batches), epochs=last // steps, initial_epoch=first // steps,
                   steps_per_epoch=steps_in_epoch, callbacks=callbacks, shuffle=False, verbose=1)
 
-    with _lost_workers_reported(strategy, runtime.run_dir), stop or contextlib.nullcontext():
+    with _lost_workers_reported(strategy, runtime.run_dir), stop:
         if history and start % steps == 0 and start and not history.has(start // steps - 1):
             # Stopped after the epoch's last checkpoint but before its history row (e.g. a
             # signal during validation): finish that epoch's end now.
