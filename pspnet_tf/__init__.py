@@ -5,7 +5,7 @@ descriptors, Keras' global policy) and loads TensorFlow only when one of the nam
 first used; the commands' quiet start-up is pspnet_tf/cli's.
 """
 
-from importlib import metadata
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING
 
 from pspnet_tf.lazy_exports import lazy_exports
@@ -30,8 +30,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 })
 
 try:
-    __version__ = metadata.version("pspnet-tf")  # pyproject.toml is the one source
-except metadata.PackageNotFoundError:  # a source checkout that was never pip-installed
+    __version__ = _metadata.version("pspnet-tf")  # pyproject.toml is the one source
+except _metadata.PackageNotFoundError:  # a source checkout that was never pip-installed
     __version__ = "0+unknown"
 
 __all__ = ["PSPNetPreprocessor", "PSPNetSegmenter", "ResNetV1cBackbone", "__version__",

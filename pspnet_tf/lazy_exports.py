@@ -7,6 +7,7 @@ __init__. So the packages name their exports here, and each loads when first ask
 """
 
 import importlib
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +25,10 @@ def lazy_exports(package: str, exports: Mapping[str, str]
         namespace[name] = value  # the next look-up is a plain attribute
         return value
 
-    def __dir__() -> list[str]:
-        return sorted({*namespace, *exports})
+    def __dir__() -> list[str]:  # the public names and submodules, not import helpers
+        loaded = {name for name, value in namespace.items()
+                  if isinstance(value, types.ModuleType) and not name.startswith("_")}
+        return sorted({*exports, *namespace.get("__all__", ()), *loaded,
+                       *(name for name in namespace if name.startswith("__"))})
 
     return __getattr__, __dir__
