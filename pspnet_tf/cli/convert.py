@@ -1,13 +1,15 @@
 """Converts PyTorch checkpoints into pspnet_tf weights (.h5, by layer name).
 
-  python -m pspnet_tf.convert --source=mmseg --checkpoint=CKPT.pth \\
+  pspnet-convert --source=mmseg --checkpoint=CKPT.pth \\
       --flagfile=configs/cityscapes_r50.cfg --output=OUT.h5
-  python -m pspnet_tf.convert --source=resnet_v1c --checkpoint=resnet50_v1c.pth \\
+  pspnet-convert --source=resnet_v1c --checkpoint=resnet50_v1c.pth \\
       --backbone=resnet50_v1c --output=resnet50_v1c.h5
 
 --checkpoint may be a URL (downloaded once into $PSPNET_TF_CACHE, default
-$KERAS_HOME/pspnet_tf or ~/.keras/pspnet_tf).
-PyTorch is not needed (pspnet_tf.convert.torch_io reads the file). Also `pspnet-convert`.
+$KERAS_HOME/pspnet_tf or ~/.keras/pspnet_tf; reads time out after
+$PSPNET_TF_DOWNLOAD_TIMEOUT seconds, default 60, and are retried, resuming).
+PyTorch is not needed (pspnet_tf.convert.torch_io reads the file). Also
+`python -m pspnet_tf.convert`.
 """
 
 import time

@@ -4,6 +4,11 @@
 prints the per-class IoU table, mIoU, aAcc and mAcc, and writes them as JSON;
 `--mode=slide|multiscale` picks another protocol and `--save_predictions=DIR` keeps the
 predicted label maps.
+
+Exit status: 0 when the split was evaluated; 2 for a problem to fix in the command, the
+model or the data (one `error: ...` line says which); 4 for a fault of the machine (a full
+disk, a read-only or unwritable folder, a path too long), with one `error: ...` line naming
+the path and what to do.
 """
 
 import os

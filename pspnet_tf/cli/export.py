@@ -5,7 +5,14 @@ ONNX file.
 --export_dir=exported/voc_r50` writes exported/voc_r50/<version>/ with the signatures
 `serving_default` (uint8 pixels) and `serve_encoded` (JPEG/PNG bytes); `--format=litert
 --input_size=512,512 --output=voc_r50.tflite` or `--format=onnx --output=voc_r50.onnx` write
-one file with serving_default's contract; see README "Export and serving" and "Deployment".
+one file with serving_default's contract; see docs/deployment.md (the formats) and
+docs/serving.md (TF Serving).
+
+Exit status: 0 when the export was written; 2 for a problem to fix in the command or the
+model (one `error: ...` line says which); 4 for a fault of the machine (a full disk, a
+read-only or unwritable destination, a path too long), with one `error: ...` line naming
+the path and what to do; the destination is checked before the conversion starts, and a
+failed export leaves no partial files.
 """
 
 from pspnet_tf.cli import startup

@@ -5,11 +5,16 @@
   <output>/labels/<stem>.png        class ids as a palette PNG in the dataset's colours
   <output>/overlays/<stem>.png      the prediction blended over the image
   <output>/side_by_side/<stem>.png  image | prediction | legend (with --side_by_side)
-Unreadable inputs are reported and skipped; existing outputs are kept unless --overwrite.
+Unreadable inputs are reported and skipped. Existing outputs stop the command before any
+work unless --overwrite replaces them; each file is created exclusively, so a second
+process writing the same names stops with one `error: ...` line instead of replacing the
+first one's results.
 
 Exit status: 0 when every input was predicted; 1 when some inputs were skipped as unreadable
 (the others are predicted; --allow_skips makes this 0); 2 for a user error, including
-inputs none of which is readable.
+inputs none of which is readable and outputs that already exist; 4 for a fault of the
+machine (a full disk, a read-only or unwritable --output, a path too long), with one
+`error: ...` line naming the path and what to do.
 """
 
 import collections

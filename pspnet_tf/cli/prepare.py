@@ -1,7 +1,7 @@
 """One-time conversions of downloaded datasets into the layouts the readers use.
 
-`python -m pspnet_tf.data.prepare voc_aug --voc_root=... --sbd_root=...` (also
-`pspnet-prepare`) writes the VOC "trainaug" labels and split; `... cityscapes
+`pspnet-prepare voc_aug --voc_root=... --sbd_root=...` (also `python -m
+pspnet_tf.data.prepare`) writes the VOC "trainaug" labels and split; `... cityscapes
 --data_root=...` writes trainId labels; `... tfrecord --flagfile=configs/X.cfg --output=DIR`
 writes TFRecord shards of the splits. They only add files: originals are never touched,
 label files already written are kept (so an interrupted run can simply be repeated), and a

@@ -7,7 +7,9 @@ Exit status: 0 when training finished; 2 for a problem to fix in the command or 
 3 when training diverged (the loss or the weights became NaN or infinite: lower
 --learning_rate, or leave mixed_float16; nothing non-finite is saved); 130 (SIGINT) or 143
 (SIGTERM): interrupted after checkpointing the step in flight, with one line
-`interrupted at step N; ...`.
+`interrupted at step N; ...`; 4 for a fault of the machine (a full disk, a read-only or
+unwritable folder, a path too long): one `error: ...` line names the path and what to do,
+and the same command resumes once it is fixed.
 """
 
 from pspnet_tf.cli import startup

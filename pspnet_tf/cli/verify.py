@@ -1,9 +1,9 @@
 """Checks a dataset on disk before anyone spends GPU hours on it; never modifies the data.
 
-`python -m pspnet_tf.data.verify --flagfile=configs/voc_r50.cfg` (or --dataset/--data_root;
-also `pspnet-verify`) decodes every listed image and label of the train and val splits,
-lists EVERY problem with its file name, prints per-split counts and per-class pixel
-frequencies, and exits with status 2 when it found any problem.
+`pspnet-verify --flagfile=configs/voc_r50.cfg` (or --dataset/--data_root; also
+`python -m pspnet_tf.data.verify`) decodes every listed image and label of the train and
+val splits, lists EVERY problem with its file name, prints per-split counts and per-class
+pixel frequencies, and exits with status 2 when it found any problem.
 """
 
 from pspnet_tf.cli import startup

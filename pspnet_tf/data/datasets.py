@@ -85,7 +85,7 @@ class SegmentationDataset:
         if values is None:
             raise UserError(f"label {path} has image mode {mode}; labels must be 8-bit palette or "
                             "grayscale PNGs of class indices (not colour-coded RGB)")
-        return cv2.LUT(values, self.label_map)  # a table lookup 4x faster than numpy indexing
+        return cv2.LUT(values, self.label_map)  # a table lookup, faster than numpy indexing
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image and label of sample `index`, checked against each other and the class list."""

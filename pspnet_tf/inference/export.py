@@ -83,8 +83,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     `export_dir` (atomic.remove_stale_temporaries).
 
     `jit_compile` marks the network for XLA (compiled on first use of each network input
-    size): R-50-D8 at 512x512 on 2 idle EPYC cores served in 0.956x ONNX Runtime's time,
-    against 1.07x without (docs/performance.md). TF Serving then needs
+    size), which serves faster on CPUs (docs/performance.md); TF Serving then needs
     `--xla_cpu_compilation_enabled=true` (experimental there), so it is not the default.
     """
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):

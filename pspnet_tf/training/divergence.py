@@ -45,8 +45,8 @@ def first_non_finite(variables: Iterable[tf.Variable]) -> str | None:
     """The name of the first variable holding a NaN or an infinity, or None.
 
     Reduced where the variables live (one boolean per variable comes back, not the weights:
-    on a GPU nothing is copied to the host). R-50-D8's 98 M weight and momentum values took
-    0.3-0.6 s on a loaded 2-core CPU, once per checkpoint.
+    on a GPU nothing is copied to the host). It runs once per checkpoint, not per step
+    (its cost: docs/performance.md).
     """
     floating = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
     finite = [tf.reduce_all(tf.math.is_finite(v)) for v in floating]

@@ -24,8 +24,7 @@ still talks to while it shuts down (a worker that outlives it logs `UNAVAILABLE:
 send RPC to coordination service` after the interrupt line), so the chief stops last: it
 waits until the other workers have exited (a minute at most). TensorFlow offers no way to
 leave the service cleanly, so a chief whose own shutdown outlasts the service's heartbeat
-timeout (10 s; seen on a heavily loaded 2-core CPU) still logs the others' missed heartbeats
-after its interrupt line.
+timeout (10 s) still logs the others' missed heartbeats after its interrupt line.
 
 Validation runs on each worker alone, without collectives, so a signal during it takes
 effect at the end of the next step (the epoch's last step was checkpointed before
