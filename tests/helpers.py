@@ -356,18 +356,18 @@ def _output_captured() -> Iterator[Any]:
         saved_fds = os.dup(1), os.dup(2)
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
-        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)
+        ours = [open(fd, "w", buffering=1, encoding="utf-8", closefd=False) for fd in (1, 2)]
+        sys.stdout, sys.stderr = ours
         for handler in handlers:
-            handler.setStream(sys.stdout if handler.stream is streams[0] else sys.stderr)
+            handler.setStream(ours[0] if handler.stream is streams[0] else ours[1])
         try:
             yield lambda: tuple(texts)
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
             sys.stdout, sys.stderr = streams
             for handler, stream in zip(handlers, handler_streams):
                 handler.setStream(stream)
+            for stream in ours:
+                stream.close()  # flushes; file descriptors 1 and 2 stay open
             for fd, saved in zip((1, 2), saved_fds):
                 os.dup2(saved, fd)
                 os.close(saved)
