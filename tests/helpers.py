@@ -1,15 +1,24 @@
 """Small helpers shared by several test modules: the repository's paths and tiny-run flags,
-a tiny randomised PSPNet, and running an entry point or script in a fresh Python process.
+a tiny randomised PSPNet, and running a command in this process (`run_command`) or an entry
+point or script in a fresh Python process (`run_script`, `run_python`).
 
 Fixtures live in tests/conftest.py; the PyTorch parity helpers in tests/torch_parity.py (they
 need PyTorch, which these helpers do not).
 """
 
+import contextlib
+import importlib
 import json
+import logging as python_logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import tomllib
+import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
@@ -17,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags
+from absl import logging as absl_logging
 
 from pspnet_tf import build_pspnet, save_weights
 from pspnet_tf.config import config_from_flags, define_flags
@@ -219,3 +229,139 @@ def assert_refused_in_one_line(result: subprocess.CompletedProcess, needle: str)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and needle in errors[0] and "Traceback" not in result.stderr
+
+
+# The modules whose absl flags are not the project's (cf. `--help`'s list of project flags).
+_FOREIGN_FLAG_MODULES = ("absl.", "tensorflow.", "keras.")
+
+
+def console_scripts() -> dict[str, str]:
+    """The installed commands and their targets (`module:function`), from pyproject.toml."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+        return tomllib.load(handle)["project"]["scripts"]
+
+
+def run_command(command: str, *args: str, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess:
+    """Runs an installed command (`pspnet-train`, ..., as pyproject.toml names it) in this
+    process, as if `command ARGS` were typed in the repository root, with the environment
+    variables `env` added: its exit status (SystemExit's, 1 and a traceback on stderr for an
+    uncaught exception, as Python would print) and what it wrote to stdout and stderr, as
+    `run_script` returns them.
+
+    Each call starts as a fresh process would: its module is imported anew with none of the
+    project's absl flags defined, absl's flags unparsed; what an entry point changes for the
+    process (logging handlers and verbosity, Keras' dtype policy, signal handlers,
+    environment, working directory, sys.argv) is put back afterwards, and its module and flags
+    are forgotten again. Not for what a test must see in a fresh process: import side effects,
+    TensorFlow's device set-up or C++ log level, signals, several processes.
+    """
+    module_name, function = console_scripts()[command].split(":")
+    _forget_entry_point(module_name)
+    with _process_state_restored(env), _output_captured() as captured:
+        sys.argv = [command, *args]
+        try:
+            getattr(importlib.import_module(module_name), function)()
+            status = 0
+        except SystemExit as exited:
+            status = _exit_status(exited.code)
+        except Exception:  # a bug: Python would print the traceback and exit with 1
+            traceback.print_exc()
+            status = 1
+        finally:
+            _forget_entry_point(module_name)
+    return subprocess.CompletedProcess([command, *args], status, *captured())
+
+
+def _exit_status(code: object) -> int:
+    """The exit status of `sys.exit(code)`; a message is printed on stderr, as Python does."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _forget_entry_point(module_name: str) -> None:
+    """Undefines every project flag and unimports `module_name`, so that importing it again
+    defines its flags as in a fresh process; absl's and TensorFlow's flags go unparsed."""
+    values = flags.FLAGS
+    project = {flag.name for module, defined in values.flags_by_module_dict().items()
+               if not module.startswith(_FOREIGN_FLAG_MODULES) for flag in defined}
+    for name in project:
+        delattr(values, name)
+    values.unparse_flags()
+    module = sys.modules.pop(module_name, None)
+    parent, _, child = module_name.rpartition(".")
+    if module is not None and getattr(sys.modules.get(parent), child, None) is module:
+        delattr(sys.modules[parent], child)
+
+
+@contextlib.contextmanager
+def _process_state_restored(env: dict[str, str] | None) -> Iterator[None]:
+    """Sets `env` and the repository root as working directory; afterwards puts back what an
+    entry point may change for the whole process."""
+    saved_environ, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    root_logger = python_logging.getLogger()
+    saved_handlers, saved_level = list(root_logger.handlers), root_logger.level
+    saved_verbosity = absl_logging.get_verbosity()
+    saved_policy = keras.config.dtype_policy()
+    saved_signals = {number: signal.getsignal(number)
+                     for number in (signal.SIGINT, signal.SIGTERM)}
+    os.environ.update(env or {})
+    os.chdir(ROOT)
+    try:
+        yield
+    finally:
+        for handler in root_logger.handlers[:]:
+            if handler not in saved_handlers:  # e.g. the train.log of a training run
+                root_logger.removeHandler(handler)
+                handler.close()
+        root_logger.setLevel(saved_level)
+        absl_logging.set_verbosity(saved_verbosity)
+        keras.config.set_dtype_policy(saved_policy)
+        for number, handler in saved_signals.items():
+            signal.signal(number, handler)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_environ)
+
+
+@contextlib.contextmanager
+def _output_captured() -> Iterator[Any]:
+    """Captures what is written to stdout and stderr, by Python (print, logging) and below it
+    (file descriptors 1 and 2), as a child process' pipes would; yields a function that
+    returns (stdout, stderr) as text once the block is left."""
+    texts: list[str] = []
+    streams = sys.stdout, sys.stderr
+    # absl's handler logs to the stderr of when it was made (pytest's, here); others may too.
+    absl_handler = absl_logging.get_absl_handler().python_handler
+    handlers = [absl_handler] + [
+        handler for handler in python_logging.getLogger().handlers
+        if isinstance(handler, python_logging.StreamHandler) and handler is not absl_handler
+        and handler.stream in streams]
+    handler_streams = [handler.stream for handler in handlers]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        for stream in streams:
+            stream.flush()
+        saved_fds = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        ours = [open(fd, "w", buffering=1, encoding="utf-8", closefd=False) for fd in (1, 2)]
+        sys.stdout, sys.stderr = ours
+        for handler in handlers:
+            handler.setStream(ours[0] if handler.stream is streams[0] else ours[1])
+        try:
+            yield lambda: tuple(texts)
+        finally:
+            sys.stdout, sys.stderr = streams
+            for handler, stream in zip(handlers, handler_streams):
+                handler.setStream(stream)
+            for stream in ours:
+                stream.close()  # flushes; file descriptors 1 and 2 stay open
+            for fd, saved in zip((1, 2), saved_fds):
+                os.dup2(saved, fd)
+                os.close(saved)
+            for captured in (out, err):
+                captured.seek(0)
+                texts.append(captured.read().decode("utf-8", errors="replace"))

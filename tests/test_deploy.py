@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from helpers import DEMO_MODEL_FLAGS as CONFIG
 from helpers import DEMO_SCALE as SCALE
-from helpers import run_python, saved, several_classes, tiny_model, varied_model
+from helpers import run_command, run_python, saved, several_classes, tiny_model, varied_model
 
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.errors import UserError
@@ -58,7 +58,13 @@ ONNX_CLIENT = textwrap.dedent("""
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
+    """`python ARGS`: a deployment's fresh interpreter."""
     return run_python(*args, timeout=900)
+
+
+def export(*args: str) -> subprocess.CompletedProcess:
+    """pspnet-export, in this process, for the demo dataset's tiny model."""
+    return run_command("pspnet-export", *CONFIG, *args)
 
 
 def agreement(got: np.ndarray, expected: np.ndarray) -> float:
@@ -80,8 +86,8 @@ def test_litert_file_runs_on_builtin_ops_in_a_fresh_process_with_predictor_label
     pytest.importorskip("ai_edge_litert")
     model, path = weights
     output = str(tmp_path / "pspnet.tflite")
-    result = run("export.py", *CONFIG, f"--weights={path}", "--format=litert",
-                 f"--input_size={SIZE[0]},{SIZE[1]}", f"--output={output}")
+    result = export(f"--weights={path}", "--format=litert",
+                    f"--input_size={SIZE[0]},{SIZE[1]}", f"--output={output}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "litert model written to" in result.stdout
     assert os.listdir(tmp_path) == ["pspnet.tflite"]  # no temporary file left behind
@@ -121,8 +127,7 @@ def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, 
     pytest.importorskip("onnxruntime")
     model, path = weights
     output = str(tmp_path / "pspnet.onnx")
-    result = run("export.py", *CONFIG, f"--weights={path}", "--format=onnx",
-                 f"--output={output}")
+    result = export(f"--weights={path}", "--format=onnx", f"--output={output}")
     assert result.returncode == 0, result.stderr[-3000:]
     sizes = {"odd": SIZE, "tall": (61, 29), "scale": SCALE}
     inputs, served = str(tmp_path / "in.npz"), str(tmp_path / "out.npz")
@@ -172,8 +177,8 @@ def test_an_existing_output_file_is_never_replaced(tmp_path):
 
 
 def test_litert_without_input_size_is_one_error_line_from_export_py(weights, tmp_path):
-    result = run("export.py", *CONFIG, f"--weights={weights[1]}", "--format=litert",
-                 f"--output={tmp_path / 'm.tflite'}")
+    result = export(f"--weights={weights[1]}", "--format=litert",
+                    f"--output={tmp_path / 'm.tflite'}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --input_size=")
     assert "Traceback" not in result.stderr
@@ -212,8 +217,7 @@ def test_bfloat16_precision_runs_the_network_in_bfloat16_with_float32_logits(
 
 def test_bfloat16_saved_model_serves_float32_logits_labels(weights, tmp_path, restore_policy):
     model, path = weights
-    result = run("export.py", *CONFIG, f"--weights={path}", "--precision=bfloat16",
-                 f"--export_dir={tmp_path}")
+    result = export(f"--weights={path}", "--precision=bfloat16", f"--export_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = tf.saved_model.load(str(tmp_path / "1"))
     pixels = images(SIZE, seed=6)

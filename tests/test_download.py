@@ -10,6 +10,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
+from helpers import error_lines, run_command
 
 from pspnet_tf.convert import fetch
 from pspnet_tf.convert.download import CACHE_ENV, TIMEOUT_ENV
@@ -221,11 +222,9 @@ def test_a_cache_that_cannot_be_written_is_refused_in_one_line(server, tmp_path)
 
 
 def test_predict_with_a_published_name_and_a_stalled_server_exits_2_with_one_line(
-        server, tmp_path, monkeypatch, capsys):
+        server, tmp_path, monkeypatch):
     """`predict.py --model=NAME` in this process, $PSPNET_TF_DOWNLOAD_BASE at a server that
     sends part of the checkpoint and stalls: `error: ...`, exit 2, a .part left to resume."""
-    from pspnet_tf.cli import predict
-
     entry = next(c for c in CHECKPOINTS if c.name == "pspnet_r50-d8_512x1024_80k_cityscapes")
     path = entry.url[len(OPENMMLAB):]
     server.files[path] = PAYLOAD
@@ -235,12 +234,10 @@ def test_predict_with_a_published_name_and_a_stalled_server_exits_2_with_one_lin
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     image = tmp_path / "image.png"
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
-    monkeypatch.setattr("sys.argv", ["predict.py", f"--model={entry.name}",
-                                     f"--input={image}", f"--output={tmp_path / 'out'}"])
-    with pytest.raises(SystemExit) as exited:
-        predict.run()
-    assert exited.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    result = run_command("pspnet-predict", f"--model={entry.name}", f"--input={image}",
+                         f"--output={tmp_path / 'out'}")
+    assert result.returncode == 2
+    errors = error_lines(result.stderr)
     assert len(errors) == 1 and errors[0].startswith(
         f"error: could not download {server.base + path}: timed out after 0.5 s")
     assert os.listdir(tmp_path / "cache") == [f"{entry.file_name}.part"]

@@ -76,6 +76,8 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(weights, tmp_path_factory):
+    """`python export.py` at the repository root (its smoke test; test_deploy.py and
+    test_model_artifacts.py run the command in process)."""
     export_dir = str(tmp_path_factory.mktemp("export") / "pspnet")
     result = run("export.py", *CONFIG, f"--weights={weights[1]}", f"--export_dir={export_dir}",
                  "--with_probabilities")

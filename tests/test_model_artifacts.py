@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 from helpers import DEMO_MODEL_FLAGS as FLAGS
 from helpers import DEMO_SCALE as SCALE
-from helpers import (cli_flag_values, model_from_cli_flags, randomise, run_script,
+from helpers import (cli_flag_values, model_from_cli_flags, randomise, run_command,
                      tiny_model)
 
 from pspnet_tf import save_weights
@@ -32,8 +32,9 @@ from pspnet_tf.inference.outputs import stem
 
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    result = run_script(script, *args)
+def run(command: str, *args: str) -> subprocess.CompletedProcess:
+    """Runs an installed command in this process, which must succeed."""
+    result = run_command(command, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -96,7 +97,7 @@ def weights_predictor(data_root: str, weights: str, *args: str):
 def test_predict_with_model_alone_gives_the_weights_labels(artifacts, tmp_path):
     data_root, weights, keras_file = artifacts
     images = os.path.join(data_root, "JPEGImages")
-    run("predict.py", f"--model={keras_file}", f"--input={images}", f"--output={tmp_path}")
+    run("pspnet-predict", f"--model={keras_file}", f"--input={images}", f"--output={tmp_path}")
     predictor, _, (_, palette) = weights_predictor(data_root, weights)
     inputs = find_inputs(images)
     assert len(inputs) == 5
@@ -109,7 +110,7 @@ def test_predict_with_model_alone_gives_the_weights_labels(artifacts, tmp_path):
 def test_evaluate_with_model_alone_gives_the_weights_metrics(artifacts, tmp_path):
     data_root, weights, keras_file = artifacts
     output = str(tmp_path / "metrics.json")
-    run("evaluate.py", f"--model={keras_file}", f"--output={output}")
+    run("pspnet-evaluate", f"--model={keras_file}", f"--output={output}")
     predictor, config, _ = weights_predictor(data_root, weights)
     expected = evaluate(predictor, load_split(config, "val"), verbose=False)
     assert json.load(open(output)) == json.loads(json.dumps(expected))
@@ -117,7 +118,7 @@ def test_evaluate_with_model_alone_gives_the_weights_metrics(artifacts, tmp_path
 
 def test_export_with_model_alone_gives_the_weights_labels(artifacts, tmp_path):
     data_root, weights, keras_file = artifacts
-    run("export.py", f"--model={keras_file}", f"--export_dir={tmp_path}")
+    run("pspnet-export", f"--model={keras_file}", f"--export_dir={tmp_path}")
     images = np.random.default_rng(4).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
     served = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"](
         images=tf.constant(images))["segmentation"].numpy()

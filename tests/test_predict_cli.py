@@ -1,4 +1,5 @@
-"""predict.py and evaluate.py --mode/--save_predictions end to end on tiny generated files."""
+"""predict.py and evaluate.py --mode/--save_predictions end to end on tiny generated files,
+run in this process (`run_command`) but for the peak-memory test, which measures a process."""
 
 import glob
 import json
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from helpers import DEMO_MODEL_FLAGS as CONFIG
 from helpers import DEMO_SCALE as SCALE
-from helpers import (assert_refused_in_one_line, error_lines, run_python, run_script,
+from helpers import (assert_refused_in_one_line, error_lines, run_command, run_python,
                      saved_tiny_weights, script_command)
 
 from pspnet_tf.data.demo import DEMO_PALETTE, generate_demo_dataset
@@ -18,6 +19,16 @@ from pspnet_tf.data.images import read_image
 from pspnet_tf.inference.predictor import Predictor
 
 STEMS = ("colour", "gray", "rgba", "deep")
+
+
+def predict(*args: str):
+    """pspnet-predict, in this process, for the demo dataset's tiny model."""
+    return run_command("pspnet-predict", *CONFIG, *args)
+
+
+def evaluate(*args: str):
+    """pspnet-evaluate, in this process, for the demo dataset's tiny model."""
+    return run_command("pspnet-evaluate", *CONFIG, *args)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +62,8 @@ def predicted(weights, inputs, tmp_path_factory):
     os.makedirs(os.path.join(output, "labels"))
     with open(os.path.join(output, "labels", "colour.png"), "wb") as handle:
         handle.write(STALE)
-    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={inputs}",
-                        f"--output={output}", "--side_by_side", "--overwrite")
+    result = predict(f"--weights={weights[1]}", f"--input={inputs}",
+                     f"--output={output}", "--side_by_side", "--overwrite")
     assert result.returncode == 1, result.stderr[-3000:]  # broken.png was skipped
     return output, result
 
@@ -81,9 +92,9 @@ def test_unreadable_input_is_named_and_skipped_with_exit_status_1(predicted):
 
 
 def test_input_without_a_readable_image_is_an_error(weights, inputs, tmp_path):
-    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}",
-                        f"--input={os.path.join(inputs, 'broken.png')}", f"--output={tmp_path}",
-                        "--allow_skips")
+    result = predict(f"--weights={weights[1]}",
+                     f"--input={os.path.join(inputs, 'broken.png')}", f"--output={tmp_path}",
+                     "--allow_skips")
     assert_refused_in_one_line(result, "holds no readable image")
     assert "broken.png" in error_lines(result.stderr)[0]
     assert "split" not in result.stderr
@@ -92,8 +103,8 @@ def test_input_without_a_readable_image_is_an_error(weights, inputs, tmp_path):
 def test_output_that_is_a_file_is_one_error_line(weights, inputs, tmp_path):
     output = tmp_path / "predictions"
     output.write_bytes(STALE)
-    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}",
-                        f"--input={os.path.join(inputs, 'gray.png')}", f"--output={output}")
+    result = predict(f"--weights={weights[1]}",
+                     f"--input={os.path.join(inputs, 'gray.png')}", f"--output={output}")
     assert_refused_in_one_line(result, "--output")
     assert output.read_bytes() == STALE
 
@@ -105,8 +116,8 @@ def test_folder_listing_takes_every_format_the_decoder_reads(weights, tmp_path):
     Image.fromarray(picture).save(folder / "animated.gif")
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     output = tmp_path / "out"
-    result = run_script("predict.py", *CONFIG, f"--weights={weights[1]}", f"--input={folder}",
-                        f"--output={output}", "--allow_skips")
+    result = predict(f"--weights={weights[1]}", f"--input={folder}",
+                     f"--output={output}", "--allow_skips")
     assert result.returncode == 0, result.stderr[-3000:]  # broken.jpg skipped, allowed
     assert "1 of 2 images" in result.stdout and "broken.jpg" in result.stderr
     image = read_image(str(folder / "animated.gif"))
@@ -142,8 +153,8 @@ def test_a_large_image_with_many_classes_is_predicted_in_bounded_memory(tmp_path
 def test_evaluate_refuses_an_unwritable_output_before_evaluating(weights, tmp_path):
     blocker = tmp_path / "metrics"
     blocker.write_bytes(STALE)
-    result = run_script("evaluate.py", *CONFIG, f"--data_root={tmp_path / 'no_data'}",
-                        f"--weights={weights[1]}", f"--output={blocker / 'm.json'}")
+    result = evaluate(f"--data_root={tmp_path / 'no_data'}",
+                      f"--weights={weights[1]}", f"--output={blocker / 'm.json'}")
     assert_refused_in_one_line(result, "--output")
     assert blocker.read_bytes() == STALE
 
@@ -155,8 +166,8 @@ def test_existing_outputs_are_kept_unless_overwrite(weights, inputs, predicted, 
     kept = tmp_path / "kept"
     (kept / "overlays").mkdir(parents=True)
     (kept / "overlays" / "gray.png").write_bytes(STALE)
-    refused = run_script("predict.py", *CONFIG, f"--weights={weights[1]}",
-                         f"--input={os.path.join(inputs, 'gray.png')}", f"--output={kept}")
+    refused = predict(f"--weights={weights[1]}",
+                      f"--input={os.path.join(inputs, 'gray.png')}", f"--output={kept}")
     assert refused.returncode == 2
     assert "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
     assert (kept / "overlays" / "gray.png").read_bytes() == STALE
@@ -167,9 +178,9 @@ def test_evaluate_slide_mode_saves_predictions_and_reports_metrics(weights, tmp_
     root = str(tmp_path / "demo")
     generate_demo_dataset(root, num_train=1, num_val=2, image_size=40)
     saved, metrics = str(tmp_path / "saved"), str(tmp_path / "metrics.json")
-    result = run_script("evaluate.py", *CONFIG, f"--data_root={root}", f"--weights={weights[1]}",
-                        "--mode=slide", "--crop=24,24", "--stride=16,16",
-                        f"--save_predictions={saved}", f"--output={metrics}")
+    result = evaluate(f"--data_root={root}", f"--weights={weights[1]}",
+                      "--mode=slide", "--crop=24,24", "--stride=16,16",
+                      f"--save_predictions={saved}", f"--output={metrics}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mIoU" in result.stdout and "aAcc" in result.stdout
     with open(metrics) as handle:

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from helpers import run_python
+from helpers import run_command
 from scipy import io as scipy_io
 
 from pspnet_tf.data.datasets import get_dataset
@@ -123,22 +123,19 @@ def test_cityscapes_writes_train_ids_that_the_reader_prefers(tmp_path):
     np.testing.assert_array_equal(before.load(0)[1], expected)
 
 
-@pytest.mark.slow  # 22 s on 2 idle cores; the functions it runs are tested above
 def test_prepare_command_line(tmp_path):
     voc, sbd, _ = _voc_and_sbd(tmp_path, ["v1"], ["val1"], ["s1"], [])
-    prepare = ["-m", "pspnet_tf.data.prepare"]
-    done = run_python(*prepare, "voc_aug", f"--voc_root={voc}", f"--sbd_root={sbd}",
-                      timeout=120)
+    done = run_command("pspnet-prepare", "voc_aug", f"--voc_root={voc}", f"--sbd_root={sbd}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "voc_aug: 2 images, 2 label files written" in done.stdout
     shards = tmp_path / "shards"
-    done = run_python(*prepare, "tfrecord", "--dataset=voc", f"--data_root={voc}",
-                      "--splits=trainaug,val", f"--output={shards}", timeout=120)
+    done = run_command("pspnet-prepare", "tfrecord", "--dataset=voc", f"--data_root={voc}",
+                       "--splits=trainaug,val", f"--output={shards}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(os.listdir(shards)) == [
         "trainaug-00000-of-00001.tfrecord", "trainaug.json", "val-00000-of-00001.tfrecord",
         "val.json"]
-    missing = run_python(*prepare, "voc_aug", f"--voc_root={voc}", timeout=120)
+    missing = run_command("pspnet-prepare", "voc_aug", f"--voc_root={voc}")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == (
         "error: voc_aug needs --sbd_root; see python -m pspnet_tf.data.prepare --help")

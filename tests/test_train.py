@@ -1,5 +1,9 @@
 """train.py and evaluate.py end to end on tiny generated demo data, including kill -9,
-SIGINT and SIGTERM resumes with the shipped dropout."""
+SIGINT and SIGTERM resumes with the shipped dropout.
+
+The runs that resumed runs are compared with bit for bit run in fresh processes as users run
+them (deterministic kernels, and oneDNN as train.py asks for it before TensorFlow loads);
+the refusals run in this process (`run_command`)."""
 
 import csv
 import json
@@ -14,7 +18,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import DETERMINISTIC_ENV, ROOT, TINY, h5_weights, script_command, tiny_model
+from helpers import (DETERMINISTIC_ENV, ROOT, TINY, h5_weights, run_command, script_command,
+                     tiny_model)
 from helpers import run_deterministically as run
 
 STEPS_PER_EPOCH = 4  # 16 training images / batch 4
@@ -266,8 +271,8 @@ def test_every_kind_of_interruption_in_turn_then_rerun_matches(finished_run, dem
 def test_run_dir_with_another_config_is_refused_and_left_untouched(finished_run, demo_root):
     run_dir, _ = finished_run
     before = open(os.path.join(run_dir, "config.json")).read()
-    result = run("train.py", *TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}",
-                 "--epochs=3")
+    result = run_command("pspnet-train", *TINY, f"--data_root={demo_root}",
+                         f"--run_dir={run_dir}", "--epochs=3")
     assert result.returncode == 2
     assert "another config" in result.stderr and "epochs: 2 -> 3" in result.stderr
     assert "Traceback" not in result.stderr
@@ -282,7 +287,7 @@ def test_run_dir_with_another_config_is_refused_and_left_untouched(finished_run,
 ])
 def test_bad_input_gives_one_clear_line(flag, message, demo_root, tmp_path):
     args = [*TINY, f"--data_root={demo_root}", f"--run_dir={tmp_path / 'run'}"]
-    result = run("train.py", *args, *flag.split())
+    result = run_command("pspnet-train", *args, *flag.split())
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -341,7 +346,7 @@ def test_label_out_of_range_is_one_line_and_the_corrected_command_reuses_the_run
 def test_run_dir_that_is_a_file_gives_one_line(demo_root, tmp_path):
     path = tmp_path / "run"
     path.write_text("a file")
-    result = run("train.py", *TINY, f"--data_root={demo_root}", f"--run_dir={path}")
+    result = run_command("pspnet-train", *TINY, f"--data_root={demo_root}", f"--run_dir={path}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: --run_dir={path} is a file, not a directory; pass another --run_dir "

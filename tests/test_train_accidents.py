@@ -1,5 +1,6 @@
 """train.py end to end through the accidents of a long run: divergence, a damaged checkpoint
-state file, and a second launch on a busy --run_dir. Shipped defaults (dropout 0.1)."""
+state file, and a second launch on a busy --run_dir. Shipped defaults (dropout 0.1). The
+runs are in this process (`run_command`); only the busy run_dir's holder is another one."""
 
 import json
 import os
@@ -13,8 +14,7 @@ import tensorflow as tf
 
 from pspnet_tf.training.divergence import DIVERGED_EXIT_STATUS
 from pspnet_tf.training.run_dir import RUN_LOCK_FILE
-from helpers import TINY, error_lines, files_under
-from helpers import run_deterministically as run
+from helpers import TINY, error_lines, files_under, run_command
 
 SHIPPED = [flag for flag in TINY if not flag.startswith("--dropout")]
 
@@ -29,7 +29,7 @@ def test_diverging_run_stops_with_status_3_and_saves_nothing_non_finite(demo_roo
     run_dir = str(tmp_path / "run")
     args = [*SHIPPED, f"--data_root={demo_root}", f"--run_dir={run_dir}",
             "--learning_rate=1e4", "--checkpoint_every_steps=1"]
-    result = run("train.py", *args)
+    result = run_command("pspnet-train", *args)
     assert result.returncode == DIVERGED_EXIT_STATUS, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     [line] = error_lines(result.stderr)
@@ -51,7 +51,7 @@ def test_diverging_run_stops_with_status_3_and_saves_nothing_non_finite(demo_roo
 
     # The same command resumes from the last finite checkpoint and says the same again.
     before = checkpoint_files(run_dir)
-    again = run("train.py", *args)
+    again = run_command("pspnet-train", *args)
     assert again.returncode == DIVERGED_EXIT_STATUS
     assert error_lines(again.stderr) == [line]
     log = open(os.path.join(run_dir, "train.log")).read()
@@ -62,8 +62,8 @@ def test_diverging_run_stops_with_status_3_and_saves_nothing_non_finite(demo_roo
 @pytest.fixture(scope="module")
 def one_epoch_run(demo_root, tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("runs") / "one_epoch")
-    result = run("train.py", *SHIPPED, "--epochs=1", f"--data_root={demo_root}",
-                 f"--run_dir={run_dir}")
+    result = run_command("pspnet-train", *SHIPPED, "--epochs=1", f"--data_root={demo_root}",
+                         f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -76,8 +76,8 @@ def test_garbled_state_file_neither_restarts_nor_overwrites(one_epoch_run, demo_
     checkpoints = checkpoint_files(run_dir)
     history = open(os.path.join(run_dir, "history.csv")).read()
 
-    result = run("train.py", *SHIPPED, "--epochs=1", f"--data_root={demo_root}",
-                 f"--run_dir={run_dir}")
+    result = run_command("pspnet-train", *SHIPPED, "--epochs=1", f"--data_root={demo_root}",
+                         f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in open(os.path.join(run_dir, "train.log")).read()
     assert checkpoint_files(run_dir) == checkpoints
@@ -95,8 +95,8 @@ def test_second_launch_on_a_busy_run_dir_is_refused_and_changes_nothing(one_epoc
             json.dump({"host": socket.gethostname(), "pid": holder.pid,
                        "started": "2026-01-01T00:00:00+0000"}, handle)
         before = files_under(run_dir)
-        result = run("train.py", *SHIPPED, "--epochs=1", f"--data_root={demo_root}",
-                     f"--run_dir={run_dir}")
+        result = run_command("pspnet-train", *SHIPPED, "--epochs=1",
+                             f"--data_root={demo_root}", f"--run_dir={run_dir}")
     finally:
         holder.kill()
         holder.wait()

@@ -3,7 +3,7 @@
 import os
 
 import numpy as np
-from helpers import run_python
+from helpers import run_command
 from PIL import Image
 
 from pspnet_tf.data.datasets import open_dataset
@@ -83,20 +83,20 @@ def test_command_line_exits_non_zero_and_changes_nothing(tmp_path):
     _voc_tree(tmp_path, "val", 2)
     _break_samples(tmp_path)
     before = _snapshot(tmp_path)
-    verify_command = ["-m", "pspnet_tf.data.verify", "--dataset=voc", f"--data_root={tmp_path}"]
-    result = run_python(*verify_command, timeout=120)
+    verify_command = ["--dataset=voc", f"--data_root={tmp_path}"]
+    result = run_command("pspnet-verify", *verify_command)
     assert result.returncode == 2
     assert "split train: 6 samples, 5 problems" in result.stdout
     assert "split val: 2 samples, 0 problems" in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith("error: 5 problems found")
     assert _snapshot(tmp_path) == before
-    clean = run_python(*verify_command, "--splits=val", timeout=120)
+    clean = run_command("pspnet-verify", *verify_command, "--splits=val")
     assert clean.returncode == 0, clean.stderr[-2000:]
     assert "no problems found" in clean.stdout
 
 
 def test_verify_command_takes_the_class_count_from_the_dataset(tmp_path):
-    """python -m pspnet_tf.data.verify --dataset=cityscapes needs no --num_classes (19);
+    """pspnet-verify --dataset=cityscapes needs no --num_classes (19);
     an explicit wrong one is still reported."""
     for split in ("train", "val"):
         for folder in ("leftImg8bit", "gtFine"):
@@ -105,10 +105,10 @@ def test_verify_command_takes_the_class_count_from_the_dataset(tmp_path):
             tmp_path / "leftImg8bit" / split / "city" / "city_0_0_leftImg8bit.png")
         Image.fromarray(np.full((HEIGHT, WIDTH), 7, np.uint8)).save(  # labelId 7 = road
             tmp_path / "gtFine" / split / "city" / "city_0_0_gtFine_labelIds.png")
-    command = ["-m", "pspnet_tf.data.verify", "--dataset=cityscapes", f"--data_root={tmp_path}"]
-    result = run_python(*command, timeout=240)
+    command = ["--dataset=cityscapes", f"--data_root={tmp_path}"]
+    result = run_command("pspnet-verify", *command)
     assert result.returncode == 0, result.stderr
     assert "no problems found" in result.stdout
-    wrong = run_python(*command, "--num_classes=21", timeout=240)
+    wrong = run_command("pspnet-verify", *command, "--num_classes=21")
     assert wrong.returncode == 2
     assert "--num_classes=21 but cityscapes has 19 classes" in wrong.stdout
