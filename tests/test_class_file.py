@@ -7,7 +7,7 @@ from PIL import Image
 
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.data.descriptors import read_class_file
-from pspnet_tf.data.verify import verify
+from pspnet_tf.data.verification import verify
 from pspnet_tf.errors import UserError
 from pspnet_tf.training.trainer import train
 

@@ -190,7 +190,7 @@ def test_num_classes_defaults_to_the_datasets_class_count(parse, dataset, count)
 
 
 def test_num_classes_of_a_folder_dataset_is_the_line_count_of_classes_txt(parse, tmp_path):
-    (tmp_path / "classes.txt").write_text("background\ncrack\n\nrust\n")
+    (tmp_path / "classes.txt").write_text("background\ncrack\nrust\n")
     assert parse("--dataset=folder", f"--data_root={tmp_path}").model.num_classes == 3
     with pytest.raises(UserError, match="classes.txt not found"):
         parse("--dataset=folder", f"--data_root={tmp_path / 'elsewhere'}")

@@ -284,7 +284,7 @@ def test_a_full_disk_at_the_final_save_then_the_rerun_saves(demo_root, tmp_path,
 RAISES = """
 import errno, os
 import keras
-from pspnet_tf import cli
+from pspnet_tf.cli import app as cli
 from pspnet_tf.errors import UserError
 
 def main(argv):
@@ -340,7 +340,7 @@ def test_error_lines_start_on_their_own_line_on_a_terminal():
 
 
 def test_a_full_disk_in_an_entry_point_is_one_line_with_status_4():
-    script = ("import errno; from pspnet_tf import cli\n"
+    script = ("import errno; from pspnet_tf.cli import app as cli\n"
               "def main(argv):\n"
               "    import tensorflow as tf\n"
               "    raise tf.errors.ResourceExhaustedError(None, None, '{{function_node x}} "
