@@ -39,9 +39,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_HEADS = {"psp_channels": 16, "aux_channels": 8}
 TINY_HEAD_FLAGS = [f"--{name}={value}" for name, value in TINY_HEADS.items()]
 # train.py flags for a tiny run on the demo data (the demo_root fixture): 16 training images,
-# batch 4, 2 epochs.
+# batch 4, 2 epochs, validated after each. Dropout at the recipe's 0.1, as every published
+# flagfile ships it (the demo's own config runs without), so that the resume tests cover its
+# random state.
 TINY = ["--flagfile=configs/demo.cfg", "--epochs=2", "--batch_size=4", "--crop_size=32,32",
-        "--scale=48,48", *TINY_HEAD_FLAGS, "--num_image_summaries=2"]
+        "--scale=48,48", *TINY_HEAD_FLAGS, "--num_image_summaries=2", "--dropout=0.1",
+        "--eval_every_epochs=1"]
 
 # The flags evaluate.py, predict.py and export.py need for a tiny_model of the demo dataset's
 # 5 classes (configs/demo.cfg), at a small --scale.
