@@ -191,3 +191,39 @@ def test_evaluate_slide_mode_saves_predictions_and_reports_metrics(weights, tmp_
         image = read_image(os.path.join(root, "JPEGImages", f"{name}.jpg"))
         saved_labels = np.asarray(Image.open(os.path.join(saved, f"{name}.png")))
         np.testing.assert_array_equal(saved_labels, predictor.predict(image))
+
+
+def test_a_full_disk_mid_run_removes_this_runs_outputs_and_the_rerun_predicts_all(
+        weights, inputs, tmp_path, monkeypatch):
+    """The fifth file written meets a full disk: exit 4, one line, none of this run's files
+    left, so the same command, rerun, writes every output."""
+    import errno
+
+    from pspnet_tf.inference import outputs
+
+    save_output, calls = outputs.save_output, []
+
+    def disk_fills_up(path, write, overwrite=False):
+        calls.append(path)
+
+        def write_until_full(temporary):
+            if len(calls) == 5:  # as the image writer meets a full disk
+                raise OSError(errno.ENOSPC, "No space left on device", temporary)
+            write(temporary)
+
+        save_output(path, write_until_full, overwrite)
+
+    output = tmp_path / "out"
+    args = (f"--weights={weights[1]}", f"--input={inputs}", f"--output={output}",
+            "--allow_skips")
+    monkeypatch.setattr(outputs, "save_output", disk_fills_up)
+    full = predict(*args)
+    assert full.returncode == 4, full.stderr[-3000:]
+    assert len(error_lines(full.stderr)) == 1 and "no space left" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert [name for _, _, names in os.walk(output) for name in names] == []
+
+    monkeypatch.setattr(outputs, "save_output", save_output)
+    again = predict(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(os.listdir(output / "labels")) == sorted(f"{stem}.png" for stem in STEMS)

@@ -18,6 +18,7 @@ machine (a full disk, a read-only or unwritable --output, a path too long), with
 """
 
 import collections
+import contextlib
 import functools
 import os
 import sys
@@ -41,7 +42,7 @@ from pspnet_tf.cli.inference_flags import (  # noqa: E402
 )
 from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
 from pspnet_tf.data.images import read_image  # noqa: E402
-from pspnet_tf.errors import UserError  # noqa: E402
+from pspnet_tf.errors import EnvironmentFault, UserError  # noqa: E402
 from pspnet_tf.inference.images import PREDICT_REMEDY, find_inputs  # noqa: E402
 from pspnet_tf.inference.outputs import make_output_folders, save_output, stem  # noqa: E402
 from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side  # noqa: E402
@@ -80,6 +81,35 @@ def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> lis
             for path in paths]
 
 
+def _predict_all(paths: list[str], outputs: list[dict], predictor, class_names, palette,
+                 skipped: list[str], written: list[str]) -> None:
+    """Predicts each input into its `outputs`, appending unreadable inputs to `skipped` and
+    the files created to `written`."""
+    values = flags.FLAGS
+    progress = keras.utils.Progbar(len(paths), unit_name="image")
+    for done, (path, targets) in enumerate(zip(paths, outputs), 1):
+        try:
+            image = read_image(path, PREDICT_REMEDY)
+        except UserError as error:
+            print(f"\nskipped: {error}", file=sys.stderr)
+            skipped.append(path)
+        else:
+            labels = predictor.predict(image)
+            pictures = {
+                "labels": functools.partial(save_label_png, labels, palette),
+                "overlays": Image.fromarray(overlay(image, labels, palette, values.alpha)).save,
+            }
+            if "side_by_side" in targets:
+                pictures["side_by_side"] = Image.fromarray(
+                    side_by_side(image, labels, class_names, palette)).save
+            for kind, write in pictures.items():
+                # Created exclusively unless --overwrite: another run's files are never
+                # replaced.
+                save_output(targets[kind], write, values.overwrite)
+                written.append(targets[kind])
+        progress.update(done)
+
+
 def main(argv: list[str]) -> None:
     values = flags.FLAGS
     loaded = model_from_flags(config_from_flags())
@@ -93,25 +123,18 @@ def main(argv: list[str]) -> None:
     make_output_folders([path for targets in outputs for path in targets.values()], "--output")
     predictor = predictor_from_flags(loaded.model, loaded.config.data.scale,
                                      loaded.config.runtime.jit_compile)
-    skipped = []
-    progress = keras.utils.Progbar(len(paths), unit_name="image")
-    for done, (path, targets) in enumerate(zip(paths, outputs), 1):
-        try:
-            image = read_image(path, PREDICT_REMEDY)
-        except UserError as error:
-            print(f"\nskipped: {error}", file=sys.stderr)
-            skipped.append(path)
-        else:
-            labels = predictor.predict(image)
-            # Created exclusively unless --overwrite: another run's files are never replaced.
-            save_output(targets["labels"], functools.partial(save_label_png, labels, palette),
-                        values.overwrite)
-            save_output(targets["overlays"], Image.fromarray(
-                overlay(image, labels, palette, values.alpha)).save, values.overwrite)
-            if "side_by_side" in targets:
-                save_output(targets["side_by_side"], Image.fromarray(
-                    side_by_side(image, labels, class_names, palette)).save, values.overwrite)
-        progress.update(done)
+    skipped: list[str] = []
+    written: list[str] = []
+    try:
+        _predict_all(paths, outputs, predictor, class_names, palette, skipped, written)
+    except EnvironmentFault:
+        # A full disk or a folder gone read-only: this run's partial results are removed, so
+        # that the same command, rerun once the fault is fixed, starts clean instead of
+        # stopping on its own outputs.
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
     if len(skipped) == len(paths):
         raise UserError(f"--input={values.input} holds no readable image ({len(paths)} "
                         f"unreadable: {', '.join(paths[:3])}); pass images OpenCV can decode")
