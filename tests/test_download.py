@@ -16,7 +16,7 @@ from pspnet_tf.convert import fetch
 from pspnet_tf.convert.download import CACHE_ENV, TIMEOUT_ENV
 from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
 from pspnet_tf.models.presets import PRESETS as CHECKPOINTS
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import EnvironmentFault, UserError
 
 # How long a stalled response waits at most before its connection is closed, so that a client
 # without a timeout gets an error instead of hanging the test session.
@@ -189,7 +189,7 @@ def test_a_cache_that_is_a_file_is_refused_in_one_line(server, tmp_path, monkeyp
     blocker.write_bytes(b"user data")
     cache = blocker / "sub" if under else blocker
     monkeypatch.setenv(CACHE_ENV, str(cache))
-    with pytest.raises(UserError) as raised:
+    with pytest.raises(EnvironmentFault) as raised:  # exit status 4 from the commands
         fetch(url)
     assert str(raised.value) == (f"the download cache {cache} is a file or lies under one, not "
                                  f"a folder; point ${CACHE_ENV} at a writable folder (or pass "

@@ -38,7 +38,7 @@ from typing import BinaryIO, TypeVar
 import keras
 
 from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
-from pspnet_tf.errors import UserError, describe_error
+from pspnet_tf.errors import EnvironmentFault, UserError, describe_error
 
 CACHE_ENV = "PSPNET_TF_CACHE"
 TIMEOUT_ENV = "PSPNET_TF_DOWNLOAD_TIMEOUT"
@@ -120,15 +120,16 @@ def _locked(descriptor: int) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _cache_fault(path: str, error: OSError) -> UserError:
-    """The one line for a cache folder that cannot be made, or a file in it written."""
+def _cache_fault(path: str, error: OSError) -> EnvironmentFault:
+    """The one line for a cache folder that cannot be made, or a file in it written: a fault
+    of the machine (exit status 4), not of the network."""
     if error.errno in (errno.EEXIST, errno.ENOTDIR):
         problem = f"the download cache {path} is a file or lies under one, not a folder"
     else:
         problem = f"cannot write {path} ({error.strerror or describe_error(error)})"
     remedy = "free some space there or " if error.errno == errno.ENOSPC else ""
-    return UserError(f"{problem}; {remedy}point ${CACHE_ENV} at a writable folder (or pass "
-                     "another cache_dir) and run again")
+    return EnvironmentFault(f"{problem}; {remedy}point ${CACHE_ENV} at a writable folder (or "
+                            "pass another cache_dir) and run again", path)
 
 
 def _network_fault(error: BaseException, timeout: float) -> _NetworkFault:
