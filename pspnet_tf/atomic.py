@@ -87,6 +87,19 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return removed
 
 
+def prepare_folder(folder: str, name: str) -> None:
+    """Creates `folder` (and its parents) for outputs and removes the temporaries that killed
+    writes left there. A fault of the machine is an EnvironmentFault; a file in the way is
+    the user's UserError, naming the folder as `name` (e.g. "--export_dir=runs/x")."""
+    with environment_faults(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"cannot create {name}: a file is in the way; pass a folder that "
+                            "can be written") from None
+    remove_stale_temporaries(folder)
+
+
 def check_can_create(path: str) -> None:
     """Raises an EnvironmentFault naming `path` unless a file of that name could be created
     in its (existing) folder: a read-only disk, no permission, a name too long. Called

@@ -15,7 +15,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from pspnet_tf.atomic import check_can_create, remove_stale_temporaries, temporary_prefix
+from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
 from pspnet_tf.errors import UserError, environment_faults
 from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.prediction import labels_at_size, logits_at_size, network_logits
@@ -98,13 +98,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
         raise UserError(f"{path} already exists; pass another --version or leave it out to "
                         f"use the next free one ({next_version(export_dir)})")
     # Before the minutes of tracing: the folder must take files (read-only, full, ...).
-    with environment_faults(export_dir):
-        try:
-            os.makedirs(export_dir, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise UserError(f"cannot create --export_dir={export_dir}: a file is in the way; "
-                            "pass a folder that can be written") from None
-    remove_stale_temporaries(export_dir)
+    prepare_folder(export_dir, f"--export_dir={export_dir}")
     check_can_create(path)
     preprocessor = PSPNetPreprocessor(scale)
     model = fold_batchnorm(model)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.descriptors import DATASETS, IGNORE_INDEX
-from pspnet_tf.atomic import check_can_create, remove_stale_temporaries, write_atomically
+from pspnet_tf.atomic import check_can_create, prepare_folder, write_atomically
 from pspnet_tf.errors import UserError, environment_faults
 from pspnet_tf.inference.visualize import save_label_png
 
@@ -58,13 +58,7 @@ def make_output_folders(paths: list[str], flag: str) -> None:
         if len(os.path.basename(path)) > len(os.path.basename(longest.get(folder, ""))):
             longest[folder] = path
     for folder, path in longest.items():
-        with environment_faults(folder):
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                raise UserError(f"cannot create the folder {folder}: a file is in the way; "
-                                f"pass a {flag} folder that can be written") from None
-            remove_stale_temporaries(folder)
+        prepare_folder(folder, f"the {flag} folder {folder}")
         check_can_create(path)
 
 
