@@ -139,7 +139,8 @@ class RuntimeConfig(Section):
 
     strategy: str = setting(
         "auto", "Distribution strategy; auto picks multi_worker when TF_CONFIG lists several "
-        "workers, else mirrored over all local GPUs (or the CPU); tpu uses --tpu.",
+        "workers, else mirrored when there are several local GPUs, else one_device (the GPU "
+        "or the CPU); tpu uses --tpu.",
         choices=STRATEGIES, resumable=True)
     tpu: str = setting(
         "", "TPU for --strategy=tpu: a Cloud TPU name, grpc://HOST:8470, or local (a TPU VM's "

@@ -44,6 +44,22 @@ def test_local_strategies_use_every_local_gpu_or_the_cpu(name, monkeypatch):
     assert is_chief(strategy)
 
 
+@pytest.mark.parametrize("gpus, expected", [
+    ([], ("one_device", "/cpu:0")),
+    (["/device:GPU:0"], ("one_device", "/device:GPU:0")),
+    (["/device:GPU:0", "/device:GPU:1"], ("mirrored", ["/device:GPU:0", "/device:GPU:1"]))])
+def test_auto_mirrors_only_over_several_gpus(gpus, expected, monkeypatch):
+    """One device needs no mirrored variables or gradient all-reduce: auto runs on it alone."""
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: [types.SimpleNamespace(name=name) for name in gpus]
+                        if kind == "GPU" else [])
+    monkeypatch.setattr(tf.distribute, "OneDeviceStrategy", lambda device: ("one_device", device))
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy",
+                        lambda devices: ("mirrored", devices))
+    assert create_strategy("auto") == expected
+
+
 def test_unknown_strategy_lists_choices():
     with pytest.raises(ValueError, match="auto, mirrored, multi_worker, one_device, tpu"):
         create_strategy("gpu")
@@ -73,7 +89,7 @@ def test_auto_goes_multi_worker_only_for_several_workers(monkeypatch):
         lambda: created.append("multi_worker") or "multi_worker-strategy",
     )
     monkeypatch.setenv("TF_CONFIG", tf_config({"worker": WORKERS[:1]}, "worker", 0))
-    assert isinstance(create_strategy("auto"), tf.distribute.MirroredStrategy)
+    assert isinstance(create_strategy("auto"), tf.distribute.OneDeviceStrategy)
     monkeypatch.setenv("TF_CONFIG", tf_config({"worker": WORKERS}, "worker", 1))
     assert create_strategy("auto") == "multi_worker-strategy"
     assert created == ["multi_worker"]

@@ -86,19 +86,25 @@ def create_strategy(strategy: str = "auto", tpu: str = "") -> tf.distribute.Stra
     """Build the strategy named on the command line.
 
     "auto" trains multi-worker when TF_CONFIG lists more than one training task,
-    otherwise mirrors over every local GPU, or over the CPU when there is none. `tpu`
-    names the TPU for "tpu" (see `_tpu_strategy`).
+    otherwise mirrors over the local GPUs when there are several, and runs on the one
+    device there is (the GPU, or the CPU) otherwise: a one-replica MirroredStrategy
+    all-reduces every gradient and routes every variable update through its mirrored
+    variables for nothing, which slowed small training steps measurably
+    (docs/performance.md). `tpu` names the TPU for "tpu" (see `_tpu_strategy`).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if strategy == "auto":
-        multi_worker = parse_tf_config(os.environ.get("TF_CONFIG")).num_workers > 1
-        strategy = "multi_worker" if multi_worker else "mirrored"
+    if strategy == "auto" and parse_tf_config(os.environ.get("TF_CONFIG")).num_workers > 1:
+        strategy = "multi_worker"
+    # Before listing devices: that starts TensorFlow's runtime, after which collective ops
+    # can no longer be configured.
     if strategy == "multi_worker":
         return _MultiWorkerStrategy()
     if strategy == "tpu":
         return _tpu_strategy(tpu)
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if strategy == "auto":
+        strategy = "mirrored" if len(gpus) > 1 else "one_device"
     if strategy == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
     return tf.distribute.MirroredStrategy(devices=gpus or ["/cpu:0"])
