@@ -126,6 +126,9 @@ def build_train_dataset(
     crop_size, scale = tuple(crop_size), tuple(scale)
     load = BadSampleSkipper(dataset).load if skip_bad_samples else dataset.load
 
+    # Not converted by AutoGraph: the transforms branch with tf.cond / tf.while_loop, never on
+    # a tensor in Python, and the conversion was most of the time this function took.
+    @tf.autograph.experimental.do_not_convert
     def load_and_augment(index: tf.Tensor, slot: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, label = _load(load, index)
         sample_seed = tf.stack([tf.constant(seed, tf.int64), slot])
@@ -156,6 +159,7 @@ def distribution_options() -> tf.data.Options:
 def build_eval_dataset(dataset: SegmentationDataset) -> tf.data.Dataset:
     """(image uint8 [H, W, 3], label int32 [H, W]) at original size, unbatched, in split order."""
 
+    @tf.autograph.experimental.do_not_convert
     def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, label = _load(dataset.load, index)
         return image, tf.cast(label, tf.int32)

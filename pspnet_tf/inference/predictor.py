@@ -38,10 +38,14 @@ class Predictor:
         self._flips = (False, True) if flip else (False,)
         self._window = window
         signature = [tf.TensorSpec([None, None, 3], tf.uint8)]
+        # autograph=False: the loops here are tf.while_loop already (and Keras does not convert
+        # the model either); converting the call tree was much of the first image's time.
         self._network = tf.function(lambda inputs: network_logits(model, inputs),
-                                    jit_compile=jit_compile)
-        self._logits = tf.function(self._compute_logits, input_signature=signature)
-        self._labels = tf.function(self._compute_labels, input_signature=signature)
+                                    jit_compile=jit_compile, autograph=False)
+        self._logits = tf.function(self._compute_logits, input_signature=signature,
+                                   autograph=False)
+        self._labels = tf.function(self._compute_labels, input_signature=signature,
+                                   autograph=False)
 
     def _run(self, inputs: tf.Tensor) -> tf.Tensor:
         if self._window is None:

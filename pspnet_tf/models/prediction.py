@@ -100,6 +100,6 @@ def whole_image_labels(model: keras.Model, preprocessor: PSPNetPreprocessor,
             logits = network_logits(model, preprocessor(pixels[tf.newaxis]))
             return labels_at_size([logits], tf.shape(pixels)[:2])[0]
 
-        _WHOLE_IMAGE[model] = tf.function(
-            labels, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+        _WHOLE_IMAGE[model] = tf.function(  # no AutoGraph: its loop is a tf.while_loop
+            labels, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)], autograph=False)
     return _WHOLE_IMAGE[model](tf.convert_to_tensor(image, tf.uint8)).numpy()
