@@ -76,7 +76,8 @@ class SegmentationCrossEntropy(keras.losses.Loss):
             return loss
 
     def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
-        """Mean cross-entropy over labelled pixels, computed in float32."""
+        """(Weighted, OHEM-selected) cross-entropy summed over the counted pixels, divided
+        by the labelled pixels' count; computed in float32."""
         logits = tf.cast(y_pred, tf.float32)
         labels = tf.cast(y_true, tf.int32)
         if labels.shape.rank == logits.shape.rank:
@@ -89,11 +90,12 @@ class SegmentationCrossEntropy(keras.losses.Loss):
         if self.class_weights is not None:
             weights = tf.constant(self.class_weights, tf.float32)
             per_pixel = per_pixel * tf.gather(weights, safe_labels)
+        counted = valid
         if self.ohem_threshold > 0.0:
-            valid = tf.logical_and(valid, ohem_keep_mask(
-                logits, safe_labels, valid, self.ohem_threshold, self.ohem_min_kept))
-        per_pixel = tf.where(valid, per_pixel, tf.zeros_like(per_pixel))
-        num_valid = tf.reduce_sum(tf.cast(labels != self.ignore_index, tf.float32))
+            counted = ohem_keep_mask(logits, safe_labels, valid, self.ohem_threshold,
+                                     self.ohem_min_kept)
+        per_pixel = tf.where(counted, per_pixel, tf.zeros_like(per_pixel))
+        num_valid = tf.reduce_sum(tf.cast(valid, tf.float32))
         return tf.math.divide_no_nan(tf.reduce_sum(per_pixel), num_valid)
 
     def get_config(self) -> dict[str, Any]:
