@@ -128,6 +128,16 @@ class OptimizerConfig(Section):
     momentum: float = setting(0.9, "SGD momentum.", lower=0.0)
     weight_decay: float = setting(5e-4, "L2 weight decay (PyTorch SGD style).", lower=0.0)
     aux_loss_weight: float = setting(0.4, "Weight of the auxiliary loss.", lower=0.0)
+    class_weights: str = setting(
+        "", "Per-class loss weights: \"\" = none, auto = ENet's 1/ln(1.02 + pixel frequency) "
+        "from the training split (counted once, kept in run_dir/class_weights.json), or one "
+        "comma-separated number per class.")
+    ohem_threshold: float = setting(
+        0.0, "Online hard-example mining as mmseg's OHEMPixelSampler, on both heads: train "
+        "only on pixels whose true-class probability is below this threshold (raised to keep "
+        "--ohem_min_kept pixels per image); 0 = off.", lower=0.0, upper=1.0)
+    ohem_min_kept: int = setting(
+        100000, "OHEM: pixels per batch image kept at least (mmseg's min_kept).", lower=0)
     seed: int = setting(0, "Seed of the data order, augmentation and weights.")
 
 

@@ -103,6 +103,106 @@ def test_fit_gradient_under_two_replica_mirrored_strategy():
     np.testing.assert_allclose(report["reported_loss"], report["expected_loss"], rtol=1e-5)
 
 
+def mmseg_ohem_weight(labels, logits, thresh, min_kept, ignore_index=255):
+    """mmseg's OHEMPixelSampler.sample (thresh branch), transcribed in PyTorch, NCHW."""
+    import torch
+    import torch.nn.functional as F
+    seg_logit = torch.from_numpy(np.moveaxis(logits, -1, 1).astype(np.float64))
+    seg_label = torch.from_numpy(labels).long()
+    batch_kept = min_kept * seg_label.size(0)
+    valid_mask = seg_label != ignore_index
+    seg_weight = seg_logit.new_zeros(size=seg_label.size())
+    valid_seg_weight = seg_weight[valid_mask]
+    seg_prob = F.softmax(seg_logit, dim=1)
+    tmp_seg_label = seg_label.clone().unsqueeze(1)
+    tmp_seg_label[tmp_seg_label == ignore_index] = 0
+    seg_prob = seg_prob.gather(1, tmp_seg_label).squeeze(1)
+    sort_prob, _ = seg_prob[valid_mask].sort()
+    if sort_prob.numel() > 0:
+        min_threshold = sort_prob[min(batch_kept, sort_prob.numel() - 1)]
+    else:
+        min_threshold = 0.0
+    threshold = max(min_threshold, thresh)
+    valid_seg_weight[seg_prob[valid_mask] < threshold] = 1.
+    seg_weight[valid_mask] = valid_seg_weight
+    return seg_weight.numpy()
+
+
+def mmseg_loss(labels, logits, class_weights=None, seg_weight=None, ignore_index=255):
+    """mmseg's cross_entropy(avg_non_ignore=True): torch's per-pixel weighted CE times the
+    sampler's weight, summed over the number of labelled pixels."""
+    import torch
+    import torch.nn.functional as F
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float64)
+    per_pixel = F.cross_entropy(torch.from_numpy(np.moveaxis(logits, -1, 1).astype(np.float64)),
+                                torch.from_numpy(labels).long(), weight=weight,
+                                reduction="none", ignore_index=ignore_index).numpy()
+    if seg_weight is not None:
+        per_pixel = per_pixel * seg_weight
+    return per_pixel.sum() / (labels != ignore_index).sum()
+
+
+def test_class_weights_match_torch_weighted_cross_entropy():
+    rng = np.random.default_rng(6)
+    labels, logits = random_batch(rng)
+    weights = [0.5, 2.0, 1.0, 3.5]
+    loss = SegmentationCrossEntropy(class_weights=weights)(labels, logits)
+    np.testing.assert_allclose(float(loss), mmseg_loss(labels, logits, weights), rtol=1e-6)
+
+
+@pytest.mark.parametrize("thresh,min_kept", [(0.7, 5), (0.3, 0), (0.3, 20), (0.05, 1000)])
+def test_ohem_matches_mmseg_sampler(thresh, min_kept):
+    """Both branches of mmseg's rule: the threshold alone, and raised to keep min_kept per
+    image (more than the batch has: every labelled pixel but the easiest-ranked one)."""
+    rng = np.random.default_rng(7)
+    labels, logits = random_batch(rng, shape=(2, 8, 9))
+    seg_weight = mmseg_ohem_weight(labels, logits, thresh, min_kept)
+    assert 0 < seg_weight.sum() < (labels != 255).sum()
+    for class_weights in (None, [0.5, 2.0, 1.0, 3.5]):
+        loss = SegmentationCrossEntropy(class_weights=class_weights, ohem_threshold=thresh,
+                                        ohem_min_kept=min_kept)(labels, logits)
+        np.testing.assert_allclose(
+            float(loss), mmseg_loss(labels, logits, class_weights, seg_weight), rtol=1e-6)
+
+
+def test_ohem_keeps_exactly_mmseg_pixels_and_no_ignored_ones():
+    from pspnet_tf.training.losses import ohem_keep_mask
+    rng = np.random.default_rng(8)
+    labels, logits = random_batch(rng, shape=(3, 6, 7), ignored_fraction=0.5)
+    valid = labels != 255
+    kept = ohem_keep_mask(tf.constant(logits), tf.constant(np.where(valid, labels, 0)),
+                          tf.constant(valid), 0.4, 4).numpy()
+    np.testing.assert_array_equal(kept, mmseg_ohem_weight(labels, logits, 0.4, 4) == 1)
+    assert not kept[~valid].any()
+
+
+def test_ohem_with_everything_ignored_is_zero_with_zero_gradient():
+    rng = np.random.default_rng(9)
+    _, logits = random_batch(rng)
+    logits = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        loss = SegmentationCrossEntropy(ohem_threshold=0.7)(np.full(logits.shape[:-1], 255),
+                                                             logits)
+    gradient = tape.gradient(loss, logits).numpy()
+    assert float(loss) == 0.0 and np.all(np.isfinite(gradient)) and not gradient.any()
+
+
+def test_ohem_threshold_one_without_weights_is_the_plain_loss():
+    rng = np.random.default_rng(10)
+    labels, logits = random_batch(rng)
+    np.testing.assert_allclose(float(SegmentationCrossEntropy(ohem_threshold=1.0)(labels, logits)),
+                               reference_loss(labels, logits), rtol=1e-6)
+
+
+def test_weighted_ohem_config_round_trip():
+    loss = SegmentationCrossEntropy(class_weights=[1.0, 2.0], ohem_threshold=0.7,
+                                    ohem_min_kept=50)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert (clone.class_weights, clone.ohem_threshold, clone.ohem_min_kept) == ([1.0, 2.0], 0.7, 50)
+    with pytest.raises(ValueError, match="ohem_threshold"):
+        SegmentationCrossEntropy(ohem_threshold=1.5)
+
+
 def _tiny_model(num_classes):
     inputs = keras.Input((4, 4, 3))
     return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="conv")(inputs))

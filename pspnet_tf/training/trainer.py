@@ -21,6 +21,7 @@ from pspnet_tf.models import PSPNetSegmenter, save_weights
 from pspnet_tf.models.factory import build_model
 from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger, ValidationCallback
 from pspnet_tf.training.checkpoints import CheckpointKeeper
+from pspnet_tf.training.class_weights import AUTO, resolve_class_weights, save_class_weights
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
 from pspnet_tf.training.history import EpochHistory, EpochLosses
 from pspnet_tf.training.losses import SegmentationCrossEntropy
@@ -93,17 +94,24 @@ def build_training_model(config: ExperimentConfig) -> PSPNetSegmenter:
                        recompute=choices.recompute)
 
 
-def compile_for_training(model: keras.Model, config: ExperimentConfig,
-                         total_steps: int) -> None:
-    """SGD + poly schedule, main and 0.4-weighted aux losses, optional XLA; slots built now
-    so that a checkpoint restores into them."""
+def compile_for_training(model: keras.Model, config: ExperimentConfig, total_steps: int,
+                         class_weights: list[float] | None = None) -> None:
+    """SGD + poly schedule, main and 0.4-weighted aux losses (both with `class_weights` and
+    the config's OHEM), optional XLA; slots built now so that a checkpoint restores into
+    them."""
     settings = config.optimizer
+
+    def loss() -> SegmentationCrossEntropy:
+        return SegmentationCrossEntropy(class_weights=class_weights,
+                                        ohem_threshold=settings.ohem_threshold,
+                                        ohem_min_kept=settings.ohem_min_kept)
+
     optimizer = make_optimizer(settings.learning_rate, total_steps, momentum=settings.momentum,
                                weight_decay=settings.weight_decay,
                                end_lr=settings.end_learning_rate)
     model.compile(
         optimizer=optimizer,
-        loss={"logits": SegmentationCrossEntropy(), "aux_logits": SegmentationCrossEntropy()},
+        loss={"logits": loss(), "aux_logits": loss()},
         loss_weights={"logits": 1.0, "aux_logits": settings.aux_loss_weight},
         jit_compile=config.runtime.jit_compile,
     )
@@ -189,14 +197,17 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     split_global_batch(optimizer.batch_size, strategy)
     steps = steps_per_epoch(train_set, optimizer.batch_size)
     total_steps = steps * optimizer.epochs
+    class_weights = resolve_class_weights(optimizer.class_weights, train_set, runtime.run_dir)
     keras.utils.set_random_seed(optimizer.seed)
     with strategy.scope():
         model = build_training_model(config)
         # Before the run directory is created (a bad --pretrained leaves nothing behind)
         # and before the checkpoint restore (a resumed run keeps its trained weights).
         pretrained = apply_pretrained(model, runtime.pretrained) if runtime.pretrained else []
-        compile_for_training(model, config, total_steps)
+        compile_for_training(model, config, total_steps, class_weights)
     resuming = _open_run_dir(config, strategy, chief, held_until_done, force_unlock)
+    if chief and class_weights is not None and optimizer.class_weights == AUTO:
+        save_class_weights(class_weights, train_set, runtime.run_dir)
     # Every worker trains and saves; only the chief writes into run_dir itself.
     task = task_name(strategy)
     output_dir = runtime.run_dir if chief else os.path.join(runtime.run_dir, WORKERS_DIR, task)
