@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY, h5_weights
+from helpers import TINY, h5_weights, run_command
 from helpers import run_deterministically as run
 from test_train import logged, start_training, stop, wait_until
 
@@ -225,3 +225,14 @@ def history(run_dir: str) -> list[dict[str, float]]:
     with open(os.path.join(run_dir, "history.csv"), newline="") as handle:
         return [{key: float(value) for key, value in row.items() if value}
                 for row in csv.DictReader(handle)]
+
+
+def test_a_metric_of_no_class_is_one_line_and_creates_no_run_dir(demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_command("pspnet-train", *TINY, f"--data_root={demo_root}",
+                         f"--run_dir={run_dir}", "--best_metric=IoU:person")
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: best_metric=IoU:person is not a metric of this run")
+    assert "0-4: background, circle, square, triangle, star" in line
+    assert not run_dir.exists()
