@@ -183,6 +183,18 @@ class RuntimeConfig(Section):
     eval_every_epochs: int = setting(
         1, "Validate every N epochs (the last epoch always validates).", lower=1,
         group="evaluation/inference", resumable=True)
+    best_metric: str = setting(
+        "mIoU", "Validation metric that picks best_model.keras: mIoU, aAcc, mAcc, or one "
+        "class's IoU as IoU:NAME or IoU:INDEX (e.g. IoU:person, IoU:15); higher is better.",
+        group="evaluation/inference")
+    early_stop_patience: int = setting(
+        0, "Stop training after N validations in a row without a best_metric improvement "
+        "(0: never); validations, not epochs, with --eval_every_epochs.", lower=0,
+        group="evaluation/inference")
+    early_stop_min_delta: float = setting(
+        0.0, "A validation improves on the best (rewriting best_model.keras, resetting the "
+        "early-stop count) only when it beats it by more than this.", lower=0.0,
+        group="evaluation/inference")
     num_image_summaries: int = setting(4, "Validation images shown in TensorBoard.", lower=0,
                                        group="output", resumable=True)
     pretrained: str = setting(

@@ -19,6 +19,7 @@ from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import PSPNetSegmenter, save_weights
 from pspnet_tf.models.factory import build_model
+from pspnet_tf.training.best import BEST_MODEL, BEST_WEIGHTS, BestModelKeeper, metric_key
 from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger, ValidationCallback
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.class_weights import AUTO, resolve_class_weights, save_class_weights
@@ -191,6 +192,7 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     # Check the data before the run directory is created, so a fixed command can rerun.
     train_set = load_split(config, config.data.train_split)
     val_set = load_split(config, config.data.val_split)
+    metric_key(config.runtime.best_metric, val_set.class_names)  # UserError before run_dir
     runtime, optimizer = config.runtime, config.optimizer
     strategy = create_strategy(runtime.strategy, runtime.tpu)
     chief = is_chief(strategy)
@@ -216,6 +218,21 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     with _run_end_logged(run_log):
         return _train_in_run_dir(config, model, strategy, train_set, val_set, steps,
                                  pretrained, resuming, output_dir)
+
+
+def _best_model_keeper(config: ExperimentConfig, val_set: SegmentationDataset,
+                       validation: ValidationCallback, chief: bool) -> BestModelKeeper:
+    """best_model.keras and best_weights.h5 in run_dir by --best_metric (written by the
+    chief), and early stopping (every worker stops at the same validation)."""
+    runtime = config.runtime
+
+    def save_best(model: keras.Model) -> None:
+        save_final_model(model, config, val_set, os.path.join(runtime.run_dir, BEST_MODEL))
+        save_weights(model, os.path.join(runtime.run_dir, BEST_WEIGHTS))
+
+    return BestModelKeeper(runtime.run_dir, runtime.best_metric, val_set.class_names,
+                           lambda: validation.latest, save_best if chief else None,
+                           runtime.early_stop_patience, runtime.early_stop_min_delta)
 
 
 def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
@@ -254,7 +271,8 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
     # the learning rate and validation joined the epoch logs.
     history = (EpochHistory(os.path.join(runtime.run_dir, "history.csv"), tensorboard_dir, losses)
                if chief else None)
-    epoch_end = [LearningRateLogger(), validation, *([history] if history else [])]
+    best = _best_model_keeper(config, val_set, validation, chief)
+    epoch_end = [LearningRateLogger(), validation, best, *([history] if history else [])]
     callbacks = [DivergenceGuard(cause), losses,
                  CheckpointCallback(keeper, runtime.checkpoint_every_steps, stop), *epoch_end]
 
@@ -278,16 +296,21 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
         if start % steps:
             # Stopped mid-epoch: finish that epoch's remaining steps first.
             epoch_end_step = (start // steps + 1) * steps
-            fit(start, epoch_end_step, epoch_end_step - start)
+            if not best.stopped_early:
+                fit(start, epoch_end_step, epoch_end_step - start)
             start = epoch_end_step
-        if start < total_steps:
+        if start < total_steps and not best.stopped_early:
             fit(start, total_steps, steps)
         summary = validation.latest or validation.run(model)
         check_finite_weights(model.weights, keeper.step, cause)
         # A signal from here on is noted but lets the finished run write its results.
         if chief:
-            write_json(summary, os.path.join(runtime.run_dir, METRICS_FILE))
+            write_json({**summary, "best": best.summary()},
+                       os.path.join(runtime.run_dir, METRICS_FILE))
             save_final_model(model, config, val_set, os.path.join(runtime.run_dir, FINAL_MODEL))
         save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
     print(format_table(summary))
+    if best.state["score"] is not None:
+        print(f"best {best.state['metric']} {100.0 * best.state['score']:.2f} at epoch "
+              f"{best.state['epoch']}: {os.path.join(runtime.run_dir, BEST_MODEL)}")
     return summary
