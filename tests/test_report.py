@@ -126,6 +126,9 @@ def test_worst_images_keeps_the_lowest_miou_and_downscales_large_images():
         prediction[:, 300 - wrong_columns:300] = 1
         worst(index, image, labels, prediction)
     worst(4, image, np.full_like(labels, IGNORE_INDEX), labels)  # no labelled pixel: skipped
+    shifted = np.roll(np.where(labels == 1, IGNORE_INDEX, labels), 5, axis=1)
+    assert report.image_miou(labels, shifted, 2) == pytest.approx(
+        np.mean([295 / 300, 0.0]))  # ignore-valued predictions are left out, not a crash
     kept = worst.worst()
     assert [scored.index for scored in kept] == [3, 1]
     assert kept[0].miou == pytest.approx(report.image_miou(labels, np.ones_like(labels), 2))

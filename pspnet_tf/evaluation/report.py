@@ -52,7 +52,8 @@ class ScoredImage:
 def image_miou(label: np.ndarray, prediction: np.ndarray, num_classes: int) -> float:
     """Mean IoU of one image over the classes in its labels or prediction (ignored pixels
     left out); NaN for an image without labelled pixels."""
-    labelled = (label != IGNORE_INDEX) & (label < num_classes)
+    # Ignored labels left out; out-of-range values, which SegmentationMetrics refuses, too.
+    labelled = (label < num_classes) & (prediction >= 0) & (prediction < num_classes)
     pairs = label[labelled].astype(np.int64) * num_classes + prediction[labelled]
     confusion = np.bincount(pairs, minlength=num_classes * num_classes)
     iou = iou_per_class(confusion.reshape(num_classes, num_classes))
