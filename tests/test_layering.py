@@ -42,6 +42,7 @@ PEER_IMPORTS = {
     ("training", "evaluation"),  # validation during training
     ("training", "inference"),  # the validation predictor, final_model.keras
     ("training", "convert"),  # --pretrained
+    ("evaluation", "inference"),  # the report's overlays of the worst images
     ("inference", "convert"),  # --model=<published name>
     ("models", "data"),  # the preprocessor shares the data pipeline's resize and normalisation
     ("atomic", "errors"),  # a failed write's EnvironmentFault

@@ -124,7 +124,11 @@ def test_empty_and_reset():
     assert metric.confusion_matrix().sum() == 0
     assert np.isnan(float(metric.result()))
     assert metric.summary(NAMES) == {
-        "mIoU": None, "aAcc": None, "mAcc": None, "per_class": dict.fromkeys(NAMES),
+        "mIoU": None, "aAcc": None, "mAcc": None, "mDice": None,
+        "per_class": dict.fromkeys(NAMES),
+        "per_class_scores": {name: dict.fromkeys(("precision", "recall", "F1", "Dice"))
+                             for name in NAMES},
+        "confusion_matrix": [[0] * NUM_CLASSES] * NUM_CLASSES,
     }
 
 

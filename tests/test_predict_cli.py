@@ -185,12 +185,38 @@ def test_evaluate_slide_mode_saves_predictions_and_reports_metrics(weights, tmp_
     assert "mIoU" in result.stdout and "aAcc" in result.stdout
     with open(metrics) as handle:
         summary = json.load(handle)
-    assert set(summary) == {"mIoU", "aAcc", "mAcc", "per_class"}
+    assert set(summary) == {"mIoU", "aAcc", "mAcc", "mDice", "per_class", "per_class_scores",
+                            "confusion_matrix"}
+    report = str(tmp_path / "metrics.report")  # beside --output, named after it
+    assert f"report written to {os.path.join(report, 'report.md')}" in result.stdout
+    # Two validation images, both among the --worst_images=8 shown, worst first.
+    worst = sorted(os.listdir(os.path.join(report, "worst")))
+    assert [name[3:] for name in worst] in (["val_00000.png", "val_00001.png"],
+                                            ["val_00001.png", "val_00000.png"])
+    markdown = open(os.path.join(report, "report.md")).read()
+    assert markdown.index(f"worst/{worst[0]}") < markdown.index(f"worst/{worst[1]}")
+    height, width = read_image(os.path.join(root, "JPEGImages", f"{worst[0][3:-4]}.jpg")).shape[:2]
+    panel = Image.open(os.path.join(report, "worst", worst[0])).size
+    assert panel == (3 * width + 2 * 4, height)  # image | ground truth | prediction
+    counts = np.loadtxt(os.path.join(report, "confusion_matrix.csv"), delimiter=",",
+                        skiprows=1, usecols=range(1, 6), dtype=np.int64)
+    np.testing.assert_array_equal(counts, summary["confusion_matrix"])
     predictor = Predictor(weights[0], SCALE, window=((24, 24), (16, 16)))
     for name in ("val_00000", "val_00001"):
         image = read_image(os.path.join(root, "JPEGImages", f"{name}.jpg"))
         saved_labels = np.asarray(Image.open(os.path.join(saved, f"{name}.png")))
         np.testing.assert_array_equal(saved_labels, predictor.predict(image))
+
+
+def test_evaluate_refuses_a_report_dir_holding_files_before_evaluating(weights, tmp_path):
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "report.md").write_bytes(STALE)
+    result = evaluate(f"--data_root={tmp_path / 'no_data'}", f"--weights={weights[1]}",
+                      f"--output={tmp_path / 'm.json'}", f"--report_dir={earlier}")
+    assert_refused_in_one_line(result, "--report_dir")
+    assert (earlier / "report.md").read_bytes() == STALE
+    assert os.listdir(earlier) == ["report.md"]
 
 
 def test_a_full_disk_mid_run_removes_this_runs_outputs_and_the_rerun_predicts_all(

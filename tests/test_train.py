@@ -47,11 +47,16 @@ def finished_run(demo_root, tmp_path_factory):
 def test_training_writes_a_complete_run_directory(finished_run):
     run_dir, result = finished_run
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
-    assert set(metrics) == {"mIoU", "aAcc", "mAcc", "per_class", "best"}
+    assert set(metrics) == {"mIoU", "aAcc", "mAcc", "mDice", "per_class", "per_class_scores",
+                            "confusion_matrix", "best"}
     assert metrics["best"]["metric"] == "mIoU" and metrics["best"]["epoch"] in (1, 2)
     assert os.path.exists(os.path.join(run_dir, "best_model.keras"))
     assert os.path.exists(os.path.join(run_dir, "best_weights.h5"))
     assert set(metrics["per_class"]) == {"background", "circle", "square", "triangle", "star"}
+    # The last validation's report (the worst images are evaluate.py's).
+    assert sorted(os.listdir(os.path.join(run_dir, "report"))) == [
+        "confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_normalized.csv",
+        "per_class.csv", "per_class_iou.png", "report.md"]
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("mIoU", "aAcc", "mAcc"))
     assert "mIoU" in result.stdout
     config = json.load(open(os.path.join(run_dir, "config.json")))

@@ -1,7 +1,10 @@
 """Evaluates trained weights on the validation split (whole image, slide or multi-scale).
 
 `python evaluate.py --flagfile=configs/voc_r50.cfg --weights=runs/voc_r50/final_weights.h5`
-prints the per-class IoU table, mIoU, aAcc and mAcc, and writes them as JSON;
+prints the per-class IoU table, mIoU, aAcc and mAcc, and writes them as JSON (with
+per-class precision, recall, F1, Dice and the confusion matrix); beside it a report folder
+(<metrics>.report/: confusion-matrix CSVs, per_class.csv, a confusion-matrix heatmap and a
+per-class IoU bar chart, report.md with the --worst_images images of lowest mIoU);
 `--mode=slide|multiscale` picks another protocol and `--save_predictions=DIR` keeps the
 predicted label maps.
 
@@ -31,7 +34,9 @@ from pspnet_tf.cli.inference_flags import (  # noqa: E402
 from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
 from pspnet_tf.data.splits import load_split  # noqa: E402
 from pspnet_tf.errors import UserError  # noqa: E402
+from pspnet_tf.atomic import check_can_create, prepare_folder  # noqa: E402
 from pspnet_tf.evaluation.evaluator import evaluate  # noqa: E402
+from pspnet_tf.evaluation.report import REPORT_MD, WorstImages, write_report  # noqa: E402
 from pspnet_tf.evaluation.tables import format_table, write_json  # noqa: E402
 from pspnet_tf.inference.outputs import PredictionWriter  # noqa: E402
 
@@ -45,6 +50,13 @@ define("output", flags.DEFINE_string, "output", None, "Where to write the metric
 define("output", flags.DEFINE_string, "save_predictions", None, "New or empty folder for the "
        "predicted label maps as palette PNGs (Cityscapes: also labelIds PNGs for the official "
        "scripts, in <folder>/cityscapes_labelIds).")
+define("output", flags.DEFINE_string, "report_dir", None, "New or empty folder for the "
+       "evaluation report: confusion_matrix.csv (counts), confusion_matrix_normalized.csv, "
+       "per_class.csv, confusion_matrix.png, per_class_iou.png (the plots need "
+       "`pip install 'pspnet-tf[report]'`), report.md and worst/ (default: the --output "
+       "path with .report instead of .metrics.json; '' writes no report).")
+define("output", flags.DEFINE_integer, "worst_images", 8, "How many images of lowest mIoU "
+       "report.md shows as image | ground truth | prediction.", lower_bound=0)
 
 
 def _writable_output(path: str) -> str:
@@ -63,6 +75,18 @@ def _writable_output(path: str) -> str:
     return path
 
 
+def _report_folder(folder: str) -> str:
+    """`folder`, created if need be, once it is known to hold nothing (an earlier report is
+    never replaced) and to be writable: checked before the evaluation."""
+    if os.path.isdir(folder) and os.listdir(folder):
+        raise UserError(f"--report_dir={folder} is not empty (an earlier report?); pass a new "
+                        "or empty --report_dir, or --report_dir='' for no report (nothing was "
+                        "written)")
+    prepare_folder(folder, f"--report_dir={folder}")
+    check_can_create(os.path.join(folder, REPORT_MD))
+    return folder
+
+
 def main(argv: list[str]) -> None:
     loaded = model_from_flags(config_from_flags())
     config = loaded.config
@@ -70,15 +94,32 @@ def main(argv: list[str]) -> None:
     source = flags.FLAGS.weights or flags.FLAGS.model
     output = _writable_output(flags.FLAGS.output
                               or f"{source}.{config.data.val_split}{mode}.metrics.json")
+    report_dir = flags.FLAGS.report_dir
+    if report_dir is None:
+        report_dir = output.removesuffix(".json").removesuffix(".metrics") + ".report"
+    report_dir = _report_folder(report_dir) if report_dir else ""
     dataset = load_split(config, config.data.val_split)
     save = flags.FLAGS.save_predictions
-    writer = PredictionWriter(dataset, save) if save else None
+    worst = WorstImages(flags.FLAGS.worst_images if report_dir else 0, dataset.num_classes)
+    callbacks = [worst, *([PredictionWriter(dataset, save)] if save else [])]
+
+    def on_sample(*sample) -> None:
+        for callback in callbacks:
+            callback(*sample)
+
     predictor = predictor_from_flags(loaded.model, config.data.scale,
                                      config.runtime.jit_compile)
-    summary = evaluate(predictor, dataset, on_sample=writer)
+    summary = evaluate(predictor, dataset, on_sample=on_sample)
     print(format_table(summary))
     write_json(summary, output)
     print(f"metrics written to {output}")
+    if report_dir:
+        title = f"{os.path.basename(source)} on {config.data.val_split} ({flags.FLAGS.mode})"
+        write_report(summary, report_dir, title, exclusive=True, worst=worst.worst(),
+                     num_worst=flags.FLAGS.worst_images,
+                     image_names=[sample.image_path for sample in dataset.samples],
+                     palette=dataset.palette)
+        print(f"report written to {os.path.join(report_dir, REPORT_MD)}")
 
 
 def run() -> None:

@@ -39,8 +39,9 @@ def voc_samples(data_root: str, split: str) -> list[Sample]:
 
 
 def ade20k_samples(data_root: str, split: str) -> list[Sample]:
-    """ADEChallengeData2016 layout; "train"/"val" are accepted for "training"/"validation"."""
-    split = {"train": "training", "val": "validation"}.get(split, split)
+    """ADEChallengeData2016 layout; "train"/"val"/"test" are accepted for "training"/
+    "validation"/"testing" (the test release's images go into images/testing/)."""
+    split = {"train": "training", "val": "validation", "test": "testing"}.get(split, split)
     image_dir = os.path.join(data_root, "images", split)
     if not os.path.isdir(image_dir):
         raise UserError(f"split folder {image_dir} not found; --data_root must be the "

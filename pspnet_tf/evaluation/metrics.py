@@ -124,32 +124,35 @@ class SegmentationMetrics(keras.metrics.Metric):
 
     def per_class_iou(self) -> np.ndarray:
         """IoU per class (float64), NaN for classes absent from labels and predictions."""
-        return _per_class_iou(self.confusion_matrix())
+        return iou_per_class(self.confusion_matrix())
 
     def summary(self, class_names: Sequence[str]) -> dict[str, Any]:
-        """JSON-ready scores: fractions in [0, 1], None where a score is undefined."""
+        """JSON-ready scores: fractions in [0, 1], None where a score is undefined.
+
+        mIoU, aAcc, mAcc (mean recall), mDice, the IoU per class (`per_class`), precision,
+        recall, F1 and Dice per class (`per_class_scores`) and the confusion matrix in
+        counts (`confusion_matrix`, rows: ground truth, columns: prediction, in class order).
+        """
         if len(class_names) != self.num_classes:
             raise ValueError(
                 f"got {len(class_names)} class names for {self.num_classes} classes"
             )
-        confusion = self.confusion_matrix().astype(np.float64)
-        iou = _per_class_iou(confusion)
-        label_area = confusion.sum(axis=1)
-        recall = np.divide(
-            np.diag(confusion),
-            label_area,
-            out=np.full(self.num_classes, np.nan),
-            where=label_area > 0,
-        )
+        counts = self.confusion_matrix()
+        confusion = counts.astype(np.float64)
+        iou = iou_per_class(confusion)
         total = confusion.sum()
+        scores = class_scores(confusion)
         return {
             "mIoU": _nanmean_or_none(iou),
             "aAcc": float(np.trace(confusion) / total) if total > 0 else None,
-            "mAcc": _nanmean_or_none(recall),
-            "per_class": {
-                str(name): None if np.isnan(value) else float(value)
-                for name, value in zip(class_names, iou)
+            "mAcc": _nanmean_or_none(scores["recall"]),
+            "mDice": _nanmean_or_none(scores["Dice"]),
+            "per_class": _by_name(class_names, iou),
+            "per_class_scores": {
+                str(name): {key: _or_none(values[index]) for key, values in scores.items()}
+                for index, name in enumerate(class_names)
             },
+            "confusion_matrix": counts.tolist(),
         }
 
     def get_config(self) -> dict[str, Any]:
@@ -182,13 +185,40 @@ def _label_map(labels: Any) -> tf.Tensor:
     return tf.cast(labels, tf.int32)
 
 
-def _per_class_iou(confusion: np.ndarray) -> np.ndarray:
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """IoU per class of a confusion matrix, NaN where the union is empty."""
     confusion = np.asarray(confusion, dtype=np.float64)
     intersection = np.diag(confusion)
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - intersection
     return np.divide(
         intersection, union, out=np.full(len(intersection), np.nan), where=union > 0
     )
+
+
+def class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and Dice (float64, NaN where undefined) of a confusion
+    matrix [ground truth, prediction]. For pixel sets F1 and Dice are the same number,
+    2 TP / (2 TP + FP + FN) (mmseg reports both); undefined when a class is absent from
+    labels and predictions alike."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_positive = np.diag(confusion)
+    predicted, labelled = confusion.sum(axis=0), confusion.sum(axis=1)
+
+    def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        return np.divide(numerator, denominator, out=np.full(len(numerator), np.nan),
+                         where=denominator > 0)
+
+    dice = ratio(2 * true_positive, predicted + labelled)
+    return {"precision": ratio(true_positive, predicted),
+            "recall": ratio(true_positive, labelled), "F1": dice, "Dice": dice}
+
+
+def _or_none(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def _by_name(class_names: Sequence[str], values: np.ndarray) -> dict[str, float | None]:
+    return {str(name): _or_none(value) for name, value in zip(class_names, values)}
 
 
 def _nanmean_or_none(values: np.ndarray) -> float | None:

@@ -26,7 +26,7 @@ from pspnet_tf.inference.visualize import save_label_png
 CITYSCAPES_LABEL_IDS_DIR = "cityscapes_labelIds"
 
 
-def _train_id_to_label_id() -> np.ndarray:
+def train_id_to_label_id() -> np.ndarray:
     """The inverse of the Cityscapes descriptor's labelId -> trainId map."""
     label_map = DATASETS["cityscapes"].label_map
     label_ids = np.flatnonzero(label_map != IGNORE_INDEX)
@@ -82,7 +82,7 @@ class PredictionWriter:
         check_can_create(os.path.join(directory, "prediction.png"))  # before the evaluation
         self._dataset = dataset
         self._directory = directory
-        self._label_ids = _train_id_to_label_id() if dataset.name == "cityscapes" else None
+        self._label_ids = train_id_to_label_id() if dataset.name == "cityscapes" else None
 
     def __call__(self, index: int, image: np.ndarray, label: np.ndarray,
                  prediction: np.ndarray) -> None:

@@ -15,6 +15,7 @@ from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
 from pspnet_tf.data.splits import load_split
 from pspnet_tf.errors import RunInterrupted, UserError, environment_faults, user_error_message
+from pspnet_tf.evaluation.report import write_report
 from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import PSPNetSegmenter, save_weights
@@ -307,6 +308,8 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
         if chief:
             write_json({**summary, "best": best.summary()},
                        os.path.join(runtime.run_dir, METRICS_FILE))
+            write_report(summary, os.path.join(runtime.run_dir, "report"),
+                         f"{runtime.run_dir}: last validation", exclusive=False)
             save_final_model(model, config, val_set, os.path.join(runtime.run_dir, FINAL_MODEL))
         save_weights(model, os.path.join(output_dir, FINAL_WEIGHTS))
     print(format_table(summary))
