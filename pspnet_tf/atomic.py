@@ -13,9 +13,9 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Callable
 
 from absl import logging
@@ -46,6 +46,20 @@ def temporary_prefix(path: str) -> str:
     """The start of the names of this process's temporaries for `path` (same folder); short
     enough for any name the file system allows for `path` itself."""
     return f".{os.path.basename(path)[:_NAME_IN_TEMPORARY]}.tmp-{_HOST}-{os.getpid()}-"
+
+
+def _create_temporary(path: str, suffix: str = "") -> str:
+    """A new empty temporary beside `path`, created with the mode a plain open() gives
+    (0o666 less the umask): `tempfile.mkstemp`'s 0o600 would stay on the renamed result and
+    hide the user's outputs from their group."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while True:
+        candidate = os.path.join(folder, temporary_prefix(path) + secrets.token_hex(4) + suffix)
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
 
 
 def _writer_gone(match: re.Match) -> bool:
@@ -106,9 +120,7 @@ def check_can_create(path: str) -> None:
     before long work, so that the work is not lost at its end."""
     folder = os.path.dirname(os.path.abspath(path))
     with environment_faults(path):
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=temporary_prefix(path))
-        os.close(handle)
-        os.remove(probe)
+        os.remove(_create_temporary(path))
         name_max = os.pathconf(folder, "PC_NAME_MAX")
     if len(os.fsencode(os.path.basename(path))) > name_max:
         raise EnvironmentFault(f"{path}: the file name is too long for the file system "
@@ -127,11 +139,8 @@ def write_atomically(path: str, write: Callable[[str], None], suffix: str = "",
     `path` as it was and removes the temporary file when it can; a fault of the machine is
     raised as an EnvironmentFault naming `path`.
     """
-    folder = os.path.dirname(os.path.abspath(path))
     with environment_faults(path):
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=temporary_prefix(path),
-                                             suffix=suffix)
-        os.close(handle)
+        temporary = _create_temporary(path, suffix)
         try:
             write(temporary)
             if exclusive:

@@ -350,3 +350,17 @@ def test_a_full_disk_in_an_entry_point_is_one_line_with_status_4():
     assert result.returncode == 4 and "Traceback" not in result.stderr
     [line] = error_lines(result.stderr)
     assert line.startswith("error: /r/checkpoints/ckpt-1_temp/part: no space left")
+
+
+def test_write_atomically_gives_the_mode_a_plain_open_gives(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        target = str(tmp_path / "out.txt")
+        write_atomically(target, lambda path: open(path, "w").write("x"))
+        exclusive = str(tmp_path / "exclusive.txt")
+        write_atomically(exclusive, lambda path: open(path, "w").write("x"), exclusive=True)
+    finally:
+        os.umask(umask)
+    assert os.stat(target).st_mode & 0o777 == 0o640
+    assert os.stat(exclusive).st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == sorted(os.listdir(tmp_path)) and len(os.listdir(tmp_path)) == 2
