@@ -3,6 +3,10 @@
 `verify` decodes every listed image and label of the given splits and lists EVERY problem
 with its file name, with per-split counts and per-class pixel frequencies (`format_report`);
 `python -m pspnet_tf.data.verify` (cli/verify.py) is its command.
+
+It also recognises the common mask mistakes (`_mask_findings`), each as ONE line naming a few
+files, what the masks look like and the fix: errors (counted as problems) where training
+would silently learn nothing or cannot read the masks, warnings where the data may be right.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import os
 
 import numpy as np
+from PIL import Image
 
 from pspnet_tf.data.datasets import SegmentationDataset, open_dataset
 from pspnet_tf.data.descriptors import IGNORE_INDEX
@@ -28,10 +33,35 @@ class SplitReport:
     class_names: tuple[str, ...] = ()
     pixel_counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     ignored_pixels: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+COLOUR_MASK = "colour mask"
+_SHOWN_FILES = 3
+_COLOUR_MODES = ("RGB", "RGBA")
+# Names that say class 0 is the unlabelled or background class (compared in lower case).
+_BACKGROUND_NAMES = ("background", "bg", "unlabeled", "unlabelled", "void", "other", "others",
+                     "none", "clutter", "ignore", "_background_")
+
+
+def _files(paths: list[str]) -> str:
+    """A few of `paths` and how many there are, for a one-line message."""
+    more = f" and {len(paths) - _SHOWN_FILES} more" if len(paths) > _SHOWN_FILES else ""
+    return f"{', '.join(paths[:_SHOWN_FILES])}{more}"
+
+
+def _is_colour_mask(path: str) -> bool:
+    """Whether the label file at `path` is a 3- or 4-channel colour image."""
+    try:
+        with Image.open(path) as label:
+            return label.mode in _COLOUR_MODES
+    except OSError:
+        return False
 
 
 def _check_sample(dataset: SegmentationDataset, index: int) -> tuple[str | None, np.ndarray]:
-    """(problem or None, bincount of the label over 0..255) for one sample."""
+    """(problem or None, bincount of the label over 0..255) for one sample; the problem of a
+    colour mask is COLOUR_MASK, so that all of them become one line."""
     sample = dataset.samples[index]
     missing = [path for path in (sample.image_path, sample.label_path)
                if not os.path.isfile(path)]
@@ -40,7 +70,8 @@ def _check_sample(dataset: SegmentationDataset, index: int) -> tuple[str | None,
     try:
         _, label = dataset.load(index)
     except UserError as error:
-        return str(error), np.zeros(256, np.int64)
+        problem = COLOUR_MASK if _is_colour_mask(sample.label_path) else str(error)
+        return problem, np.zeros(256, np.int64)
     return None, np.bincount(label.ravel(), minlength=256)
 
 
@@ -48,15 +79,59 @@ def verify_split(dataset: SegmentationDataset) -> SplitReport:
     """Decodes and checks every sample of `dataset` (in parallel), collecting all problems."""
     counts = np.zeros(256, np.int64)
     report = SplitReport(dataset.split, len(dataset.samples), class_names=dataset.class_names)
+    colour_masks, present = [], {}
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for problem, sample_counts in pool.map(lambda i: _check_sample(dataset, i),
-                                               range(len(dataset.samples))):
-            if problem:
+        for sample, (problem, sample_counts) in zip(
+                dataset.samples, pool.map(lambda i: _check_sample(dataset, i),
+                                          range(len(dataset.samples)))):
+            if problem == COLOUR_MASK:
+                colour_masks.append(sample.label_path)
+            elif problem:
                 report.problems.append(problem)
+            else:
+                present[sample.label_path] = sample_counts > 0
             counts += sample_counts
     report.pixel_counts = counts[:dataset.num_classes]
     report.ignored_pixels = int(counts[IGNORE_INDEX])
+    _mask_findings(dataset, report, colour_masks, present)
     return report
+
+
+def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_masks: list[str],
+                   present: dict[str, np.ndarray]) -> None:
+    """Adds one line per common mask mistake: problems for 0/255 binary masks (every foreground
+    pixel would be ignored) and colour masks (unreadable); warnings for masks holding only
+    class 0 and ignore, and for a folder dataset whose 0 looks like "unlabelled"."""
+    if colour_masks:
+        report.problems.append(
+            f"{len(colour_masks)} masks are RGB colour images ({_files(colour_masks)}); masks "
+            "must hold class ids (8-bit grayscale or palette PNG): map each colour to its class "
+            "id (the line number - 1 of its class in classes.txt) and save the ids")
+    if not present:
+        return
+    binary = dataset.num_classes == 2 and report.pixel_counts[1] == 0 and report.ignored_pixels
+    if binary:
+        report.problems.insert(0, (
+            f"every mask holds only 0 and {IGNORE_INDEX} ({_files(list(present))}): these look "
+            f"like 0/255 binary masks, so every foreground pixel would be ignored and training "
+            f"would learn {dataset.class_names[0]!r} only; save the foreground as 1 "
+            f"(mask // 255) in a new masks folder"))
+    else:
+        zero_and_ignore = [path for path, values in present.items()
+                           if values[IGNORE_INDEX] and not values[1:IGNORE_INDEX].any()]
+        if zero_and_ignore:
+            report.warnings.append(
+                f"{len(zero_and_ignore)} masks hold only class 0 and ignore ({IGNORE_INDEX}) "
+                f"({_files(zero_and_ignore)}); if {IGNORE_INDEX} marks a foreground class "
+                "there, save it as that class's id")
+    first = dataset.class_names[0]
+    if (dataset.name == "folder" and len(present) > 1 and not binary
+            and all(values[0] for values in present.values())
+            and first.lower() not in _BACKGROUND_NAMES):
+        report.warnings.append(
+            f"every mask holds class 0 ({first!r}) and classes.txt names no background class: "
+            "if 0 means unlabelled there, remove its line from classes.txt and save the masks "
+            f"shifted (0 -> {IGNORE_INDEX}, k -> k-1)")
 
 
 def verify(dataset_name: str, data_root: str, splits: list[str],
@@ -78,7 +153,8 @@ def verify(dataset_name: str, data_root: str, splits: list[str],
 
 
 def format_report(report: SplitReport) -> str:
-    """Counts, per-class pixel frequencies (fraction of labelled pixels) and problems."""
+    """Counts, per-class pixel frequencies (fraction of labelled pixels), problems and
+    warnings."""
     labelled = int(report.pixel_counts.sum())
     header = (f"split {report.split}: {report.num_samples} samples, {len(report.problems)} "
               f"problems, {labelled} labelled pixels, {report.ignored_pixels} ignored "
@@ -90,4 +166,5 @@ def format_report(report: SplitReport) -> str:
         for name, count in zip(report.class_names, report.pixel_counts):
             lines.append(f"  {name:<{width}}  {int(count):>12}  {count / labelled:.4f}")
     lines.extend(f"  problem: {problem}" for problem in report.problems)
+    lines.extend(f"  warning: {warning}" for warning in report.warnings)
     return "\n".join(lines)
