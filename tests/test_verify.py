@@ -141,7 +141,7 @@ def test_binary_0_255_masks_are_one_problem_naming_files_and_fix(tmp_path):
     report = _folder_report(tmp_path, [_half(0, 255)] * 5, "background\nroad\n")
     assert len(report.problems) == 1 and report.warnings == []
     problem = report.problems[0]
-    assert "0/255 binary masks" in problem and "mask // 255" in problem
+    assert "0/255 binary masks" in problem and "--mask_fix=binary" in problem
     assert "s0.png" in problem and "and 2 more" in problem
 
 
@@ -156,7 +156,7 @@ def test_colour_masks_are_one_problem(tmp_path):
     report = _folder_report(tmp_path, [colour] * 4, "background\ncar\n")
     assert len(report.problems) == 1
     assert "4 masks are RGB colour images" in report.problems[0]
-    assert "and 1 more" in report.problems[0] and "classes.txt" in report.problems[0]
+    assert "and 1 more" in report.problems[0] and "--mask_fix=colours" in report.problems[0]
 
 
 def test_masks_of_only_zero_and_ignore_are_a_warning(tmp_path):
@@ -172,7 +172,7 @@ def test_zero_in_every_mask_without_background_is_a_warning(tmp_path):
     masks = [_half(0, 1), _half(0, 2)]
     report = _folder_report(tmp_path, masks, "cat\ndog\nbird\n")
     assert report.problems == [] and len(report.warnings) == 1
-    assert "class 0 ('cat')" in report.warnings[0] and "k -> k-1" in report.warnings[0]
+    assert "class 0 ('cat')" in report.warnings[0] and "--mask_fix=reduce_zero_label" in report.warnings[0]
 
 
 def test_zero_in_every_mask_is_fine_with_a_background_class(tmp_path):

@@ -105,8 +105,9 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
     if colour_masks:
         report.problems.append(
             f"{len(colour_masks)} masks are RGB colour images ({_files(colour_masks)}); masks "
-            "must hold class ids (8-bit grayscale or palette PNG): map each colour to its class "
-            "id (the line number - 1 of its class in classes.txt) and save the ids")
+            "must hold class ids (8-bit grayscale or palette PNG): list each class's colour in "
+            "classes.txt and convert them with pspnet-prepare folder_masks --mask_fix=colours "
+            "--data_root=... --output=NEW_FOLDER")
     if not present:
         return
     binary = dataset.num_classes == 2 and report.pixel_counts[1] == 0 and report.ignored_pixels
@@ -114,8 +115,8 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
         report.problems.insert(0, (
             f"every mask holds only 0 and {IGNORE_INDEX} ({_files(list(present))}): these look "
             f"like 0/255 binary masks, so every foreground pixel would be ignored and training "
-            f"would learn {dataset.class_names[0]!r} only; save the foreground as 1 "
-            f"(mask // 255) in a new masks folder"))
+            f"would learn {dataset.class_names[0]!r} only; convert them (255 -> 1) with "
+            f"pspnet-prepare folder_masks --mask_fix=binary --data_root=... --output=NEW_FOLDER"))
     else:
         zero_and_ignore = [path for path, values in present.items()
                            if values[IGNORE_INDEX] and not values[1:IGNORE_INDEX].any()]
@@ -130,8 +131,9 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
             and first.lower() not in _BACKGROUND_NAMES):
         report.warnings.append(
             f"every mask holds class 0 ({first!r}) and classes.txt names no background class: "
-            "if 0 means unlabelled there, remove its line from classes.txt and save the masks "
-            f"shifted (0 -> {IGNORE_INDEX}, k -> k-1)")
+            "if 0 means unlabelled there, make classes.txt list the classes of ids 1.. and "
+            f"shift the ids (0 -> {IGNORE_INDEX}, k -> k-1) with pspnet-prepare folder_masks "
+            "--mask_fix=reduce_zero_label --data_root=... --output=NEW_FOLDER")
 
 
 def verify(dataset_name: str, data_root: str, splits: list[str],
