@@ -103,3 +103,29 @@ def test_folder_masks_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "folder_masks: 1 images, 1 label files written" in result.stdout
     assert _ids(tmp_path / "out" / "masks" / "train" / "m0.png").max() == 1
+
+
+def test_reduce_zero_label_config_shifts_labels_while_reading(tmp_path):
+    from pspnet_tf.config import ExperimentConfig
+    from pspnet_tf.data.splits import load_split
+
+    mask = np.array([[0, 1, 2, 3, 255, 0, 1]] * HEIGHT, np.uint8)
+    source = _dataset(tmp_path / "src", {"train": [mask]}, "a\nb\nc\n")
+    default = ExperimentConfig().replace(dataset="folder", data_root=source, num_classes=3)
+    assert default.data.reduce_zero_label is False
+    with pytest.raises(UserError, match=r"train ids \[3\]"):  # the default reads ids as stored
+        load_split(default, "train").load(0)
+    shifted = default.replace(reduce_zero_label=True)
+    _, label = load_split(shifted, "train").load(0)
+    np.testing.assert_array_equal(label, [[255, 0, 1, 2, 255, 255, 0]] * HEIGHT)
+    assert '"reduce_zero_label": true' in shifted.to_json()
+
+
+def test_verify_command_reads_with_reduce_zero_label(tmp_path):
+    mask = np.array([[0, 1, 2, 3, 255, 0, 1]] * HEIGHT, np.uint8)
+    source = _dataset(tmp_path / "src", {"train": [mask, mask]}, "a\nb\nc\n")
+    command = ("pspnet-verify", "--dataset=folder", f"--data_root={source}", "--splits=train")
+    assert run_command(*command).returncode == 2
+    result = run_command(*command, "--reduce_zero_label")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning" not in result.stdout

@@ -101,7 +101,8 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
                    present: dict[str, np.ndarray]) -> None:
     """Adds one line per common mask mistake: problems for 0/255 binary masks (every foreground
     pixel would be ignored) and colour masks (unreadable); warnings for masks holding only
-    class 0 and ignore, and for a folder dataset whose 0 looks like "unlabelled"."""
+    class 0 and ignore, and for a folder dataset whose 0 looks like "unlabelled" (unless its
+    raw 0 is already read as ignore, as with reduce_zero_label)."""
     if colour_masks:
         report.problems.append(
             f"{len(colour_masks)} masks are RGB colour images ({_files(colour_masks)}); masks "
@@ -126,7 +127,8 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
                 f"({_files(zero_and_ignore)}); if {IGNORE_INDEX} marks a foreground class "
                 "there, save it as that class's id")
     first = dataset.class_names[0]
-    if (dataset.name == "folder" and len(present) > 1 and not binary
+    already_shifted = dataset.label_map[0] == IGNORE_INDEX  # raw 0 is read as ignore
+    if (dataset.name == "folder" and len(present) > 1 and not binary and not already_shifted
             and all(values[0] for values in present.values())
             and first.lower() not in _BACKGROUND_NAMES):
         report.warnings.append(
@@ -137,8 +139,9 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
 
 
 def verify(dataset_name: str, data_root: str, splits: list[str],
-           num_classes: int | None = None) -> list[SplitReport]:
-    """One report per split; a split that cannot be opened at all becomes one problem."""
+           num_classes: int | None = None, reduce_zero_label: bool = False) -> list[SplitReport]:
+    """One report per split; a split that cannot be opened at all becomes one problem.
+    `reduce_zero_label` checks the labels as training reads them with that shift."""
     reports = []
     for split in splits:
         try:
@@ -146,6 +149,8 @@ def verify(dataset_name: str, data_root: str, splits: list[str],
         except UserError as error:
             reports.append(SplitReport(split, problems=[str(error)]))
             continue
+        if reduce_zero_label:
+            dataset.reduce_zero_label()
         report = verify_split(dataset)
         if num_classes is not None and num_classes != dataset.num_classes:
             report.problems.insert(0, f"--num_classes={num_classes} but {dataset_name} has "
