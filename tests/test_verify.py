@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 from helpers import run_command
 from PIL import Image
 
@@ -186,3 +187,35 @@ def test_verify_command_fails_on_binary_0_255_masks(tmp_path):
                          "--splits=train")
     assert result.returncode == 2
     assert "0/255 binary masks" in result.stdout
+
+
+def test_training_start_check_samples_masks_and_refuses_binary_0_255(tmp_path):
+    from pspnet_tf.data.verification import check_training_masks
+    from pspnet_tf.errors import UserError
+
+    root = _folder_masks(tmp_path, [_half(0, 255)] * 5, "background\nroad\n")
+    dataset = open_dataset("folder", root, "train")
+    with pytest.raises(UserError, match=r"checking 3 of 5 masks: every mask holds only 0 and"):
+        check_training_masks(dataset, max_masks=3)
+
+
+def test_training_start_check_returns_warnings(tmp_path):
+    from pspnet_tf.data.verification import check_training_masks
+
+    root = _folder_masks(tmp_path, [_half(0, 1), _half(0, 2)], "cat\ndog\nbird\n")
+    warnings = check_training_masks(open_dataset("folder", root, "train"))
+    assert len(warnings) == 1 and "class 0 ('cat')" in warnings[0]
+    good = _folder_masks(tmp_path / "good", [_half(0, 1), _half(1, 2)], "cat\ndog\nbird\n")
+    assert check_training_masks(open_dataset("folder", good, "train")) == []
+
+
+def test_train_refuses_binary_0_255_masks_in_one_line_before_the_run_dir(tmp_path):
+    from helpers import TINY, assert_refused_in_one_line
+
+    root = _folder_masks(tmp_path / "data", [_half(0, 255)] * 2, "background\nroad\n")
+    run_dir = tmp_path / "run"
+    result = run_command("pspnet-train", *TINY, "--dataset=folder", f"--data_root={root}",
+                         "--num_classes=2", "--train_split=train", "--val_split=train",
+                         f"--run_dir={run_dir}")
+    assert_refused_in_one_line(result, "0/255 binary masks")
+    assert not run_dir.exists()

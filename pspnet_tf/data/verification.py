@@ -38,6 +38,8 @@ class SplitReport:
 
 COLOUR_MASK = "colour mask"
 _SHOWN_FILES = 3
+# Masks check_training_masks reads at training start (evenly spread over the split).
+TRAINING_CHECK_MASKS = 64
 _COLOUR_MODES = ("RGB", "RGBA")
 # Names that say class 0 is the unlabelled or background class (compared in lower case).
 _BACKGROUND_NAMES = ("background", "bg", "unlabeled", "unlabelled", "void", "other", "others",
@@ -95,6 +97,33 @@ def verify_split(dataset: SegmentationDataset) -> SplitReport:
     report.ignored_pixels = int(counts[IGNORE_INDEX])
     _mask_findings(dataset, report, colour_masks, present)
     return report
+
+
+def check_training_masks(dataset: SegmentationDataset,
+                         max_masks: int = TRAINING_CHECK_MASKS) -> list[str]:
+    """The mask findings of `_mask_findings` on at most `max_masks` masks spread evenly over
+    the split, cheap enough for training start: raises a UserError for the first error found
+    (0/255 binary or colour masks) and returns the warnings. Files that fail for other
+    reasons are left to the input pipeline (and --skip_bad_samples)."""
+    total = len(dataset.samples)
+    indices = np.unique(np.linspace(0, total - 1, min(total, max_masks)).astype(int))
+    report = SplitReport(dataset.split, total, class_names=dataset.class_names)
+    colour_masks, present, counts = [], {}, np.zeros(256, np.int64)
+    for index in indices.tolist():
+        problem, sample_counts = _check_sample(dataset, index)
+        path = dataset.samples[index].label_path
+        if problem == COLOUR_MASK:
+            colour_masks.append(path)
+        elif not problem:
+            present[path] = sample_counts > 0
+            counts += sample_counts
+    report.pixel_counts = counts[:dataset.num_classes]
+    report.ignored_pixels = int(counts[IGNORE_INDEX])
+    _mask_findings(dataset, report, colour_masks, present)
+    if report.problems:
+        raise UserError(f"{dataset.name} split {dataset.split!r}, checking {len(indices)} of "
+                        f"{total} masks: {report.problems[0]}")
+    return report.warnings
 
 
 def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_masks: list[str],
