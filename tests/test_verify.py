@@ -173,7 +173,8 @@ def test_zero_in_every_mask_without_background_is_a_warning(tmp_path):
     masks = [_half(0, 1), _half(0, 2)]
     report = _folder_report(tmp_path, masks, "cat\ndog\nbird\n")
     assert report.problems == [] and len(report.warnings) == 1
-    assert "class 0 ('cat')" in report.warnings[0] and "--mask_fix=reduce_zero_label" in report.warnings[0]
+    assert "class 0 ('cat')" in report.warnings[0]
+    assert "--mask_fix=reduce_zero_label" in report.warnings[0]
 
 
 def test_zero_in_every_mask_is_fine_with_a_background_class(tmp_path):

@@ -4,9 +4,11 @@
 pspnet_tf.data.prepare`) writes the VOC "trainaug" labels and split; `... cityscapes
 --data_root=...` writes trainId labels; `... tfrecord --flagfile=configs/X.cfg --output=DIR`
 writes TFRecord shards of the splits; `... folder_masks --data_root=my_data --output=NEW
---mask_fix=binary|colours|reduce_zero_label` writes a copy of a folder dataset with fixed masks. They only add files: originals are never touched,
-label files already written are kept (so an interrupted run can simply be repeated), and a
-different existing split file or shard index is an error.
+--mask_fix=binary|colours|reduce_zero_label` writes a copy of a folder dataset with fixed
+masks into a new folder. They only add files: originals are never touched, label files
+already written are kept (so an interrupted run can simply be repeated; folder_masks instead
+refuses a non-empty --output), and a different existing split file or shard index is an
+error.
 """
 
 import functools

@@ -5,7 +5,8 @@ labels, `prepare_folder_masks` a copy of a folder dataset with fixed masks; `pyt
 pspnet_tf.data.prepare` (cli/prepare.py) is their command, which also
 writes TFRecord shards (data/tfrecord.py). They only add files: originals are never
 touched, label files already written are kept (so an interrupted run can simply be
-repeated), and a different existing split file or shard index is an error.
+repeated; `prepare_folder_masks` instead refuses a non-empty output folder), and a different
+existing split file or shard index is an error.
 """
 
 from __future__ import annotations

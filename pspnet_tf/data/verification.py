@@ -34,6 +34,7 @@ class SplitReport:
     pixel_counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     ignored_pixels: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    mask_problems: list[str] = dataclasses.field(default_factory=list)  # also in `problems`
 
 
 COLOUR_MASK = "colour mask"
@@ -77,63 +78,55 @@ def _check_sample(dataset: SegmentationDataset, index: int) -> tuple[str | None,
     return None, np.bincount(label.ravel(), minlength=256)
 
 
-def verify_split(dataset: SegmentationDataset) -> SplitReport:
-    """Decodes and checks every sample of `dataset` (in parallel), collecting all problems."""
+def verify_split(dataset: SegmentationDataset,
+                 indices: list[int] | None = None) -> SplitReport:
+    """Decodes and checks every sample of `dataset` (or those at `indices`) in parallel,
+    collecting all problems and the mask findings."""
+    indices = list(range(len(dataset.samples))) if indices is None else indices
     counts = np.zeros(256, np.int64)
-    report = SplitReport(dataset.split, len(dataset.samples), class_names=dataset.class_names)
+    report = SplitReport(dataset.split, len(indices), class_names=dataset.class_names)
     colour_masks, present = [], {}
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for sample, (problem, sample_counts) in zip(
-                dataset.samples, pool.map(lambda i: _check_sample(dataset, i),
-                                          range(len(dataset.samples)))):
+        for index, (problem, sample_counts) in zip(
+                indices, pool.map(lambda i: _check_sample(dataset, i), indices)):
+            path = dataset.samples[index].label_path
             if problem == COLOUR_MASK:
-                colour_masks.append(sample.label_path)
+                colour_masks.append(path)
             elif problem:
                 report.problems.append(problem)
             else:
-                present[sample.label_path] = sample_counts > 0
+                present[path] = sample_counts > 0
             counts += sample_counts
     report.pixel_counts = counts[:dataset.num_classes]
     report.ignored_pixels = int(counts[IGNORE_INDEX])
     _mask_findings(dataset, report, colour_masks, present)
+    report.problems[:0] = report.mask_problems
     return report
 
 
 def check_training_masks(dataset: SegmentationDataset,
                          max_masks: int = TRAINING_CHECK_MASKS) -> list[str]:
-    """The mask findings of `_mask_findings` on at most `max_masks` masks spread evenly over
-    the split, cheap enough for training start: raises a UserError for the first error found
-    (0/255 binary or colour masks) and returns the warnings. Files that fail for other
-    reasons are left to the input pipeline (and --skip_bad_samples)."""
+    """verify's mask findings on at most `max_masks` masks spread evenly over the split,
+    cheap enough for training start: raises a UserError for the first error found (0/255
+    binary or colour masks) and returns the warnings. Files that fail for other reasons are
+    left to the input pipeline (and --skip_bad_samples)."""
     total = len(dataset.samples)
-    indices = np.unique(np.linspace(0, total - 1, min(total, max_masks)).astype(int))
-    report = SplitReport(dataset.split, total, class_names=dataset.class_names)
-    colour_masks, present, counts = [], {}, np.zeros(256, np.int64)
-    for index in indices.tolist():
-        problem, sample_counts = _check_sample(dataset, index)
-        path = dataset.samples[index].label_path
-        if problem == COLOUR_MASK:
-            colour_masks.append(path)
-        elif not problem:
-            present[path] = sample_counts > 0
-            counts += sample_counts
-    report.pixel_counts = counts[:dataset.num_classes]
-    report.ignored_pixels = int(counts[IGNORE_INDEX])
-    _mask_findings(dataset, report, colour_masks, present)
-    if report.problems:
+    indices = np.unique(np.linspace(0, total - 1, min(total, max_masks)).astype(int)).tolist()
+    report = verify_split(dataset, indices)
+    if report.mask_problems:
         raise UserError(f"{dataset.name} split {dataset.split!r}, checking {len(indices)} of "
-                        f"{total} masks: {report.problems[0]}")
+                        f"{total} masks: {report.mask_problems[0]}")
     return report.warnings
 
 
 def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_masks: list[str],
                    present: dict[str, np.ndarray]) -> None:
-    """Adds one line per common mask mistake: problems for 0/255 binary masks (every foreground
-    pixel would be ignored) and colour masks (unreadable); warnings for masks holding only
-    class 0 and ignore, and for a folder dataset whose 0 looks like "unlabelled" (unless its
+    """Adds one line per common mask mistake: mask problems for 0/255 binary masks (every
+    foreground pixel would be ignored) and colour masks (unreadable); warnings for masks
+    holding only class 0 and ignore, and for a folder dataset whose 0 looks like "unlabelled" (unless its
     raw 0 is already read as ignore, as with reduce_zero_label)."""
     if colour_masks:
-        report.problems.append(
+        report.mask_problems.append(
             f"{len(colour_masks)} masks are RGB colour images ({_files(colour_masks)}); masks "
             "must hold class ids (8-bit grayscale or palette PNG): list each class's colour in "
             "classes.txt and convert them with pspnet-prepare folder_masks --mask_fix=colours "
@@ -142,7 +135,7 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
         return
     binary = dataset.num_classes == 2 and report.pixel_counts[1] == 0 and report.ignored_pixels
     if binary:
-        report.problems.insert(0, (
+        report.mask_problems.insert(0, (
             f"every mask holds only 0 and {IGNORE_INDEX} ({_files(list(present))}): these look "
             f"like 0/255 binary masks, so every foreground pixel would be ignored and training "
             f"would learn {dataset.class_names[0]!r} only; convert them (255 -> 1) with "
