@@ -112,6 +112,10 @@ class DataConfig(Section):
         "", "Read the splits from TFRecord shards written by python -m pspnet_tf.data.prepare "
         "tfrecord instead of the files under --data_root (\"\" = read the files).",
         resumable=True)
+    reduce_zero_label: bool = setting(
+        False, "Shift the label ids while reading (mmseg's reduce_zero_label): 0 = unlabelled "
+        "-> 255 = ignore, k -> k-1; for data whose 0 means unlabelled, in training, validation "
+        "and evaluation.")
 
 
 @dataclasses.dataclass(frozen=True)

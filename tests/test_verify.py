@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 from helpers import run_command
 from PIL import Image
 
@@ -112,3 +113,110 @@ def test_verify_command_takes_the_class_count_from_the_dataset(tmp_path):
     wrong = run_command("pspnet-verify", *command, "--num_classes=21")
     assert wrong.returncode == 2
     assert "--num_classes=21 but cityscapes has 19 classes" in wrong.stdout
+
+
+def _folder_masks(root, masks: list[np.ndarray], classes: str) -> str:
+    """A folder-layout train split with one random image per mask; returns the data root."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "masks" / "train").mkdir(parents=True)
+    (root / "classes.txt").write_text(classes)
+    for index, mask in enumerate(masks):
+        rng = np.random.default_rng(index)
+        Image.fromarray(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(
+            root / "images" / "train" / f"s{index}.png")
+        Image.fromarray(mask).save(root / "masks" / "train" / f"s{index}.png")
+    return str(root)
+
+
+def _folder_report(root, masks: list[np.ndarray], classes: str):
+    return verify_split(open_dataset("folder", _folder_masks(root, masks, classes), "train"))
+
+
+def _half(low: int, high: int) -> np.ndarray:
+    mask = np.full((HEIGHT, WIDTH), low, np.uint8)
+    mask[:, WIDTH // 2:] = high
+    return mask
+
+
+def test_binary_0_255_masks_are_one_problem_naming_files_and_fix(tmp_path):
+    report = _folder_report(tmp_path, [_half(0, 255)] * 5, "background\nroad\n")
+    assert len(report.problems) == 1 and report.warnings == []
+    problem = report.problems[0]
+    assert "0/255 binary masks" in problem and "--mask_fix=binary" in problem
+    assert "s0.png" in problem and "and 2 more" in problem
+
+
+def test_binary_masks_with_foreground_ids_pass(tmp_path):
+    report = _folder_report(tmp_path, [_half(0, 1)] * 3, "background\nroad\n")
+    assert report.problems == [] and report.warnings == []
+
+
+def test_colour_masks_are_one_problem(tmp_path):
+    colour = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    colour[:, :3] = (128, 0, 0)
+    report = _folder_report(tmp_path, [colour] * 4, "background\ncar\n")
+    assert len(report.problems) == 1
+    assert "4 masks are RGB colour images" in report.problems[0]
+    assert "and 1 more" in report.problems[0] and "--mask_fix=colours" in report.problems[0]
+
+
+def test_masks_of_only_zero_and_ignore_are_a_warning(tmp_path):
+    masks = [_half(0, 255), _half(1, 2), _half(0, 255)]
+    report = _folder_report(tmp_path, masks, "background\ncar\nperson\n")
+    assert report.problems == []
+    assert len(report.warnings) == 1 and "2 masks hold only class 0 and ignore" in \
+        report.warnings[0] and "s0.png, " in report.warnings[0]
+    assert "warning: 2 masks" in format_report(report)
+
+
+def test_zero_in_every_mask_without_background_is_a_warning(tmp_path):
+    masks = [_half(0, 1), _half(0, 2)]
+    report = _folder_report(tmp_path, masks, "cat\ndog\nbird\n")
+    assert report.problems == [] and len(report.warnings) == 1
+    assert "class 0 ('cat')" in report.warnings[0]
+    assert "--mask_fix=reduce_zero_label" in report.warnings[0]
+
+
+def test_zero_in_every_mask_is_fine_with_a_background_class(tmp_path):
+    report = _folder_report(tmp_path, [_half(0, 1), _half(0, 2)], "Background\ndog\nbird\n")
+    assert report.problems == [] and report.warnings == []
+
+
+def test_verify_command_fails_on_binary_0_255_masks(tmp_path):
+    root = _folder_masks(tmp_path, [_half(0, 255)] * 2, "background\nroad\n")
+    result = run_command("pspnet-verify", "--dataset=folder", f"--data_root={root}",
+                         "--splits=train")
+    assert result.returncode == 2
+    assert "0/255 binary masks" in result.stdout
+
+
+def test_training_start_check_samples_masks_and_refuses_binary_0_255(tmp_path):
+    from pspnet_tf.data.verification import check_training_masks
+    from pspnet_tf.errors import UserError
+
+    root = _folder_masks(tmp_path, [_half(0, 255)] * 5, "background\nroad\n")
+    dataset = open_dataset("folder", root, "train")
+    with pytest.raises(UserError, match=r"checking 3 of 5 masks: every mask holds only 0 and"):
+        check_training_masks(dataset, max_masks=3)
+
+
+def test_training_start_check_returns_warnings(tmp_path):
+    from pspnet_tf.data.verification import check_training_masks
+
+    root = _folder_masks(tmp_path, [_half(0, 1), _half(0, 2)], "cat\ndog\nbird\n")
+    warnings = check_training_masks(open_dataset("folder", root, "train"))
+    assert len(warnings) == 1 and "class 0 ('cat')" in warnings[0]
+    good = _folder_masks(tmp_path / "good", [_half(0, 1), _half(1, 2)], "cat\ndog\nbird\n")
+    assert check_training_masks(open_dataset("folder", good, "train")) == []
+
+
+def test_train_refuses_binary_0_255_masks_in_one_line_before_the_run_dir(tmp_path):
+    from helpers import TINY, assert_refused_in_one_line
+
+    root = _folder_masks(tmp_path / "data", [_half(0, 255)] * 2, "background\nroad\n")
+    run_dir = tmp_path / "run"
+    result = run_command("pspnet-train", *TINY, "--dataset=folder", f"--data_root={root}",
+                         "--num_classes=2", "--train_split=train", "--val_split=train",
+                         f"--run_dir={run_dir}")
+    assert_refused_in_one_line(result, "0/255 binary masks")
+    assert not run_dir.exists()

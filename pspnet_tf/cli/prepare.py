@@ -3,9 +3,12 @@
 `pspnet-prepare voc_aug --voc_root=... --sbd_root=...` (also `python -m
 pspnet_tf.data.prepare`) writes the VOC "trainaug" labels and split; `... cityscapes
 --data_root=...` writes trainId labels; `... tfrecord --flagfile=configs/X.cfg --output=DIR`
-writes TFRecord shards of the splits. They only add files: originals are never touched,
-label files already written are kept (so an interrupted run can simply be repeated), and a
-different existing split file or shard index is an error.
+writes TFRecord shards of the splits; `... folder_masks --data_root=my_data --output=NEW
+--mask_fix=binary|colours|reduce_zero_label` writes a copy of a folder dataset with fixed
+masks into a new folder. They only add files: originals are never touched, label files
+already written are kept (so an interrupted run can simply be repeated; folder_masks instead
+refuses a non-empty --output), and a different existing split file or shard index is an
+error.
 """
 
 import functools
@@ -21,11 +24,16 @@ from pspnet_tf.cli import app  # noqa: E402
 from pspnet_tf.cli.flag_groups import define  # noqa: E402
 from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
 from pspnet_tf.data.datasets import get_dataset  # noqa: E402
-from pspnet_tf.data.preparation import prepare_cityscapes, prepare_voc_aug  # noqa: E402
+from pspnet_tf.data.preparation import (  # noqa: E402
+    MASK_FIXES,
+    prepare_cityscapes,
+    prepare_folder_masks,
+    prepare_voc_aug,
+)
 from pspnet_tf.data.tfrecord import DEFAULT_SAMPLES_PER_SHARD, write_shards  # noqa: E402
 from pspnet_tf.errors import UserError  # noqa: E402
 
-COMMANDS = ("voc_aug", "cityscapes", "tfrecord")
+COMMANDS = ("voc_aug", "cityscapes", "tfrecord", "folder_masks")
 
 
 def _define_flags() -> None:
@@ -37,7 +45,11 @@ def _define_flags() -> None:
     define("data", flags.DEFINE_list, "splits", [],
            "tfrecord: splits to write (default: --train_split and --val_split).")
     define("output", flags.DEFINE_string, "output", None, "tfrecord: folder for the shards "
-           "(then pass it to train.py as --tfrecord_dir).")
+           "(then pass it to train.py as --tfrecord_dir); folder_masks: the NEW folder for the "
+           "fixed dataset.")
+    define("data", flags.DEFINE_enum, "mask_fix", None, list(MASK_FIXES),
+           "folder_masks: binary (255 -> 1 for 0/255 binary masks), colours (RGB colours -> "
+           "ids through classes.txt's colours) or reduce_zero_label (0 -> 255, k -> k-1).")
     define("output", flags.DEFINE_integer, "samples_per_shard", DEFAULT_SAMPLES_PER_SHARD,
            "tfrecord: samples per shard file.", lower_bound=1)
 
@@ -66,6 +78,9 @@ def _main(command: str | None, argv: list[str]) -> None:
         return
     if command == "voc_aug":
         counts = prepare_voc_aug(_required("voc_root", command), _required("sbd_root", command))
+    elif command == "folder_masks":
+        counts = prepare_folder_masks(flags.FLAGS.data_root, _required("output", command),
+                                      _required("mask_fix", command))
     elif command == "cityscapes":
         counts = prepare_cityscapes(flags.FLAGS.data_root)
     else:

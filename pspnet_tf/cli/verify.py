@@ -22,7 +22,8 @@ def _main(argv: list[str]) -> None:
     config = config_from_flags()
     data = config.data
     splits = flags.FLAGS.splits or list(dict.fromkeys([data.train_split, data.val_split]))
-    reports = verify(data.dataset, data.data_root, splits, config.model.num_classes)
+    reports = verify(data.dataset, data.data_root, splits, config.model.num_classes,
+                     data.reduce_zero_label)
     for report in reports:
         print(format_report(report))
     problems = sum(len(report.problems) for report in reports)

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from pspnet_tf.data.descriptors import (
     IDENTITY_LABEL_MAP,
     IGNORE_INDEX,
+    REDUCE_ZERO_LABEL_MAP,
     get_descriptor,
     read_only_uint8,
 )
@@ -55,6 +56,11 @@ class SegmentationDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def reduce_zero_label(self) -> None:
+        """From now on reads labels shifted as mmseg's reduce_zero_label: 0 -> IGNORE_INDEX,
+        k -> k-1 (after the layout's own label map)."""
+        self.label_map = read_only_uint8(REDUCE_ZERO_LABEL_MAP[self.label_map])
 
     def read_image(self, path: str) -> np.ndarray:
         """HxWx3 uint8 RGB of the image at `path`, by the reader predict.py uses as well

@@ -143,6 +143,8 @@ def label_table(pairs: Mapping[int, int] | None = None, default: int | None = No
 
 
 IDENTITY_LABEL_MAP = label_table()
+# mmseg's reduce_zero_label: 0 (unlabelled) -> 255 = ignore, k -> k-1, 255 stays ignore.
+REDUCE_ZERO_LABEL_MAP = label_table({k: k - 1 for k in range(1, IGNORE_INDEX)}, IGNORE_INDEX)
 
 
 def _class_line(line: str) -> tuple[str, str | None]:

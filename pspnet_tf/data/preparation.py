@@ -1,10 +1,12 @@
 """One-time conversions of downloaded datasets into the layouts the readers use.
 
 `prepare_voc_aug` writes the VOC "trainaug" labels and split, `prepare_cityscapes` trainId
-labels; `python -m pspnet_tf.data.prepare` (cli/prepare.py) is their command, which also
+labels, `prepare_folder_masks` a copy of a folder dataset with fixed masks; `python -m
+pspnet_tf.data.prepare` (cli/prepare.py) is their command, which also
 writes TFRecord shards (data/tfrecord.py). They only add files: originals are never
 touched, label files already written are kept (so an interrupted run can simply be
-repeated), and a different existing split file or shard index is an error.
+repeated; `prepare_folder_masks` instead refuses a non-empty output folder), and a different
+existing split file or shard index is an error.
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ import concurrent.futures
 import glob
 import os
 import pathlib
+import shutil
 from collections.abc import Callable, Iterable
 
 import numpy as np
 from PIL import Image
 
 from pspnet_tf.atomic import write_atomically
-from pspnet_tf.data.descriptors import DATASETS, voc_palette
+from pspnet_tf.data.descriptors import (
+    DATASETS,
+    FOLDER_CLASS_FILE,
+    REDUCE_ZERO_LABEL_MAP,
+    read_class_file,
+    voc_palette,
+)
+from pspnet_tf.data.layouts import Sample, folder_samples
 from pspnet_tf.errors import UserError
 
 VOC_AUG_LABEL_DIR = "SegmentationClassAug"
@@ -153,3 +163,86 @@ def prepare_cityscapes(data_root: str) -> dict[str, int]:
 
     written = _run_parallel(convert(source) for source in sources)
     return {"images": len(sources), "written": written, "kept": len(sources) - written}
+
+
+MASK_FIXES = ("binary", "colours", "reduce_zero_label")
+
+
+def _fixed_mask(path: str, fix: str, palette: np.ndarray) -> np.ndarray:
+    """The class ids of the mask at `path` after `fix` (one of MASK_FIXES)."""
+    with Image.open(path) as mask:
+        mode = mask.mode
+        if fix == "colours":
+            if mode not in ("RGB", "RGBA"):
+                raise UserError(f"mask {path} has image mode {mode}, not RGB colours; "
+                                "convert it with a fix other than colours")
+            rgb = np.array(mask.convert("RGB"))
+        elif mode not in ("P", "L"):
+            raise UserError(f"mask {path} has image mode {mode}; the {fix} fix needs 8-bit "
+                            "grayscale or palette masks (use the colours fix for RGB masks)")
+        else:
+            values = np.array(mask)
+    if fix == "binary":
+        return np.where(values == 255, 1, values).astype(np.uint8)
+    if fix == "reduce_zero_label":
+        return REDUCE_ZERO_LABEL_MAP[values]
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    known = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8) \
+        | palette[:, 2]
+    ids = np.full(codes.shape, 255, np.uint8)
+    for class_id, code in enumerate(known):
+        ids[codes == code] = class_id
+    unknown = np.unique(codes[ids == 255])
+    if unknown.size:
+        colours = [f"{c >> 16},{(c >> 8) & 255},{c & 255}" for c in unknown[:_MAX_LISTED]]
+        raise UserError(f"mask {path} holds colours {', '.join(colours)} that classes.txt does "
+                        f"not list ({unknown.size} unknown); add them to classes.txt as "
+                        "'name<TAB>r,g,b' lines")
+    return ids
+
+
+def prepare_folder_masks(data_root: str, output: str, fix: str) -> dict[str, int]:
+    """Writes a copy of the `folder` dataset under `data_root` to the NEW folder `output`,
+    with every mask fixed by `fix`: "binary" (255 -> 1, for 0/255 binary masks), "colours"
+    (RGB colours -> class ids through classes.txt's colours, or the VOC colour map when it
+    gives none; an unlisted colour is an error naming the file) or "reduce_zero_label"
+    (0 -> 255 = ignore, k -> k-1). Images and classes.txt are copied unchanged. Returns counts.
+    """
+    if fix not in MASK_FIXES:
+        raise UserError(f"fix must be one of {', '.join(MASK_FIXES)} (got {fix!r})")
+    if os.path.isdir(output) and os.listdir(output) or os.path.isfile(output):
+        raise UserError(f"output {output} exists and is not empty; name a new folder "
+                        "(masks are never converted in place)")
+    class_file = os.path.join(data_root, FOLDER_CLASS_FILE)
+    _, palette = read_class_file(class_file)
+    images_dir = os.path.join(data_root, "images")
+    splits = sorted(os.listdir(images_dir)) if os.path.isdir(images_dir) else []
+    samples = [(split, sample) for split in splits
+               if os.path.isdir(os.path.join(images_dir, split))
+               for sample in folder_samples(data_root, split)]
+    if not samples:
+        raise UserError(f"{data_root} holds no images/<split>/ folders; data_root must be a "
+                        "folder dataset (images/, masks/, classes.txt)")
+    missing = [sample.label_path for _, sample in samples if not os.path.isfile(sample.label_path)]
+    if missing:
+        raise UserError(f"{len(missing)} masks are missing (first: "
+                        f"{', '.join(missing[:_MAX_LISTED])}); nothing was written")
+
+    def copy(source: str, target: str) -> None:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        write_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
+
+    def convert(split: str, sample: Sample) -> Callable[[], bool]:
+        def job() -> bool:
+            ids = _fixed_mask(sample.label_path, fix, palette)
+            name = os.path.basename(sample.label_path)
+            os.makedirs(os.path.join(output, "masks", split), exist_ok=True)
+            _save_png(os.path.join(output, "masks", split, name), ids, None)
+            copy(sample.image_path, os.path.join(output, "images", split,
+                                                 os.path.basename(sample.image_path)))
+            return True
+        return job
+
+    written = _run_parallel(convert(split, sample) for split, sample in samples)
+    copy(class_file, os.path.join(output, FOLDER_CLASS_FILE))
+    return {"images": len(samples), "written": written, "kept": 0}

@@ -27,6 +27,8 @@ def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
         if data.dataset == "demo":
             ensure_demo_dataset(data.data_root)
         dataset = get_dataset(data.dataset, data.data_root, split)
+    if data.reduce_zero_label:
+        dataset.reduce_zero_label()
     if dataset.num_classes != config.model.num_classes:
         raise UserError(f"--num_classes={config.model.num_classes} but dataset {data.dataset} has "
                         f"{dataset.num_classes} classes; set --num_classes={dataset.num_classes}")

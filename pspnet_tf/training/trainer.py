@@ -14,6 +14,7 @@ from pspnet_tf.convert.pretrained import apply_pretrained
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
 from pspnet_tf.data.splits import load_split
+from pspnet_tf.data.verification import check_training_masks
 from pspnet_tf.errors import RunInterrupted, UserError, environment_faults, user_error_message
 from pspnet_tf.evaluation.report import write_report
 from pspnet_tf.evaluation.tables import format_table, write_json
@@ -194,6 +195,8 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     train_set = load_split(config, config.data.train_split)
     val_set = load_split(config, config.data.val_split)
     metric_key(config.runtime.best_metric, val_set.class_names)  # UserError before run_dir
+    for warning in check_training_masks(train_set):
+        logging.warning("%s split %r: %s", config.data.dataset, train_set.split, warning)
     runtime, optimizer = config.runtime, config.optimizer
     strategy = create_strategy(runtime.strategy, runtime.tpu)
     chief = is_chief(strategy)
