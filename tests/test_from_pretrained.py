@@ -268,3 +268,74 @@ def test_presets_are_listed_per_class_and_refused_by_the_other():
         PSPNetSegmenter.from_preset("resnet50_v1c")
     with pytest.raises(UserError, match="as a backbone; choose one of resnet50_v1c"):
         ResNetV1cBackbone.from_preset("pspnet_r50-d8_512x512_20k_voc12aug")
+
+
+def _tiny_demo_preset(server, tmp_path, monkeypatch, seed: int = 5):
+    reference = tiny_reference(seed=seed)
+    data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
+    url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
+                        "pspnet_tiny_demo")
+    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", PretrainedCheckpoint(
+        "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
+
+
+def test_from_preset_with_num_classes_keeps_backbone_and_ppm_and_starts_a_new_classifier(
+        server, tmp_path, monkeypatch):
+    """Fine-tuning entry: `from_preset(name, num_classes=K, class_names=...)`."""
+    from pspnet_tf.models import PSPNetSegmenter as Segmenter  # no pspnet_tf.convert import
+
+    _tiny_demo_preset(server, tmp_path, monkeypatch)
+    published = Segmenter.from_preset("pspnet_tiny_demo")
+    tuned = Segmenter.from_preset("pspnet_tiny_demo", class_names=["ground", "crack", "hole"],
+                                  auxiliary_head=True)
+    assert tuned.num_classes == 3 and tuned.class_names == ["ground", "crack", "hole"]
+    assert tuned.palette is None and tuned.dataset is None and tuned.auxiliary_head
+    assert tuned.preset == "pspnet_tiny_demo" and tuned.scale == (48, 40)
+    kept = [layer.name for layer in published.layers
+            if layer.weights and layer.name != "conv_seg"]
+    assert "bottleneck_conv" in kept and "layer4_1_conv2" in kept
+    for name in kept:
+        for ours, theirs in zip(tuned.get_layer(name).weights, published.get_layer(name).weights):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert tuned.get_layer("conv_seg").kernel.shape[-1] == 3
+    assert tuned.get_layer("aux_conv_seg").kernel.shape[-1] == 3
+    outputs = tuned(np.zeros((1, 32, 40, 3), np.float32))
+    assert outputs["logits"].shape == (1, 32, 40, 3)
+    assert outputs["aux_logits"].shape == (1, 32, 40, 3)
+    assert len(server.requests) == 1  # the second call read the cache
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        Segmenter.from_preset("pspnet_tiny_demo", num_classes=3, class_names=["a", "b"])
+
+
+def test_from_preset_without_weights_builds_the_architecture_and_downloads_nothing(
+        server, tmp_path, monkeypatch):
+    from pspnet_tf.models import ResNetV1cBackbone
+
+    _tiny_demo_preset(server, tmp_path, monkeypatch)
+    segmenter = PSPNetSegmenter.from_preset("pspnet_tiny_demo", load_weights=False)
+    assert segmenter.class_names == list(DEMO_CLASS_NAMES) and segmenter.scale == (48, 40)
+    assert segmenter.backbone.depth == 18 and not segmenter.auxiliary_head
+    backbone = ResNetV1cBackbone.from_preset("resnet50_v1c", load_weights=False,
+                                             output_stride=16)
+    assert (backbone.depth, backbone.output_stride) == (50, 16)
+    assert server.requests == []
+
+
+def test_the_backbone_preset_gives_d16_with_the_same_weights(server, tmp_path, monkeypatch):
+    from pspnet_tf.models import ResNetV1cBackbone
+
+    reference = tiny_reference(seed=6)
+    state = {key[len("backbone."):]: value for key, value in reference.state_dict().items()
+             if key.startswith("backbone.")}
+    torch.save(state, tmp_path / "imagenet.pth")
+    url = _serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
+                        "/pretrain/third_party", "resnet18_v1c")
+    monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
+                        PretrainedCheckpoint("resnet18_v1c", url, "resnet18_v1c"))
+    d8 = ResNetV1cBackbone.from_preset("resnet18_v1c")
+    d16 = ResNetV1cBackbone.from_preset("resnet18_v1c", output_stride=16)
+    assert (d8.output_stride, d16.output_stride) == (8, 16)
+    for ours, theirs in zip(d16.weights, d8.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    assert d16(images).shape[1:3] == (4, 4) and d8(images).shape[1:3] == (8, 8)
