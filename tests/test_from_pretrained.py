@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pspnet_tf import from_pretrained, list_pretrained
-from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained, fetch
+from pspnet_tf.convert import apply_pretrained, fetch
+from pspnet_tf.models.presets import Preset
 from pspnet_tf.models import PSPNetSegmenter
 from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
 from pspnet_tf.models.presets import PRESETS as CHECKPOINTS
@@ -97,7 +98,7 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
     digest = hashlib.sha256(data).hexdigest()[:8]
     path = f"/tiny/pspnet_tiny_demo-{digest}.pth"
     server.files[path] = data
-    entry = PretrainedCheckpoint("pspnet_tiny_demo", server.base + path,
+    entry = Preset("pspnet_tiny_demo", server.base + path,
                                  backbone="resnet18_v1c", dataset="demo", scale=(48, 40),
                                  **TINY_HEADS)
     cache = tmp_path / "cache"
@@ -106,9 +107,9 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
     model = from_pretrained(entry, cache_dir=str(cache))
     assert server.requests == [(path, None), (path, f"bytes={len(data) // 2}-")]
     assert isinstance(model, PSPNetSegmenter) and model.preset == "pspnet_tiny_demo"
-    assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
-    np.testing.assert_array_equal(model.metadata["palette"], DEMO_PALETTE)
-    assert model.metadata["scale"] == [48, 40] and model.metadata["dataset"] == "demo"
+    assert model.class_names == list(DEMO_CLASS_NAMES)
+    np.testing.assert_array_equal(model.palette, DEMO_PALETTE)
+    assert model.scale == (48, 40) and model.dataset == "demo"
     images = np.random.default_rng(2).normal(size=(1, 3, 45, 61)).astype("float32")
     expected = {"logits": torch_logits(reference, images)["logits"]}
     assert_parity(expected, keras_logits(model, images))
@@ -117,7 +118,7 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
 
     again = from_pretrained(entry, cache_dir=str(cache))
     assert server.hits(path) == 2  # the interrupted and the resumed request, nothing more
-    assert again.metadata == model.metadata
+    assert again.get_config() == model.get_config()
     np.testing.assert_array_equal(keras_logits(again, images)["logits"],
                                   keras_logits(model, images)["logits"])
 
@@ -140,11 +141,11 @@ def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):
     server.files[path] = data
     script = ("import sys\n"
               "from pspnet_tf import from_pretrained\n"
-              "from pspnet_tf.convert import PretrainedCheckpoint\n"
-              f"entry = PretrainedCheckpoint('pspnet_tiny', {server.base + path!r}, "
+              "from pspnet_tf.models.presets import Preset\n"
+              f"entry = Preset('pspnet_tiny', {server.base + path!r}, "
               f"'resnet18_v1c', 'demo', scale=(48, 40), **{TINY_HEADS!r})\n"
               f"model = from_pretrained(entry, cache_dir={str(tmp_path / 'cache')!r})\n"
-              "print(model.metadata['class_names'])\n")
+              "print(model.class_names)\n")
     env, torch_imported = torch_hidden
     result = run_python("-c", script, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -217,7 +218,7 @@ def test_the_readme_quick_start_labels_an_image_with_a_preset(server, tmp_path, 
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
     url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
                         "pspnet_tiny_demo")
-    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", PretrainedCheckpoint(
+    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
 
     # The README's example:
@@ -249,7 +250,7 @@ def test_the_backbone_preset_holds_the_imagenet_weights(server, tmp_path, monkey
     url = _serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
                         "/pretrain/third_party", "resnet18_v1c")
     monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
-                        PretrainedCheckpoint("resnet18_v1c", url, "resnet18_v1c"))
+                        Preset("resnet18_v1c", url, "resnet18_v1c"))
     backbone = ResNetV1cBackbone.from_preset("resnet18_v1c")
     assert (backbone.depth, backbone.output_stride) == (18, 8)
     np.testing.assert_array_equal(backbone.get_layer("layer4_1_conv2").kernel.numpy(),
@@ -275,7 +276,7 @@ def _tiny_demo_preset(server, tmp_path, monkeypatch, seed: int = 5):
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
     url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
                         "pspnet_tiny_demo")
-    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", PretrainedCheckpoint(
+    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
 
 
@@ -331,7 +332,7 @@ def test_the_backbone_preset_gives_d16_with_the_same_weights(server, tmp_path, m
     url = _serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
                         "/pretrain/third_party", "resnet18_v1c")
     monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
-                        PretrainedCheckpoint("resnet18_v1c", url, "resnet18_v1c"))
+                        Preset("resnet18_v1c", url, "resnet18_v1c"))
     d8 = ResNetV1cBackbone.from_preset("resnet18_v1c")
     d16 = ResNetV1cBackbone.from_preset("resnet18_v1c", output_stride=16)
     assert (d8.output_stride, d16.output_stride) == (8, 16)

@@ -156,14 +156,6 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         """The preprocessing the network expects, at this model's test scale."""
         return PSPNetPreprocessor(self.scale)
 
-    @property
-    def metadata(self) -> dict:
-        """The description as the JSON dict earlier versions kept (`SegmentationModel`)."""
-        described = {"dataset": self.dataset, "data_root": self.data_root,
-                     "num_classes": self.num_classes, "class_names": self.class_names,
-                     "palette": self.palette, "scale": list(self.scale), "name": self.preset}
-        return {key: value for key, value in described.items() if value is not None}
-
     def segment(self, image: np.ndarray | tf.Tensor) -> np.ndarray:
         """Int32 class ids [H, W] for one uint8 RGB image [H, W, 3] of any size: the whole-
         image protocol at the model's test scale (`pspnet_tf.inference.predictor`)."""
