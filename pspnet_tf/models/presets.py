@@ -38,7 +38,7 @@ class Preset:
     whose classes the model has and carries (names and palette; a `folder` dataset reads
     them from `data_root`), the test `scale`, the conventional `data_root`, and its `miou`
     as published (single-scale val, percent). Build one yourself to load your own
-    mmsegmentation checkpoint (`pspnet_tf.convert.from_pretrained`).
+    mmsegmentation checkpoint (add it to `PSPNetSegmenter.presets`).
     """
 
     name: str
