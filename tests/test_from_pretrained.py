@@ -289,7 +289,7 @@ def _tiny_demo_preset(server, tmp_path, monkeypatch, seed: int = 5):
 def test_from_preset_with_num_classes_keeps_backbone_and_ppm_and_starts_a_new_classifier(
         server, tmp_path, monkeypatch):
     """Fine-tuning entry: `from_preset(name, num_classes=K, class_names=...)`."""
-    from pspnet_tf.models import PSPNetSegmenter as Segmenter  # no pspnet_tf.convert import
+    from pspnet_tf.models import PSPNetSegmenter as Segmenter
 
     _tiny_demo_preset(server, tmp_path, monkeypatch)
     published = Segmenter.from_preset("pspnet_tiny_demo")
