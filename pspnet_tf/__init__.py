@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from pspnet_tf.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
-    from pspnet_tf.convert import from_pretrained, list_pretrained
     from pspnet_tf.models import (PSPNetPreprocessor, PSPNetSegmenter, ResNetV1cBackbone,
                                   build_pspnet, list_presets, load_weights, save_weights)
 
@@ -23,8 +22,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "ResNetV1cBackbone": "pspnet_tf.convert.hub",
     "list_presets": "pspnet_tf.models",
     "build_pspnet": "pspnet_tf.models",
-    "from_pretrained": "pspnet_tf.convert",
-    "list_pretrained": "pspnet_tf.convert",
     "load_weights": "pspnet_tf.models",
     "save_weights": "pspnet_tf.models",
 })
@@ -35,5 +32,5 @@ except _metadata.PackageNotFoundError:  # a source checkout that was never pip-i
     __version__ = "0+unknown"
 
 __all__ = ["PSPNetPreprocessor", "PSPNetSegmenter", "ResNetV1cBackbone", "__version__",
-           "build_pspnet", "from_pretrained", "list_presets", "list_pretrained", "load_weights",
+           "build_pspnet", "list_presets", "load_weights",
            "save_weights"]

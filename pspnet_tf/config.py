@@ -204,7 +204,7 @@ class RuntimeConfig(Section):
     pretrained: str = setting(
         "", "Initial weights, a path, URL or name: a .h5 from pspnet_tf.convert or train.py "
         "(ImageNet backbone or full PSPNet), a .pth converted on the fly, or a published "
-        "checkpoint name from pspnet_tf.list_pretrained() (e.g. resnet50_v1c); "
+        "checkpoint name from pspnet_tf.list_presets() (e.g. resnet50_v1c); "
         "\"\" = random init. A resumed run keeps its checkpointed weights.", group="model")
 
 

@@ -127,7 +127,7 @@ def test_importing_a_package_loads_no_tensorflow_until_a_name_is_used():
     `pspnet_tf`, `pspnet_tf.data` and `pspnet_tf.convert` load first."""
     code = ("import sys, pspnet_tf, pspnet_tf.cli, pspnet_tf.data, pspnet_tf.convert\n"
             "loaded = 'tensorflow' in sys.modules\n"
-            "pspnet_tf.data.IMAGE_MEAN, pspnet_tf.list_pretrained\n"
+            "pspnet_tf.data.IMAGE_MEAN, pspnet_tf.list_presets\n"
             "print(loaded, 'tensorflow' in sys.modules, 'build_pspnet' in dir(pspnet_tf))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=240, env={**os.environ, "PYTHONPATH": ROOT})

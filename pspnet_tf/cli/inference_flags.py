@@ -38,7 +38,7 @@ def define_model_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines --model and --weights (call once, from an entry point)."""
     define("model", flags.DEFINE_string, "model", None, "A .keras model written by train.py "
            "(run_dir/final_model.keras) or model.save, or a published checkpoint name from "
-           "pspnet_tf.list_pretrained() (downloaded and converted once). It brings its "
+           "pspnet_tf.list_presets() (downloaded and converted once). It brings its "
            "dataset, classes and --scale; flags given override them.", flag_values=flag_values)
     define("model", flags.DEFINE_string, "weights", None, "Instead of --model: a weights file "
            "(.h5) written by train.py or the converter, with the --flagfile that built it.",

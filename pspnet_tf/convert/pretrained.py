@@ -79,7 +79,7 @@ def _h5_weights(model: keras.Model, path: str) -> dict[str, list[np.ndarray]]:
 
 def apply_pretrained(model: keras.Model, source: str, cache_dir: str | None = None) -> list[str]:
     """Loads `source` into `model`: a path or URL of a .h5, or of a .pth converted on the fly,
-    or the name of a published checkpoint (`list_pretrained()`), downloaded once.
+    or the name of a published checkpoint (`pspnet_tf.list_presets()`), downloaded once.
 
     Layers the file does not cover (the heads, for backbone weights) keep their random
     initialisation. Returns the names of the layers that were loaded.

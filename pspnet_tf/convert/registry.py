@@ -1,15 +1,7 @@
-"""The published checkpoints by name, for the command line and `from_pretrained`: the presets
-of the model classes (pspnet_tf.models.presets), all in one list."""
+"""The published checkpoints by name, for the command line: the presets of both model
+classes (pspnet_tf.models.presets), all in one list."""
 
 from pspnet_tf.models.presets import ALL_PRESETS, Preset, find_preset
-
-# The earlier name of a preset record: build one to pass your own checkpoint.
-PretrainedCheckpoint = Preset
-
-
-def list_pretrained() -> list[str]:
-    """The names `from_pretrained` (PSPNets) and train.py --pretrained (all) accept."""
-    return list(ALL_PRESETS)
 
 
 def is_pretrained_name(source: str) -> bool:

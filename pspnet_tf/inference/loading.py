@@ -2,7 +2,7 @@
 (`model`), or a .h5 weights file with the config that built it (`weights`), and the settings
 that go with it.
 
-A .keras model written by train.py or `from_pretrained` describes itself (dataset, data
+A .keras model written by train.py or `PSPNetSegmenter.from_preset` describes itself (dataset, data
 root, class count, class names, palette, test scale); settings the caller names as
 `overridden` (the command line: flags given on it or in a flagfile) still win, e.g. --scale,
 or --dataset/--data_root to evaluate on other data.
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.convert.hub import from_pretrained
+from pspnet_tf.convert.hub import PSPNetSegmenter  # with the preset loader installed
 from pspnet_tf.convert.registry import is_pretrained_name
 from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.errors import UserError
@@ -48,17 +48,16 @@ class LoadedModel:
 def _described(model: keras.Model, config: ExperimentConfig,
                overridden: Collection[str]) -> LoadedModel:
     """`config` with the model's own settings wherever `overridden` does not name them."""
-    metadata = getattr(model, "metadata", {})
-    described = {key: tuple(value) if key == "scale" else value
-                 for key, value in metadata.items()
-                 if key in _DESCRIBED and key not in overridden}
+    described = {key: getattr(model, key) for key in _DESCRIBED
+                 if getattr(model, key) is not None and key not in overridden}
     config = config.replace(**described)
     outputs = model.output_shape[-1]
     if config.model.num_classes != outputs:
         raise UserError(f"--num_classes={config.model.num_classes} but the --model has "
                         f"{outputs} classes; leave --num_classes out or set it to {outputs}")
-    own_classes = "class_names" in metadata and config.data.dataset == metadata.get("dataset")
-    classes = ((tuple(metadata["class_names"]), np.asarray(metadata["palette"], np.uint8))
+    own_classes = (model.class_names is not None and model.palette is not None
+                   and config.data.dataset == model.dataset)
+    classes = ((tuple(model.class_names), np.asarray(model.palette, np.uint8))
                if own_classes else None)
     return LoadedModel(model, config, classes)
 
@@ -81,5 +80,5 @@ def load_inference_model(config: ExperimentConfig, *, model: str | None = None,
     if precision not in (None, "float32"):
         raise UserError(f"--precision={precision} works with --weights and its "
                         "--flagfile; a --model runs in the precision it was saved in")
-    network = from_pretrained(model) if is_pretrained_name(model) else load_model_file(model)
+    network = PSPNetSegmenter.from_preset(model) if is_pretrained_name(model) else load_model_file(model)
     return _described(network, config, overridden)

@@ -90,7 +90,7 @@ def load_model_file(path: str) -> keras.Model:
     SegmentationModel of an earlier version comes back as a PSPNetSegmenter."""
     if not os.path.isfile(path):
         raise UserError(f"model file {path} does not exist; check --model (a .keras file, or "
-                        "a name from pspnet_tf.list_pretrained())")
+                        "a name from pspnet_tf.list_presets())")
     try:
         model = keras.saving.load_model(path)
     except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
