@@ -18,7 +18,7 @@ from pspnet_tf.convert.pretrained import checkpoint_weights
 from pspnet_tf.convert.registry import find_checkpoint
 from pspnet_tf.convert.torch_io import read_state_dict
 from pspnet_tf.data.descriptors import dataset_classes
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 from pspnet_tf.models import PSPNetSegmenter, ResNetV1cBackbone
 from pspnet_tf.models.presets import Preset, set_preset_loader
 from pspnet_tf.models.saving import load_model_file, save_model
@@ -41,9 +41,9 @@ def from_pretrained(checkpoint: str | Preset, cache_dir: str | None = None) -> P
     """
     preset = checkpoint if isinstance(checkpoint, Preset) else find_checkpoint(checkpoint)
     if preset.dataset is None:
-        raise UserError(f"{preset.name} is an ImageNet backbone, not a segmentation model; "
-                        f"start training from it with train.py --pretrained={preset.name}, "
-                        "or pick a pspnet_* name")
+        raise ParameterError("{name} is an ImageNet backbone, not a segmentation model; "
+                             "start training from it ({pretrained}={name}), or pick a "
+                             "pspnet_* name", name=preset.name)
     cache_dir = cache_dir or default_cache_dir()
     cached = os.path.join(cache_dir, os.path.splitext(preset.file_name)[0] + ".keras")
     if os.path.isfile(cached):

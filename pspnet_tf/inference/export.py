@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
-from pspnet_tf.errors import UserError, environment_faults
+from pspnet_tf.errors import ParameterError, environment_faults
 from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.prediction import labels_at_size, logits_at_size, network_logits
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
@@ -87,18 +87,20 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     `--xla_cpu_compilation_enabled=true` (experimental there), so it is not the default.
     """
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        raise UserError(f"--export_dir={export_dir} is a file, not a folder; pass a new or "
-                        "existing model folder (the file was left as it is)")
+        raise ParameterError("{export_dir}={path} is a file, not a folder; pass a new or "
+                             "existing model folder (the file was left as it is)",
+                             path=export_dir)
     version = next_version(export_dir) if version is None else version
     if version < 1:
-        raise UserError(f"--version={version} must be a positive integer (TF Serving loads "
-                        "integer-named version folders)")
+        raise ParameterError("{version} must be >= 1, got {value} (TF Serving loads "
+                             "integer-named version folders)", value=version)
     path = os.path.join(export_dir, str(version))
     if os.path.exists(path):
-        raise UserError(f"{path} already exists; pass another --version or leave it out to "
-                        f"use the next free one ({next_version(export_dir)})")
+        raise ParameterError("{path} already exists; pass another {version} or leave it out "
+                             "to use the next free one ({free})", path=path,
+                             free=next_version(export_dir))
     # Before the minutes of tracing: the folder must take files (read-only, full, ...).
-    prepare_folder(export_dir, f"--export_dir={export_dir}")
+    prepare_folder(export_dir, "export_dir")
     check_can_create(path)
     preprocessor = PSPNetPreprocessor(scale)
     model = fold_batchnorm(model)
