@@ -190,7 +190,7 @@ def test_parse_input_size():
     assert parse_input_size(None) is None
     assert parse_input_size(["512", "384"]) == (512, 384)
     for bad in (["0", "5"], ["a", "5"], ["1", "2", "3"], ["8"]):
-        with pytest.raises(UserError, match=f"--input_size={','.join(bad)} must be two positive"):
+        with pytest.raises(UserError, match=f"--input_size={','.join(bad)} is not two positive"):
             parse_input_size(bad)
 
 
