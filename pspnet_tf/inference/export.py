@@ -2,8 +2,8 @@
 
 The serving graph holds the whole-image protocol of `Predictor` (keep-ratio resize to the
 test scale, normalisation, logits resized back to the input size and argmax, by bands of
-rows as `labels_at_size` does) built from the
-same functions, so a served model gives the labels evaluate.py measures. It is written to
+rows as `labels_at_size` does), built by the same `build_segmentation`, so a served model
+gives the labels evaluate.py measures. It is written to
 `<export_dir>/<version>/`, the layout TF Serving watches for new versions.
 """
 
@@ -18,7 +18,12 @@ import tensorflow as tf
 from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
 from pspnet_tf.errors import ParameterError, environment_faults
 from pspnet_tf.models.folding import fold_batchnorm
-from pspnet_tf.models.prediction import labels_at_size, logits_at_size, network_logits
+from pspnet_tf.models.prediction import (
+    PROBABILITIES,
+    SEGMENTATION,
+    build_segmentation,
+    network_logits,
+)
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
@@ -108,13 +113,8 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     if jit_compile:
         network = tf.function(network, jit_compile=True)
 
-    def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = network(preprocessor(images))
-        size = tf.shape(images)[1:3]
-        outputs = {"segmentation": labels_at_size([logits], size)}
-        if with_probabilities:
-            outputs["probabilities"] = tf.nn.softmax(logits_at_size(logits, size), axis=-1)
-        return outputs
+    segment = build_segmentation(network, preprocessor, outputs=(
+        SEGMENTATION, PROBABILITIES) if with_probabilities else (SEGMENTATION,))
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return segment(_not_empty(images))
