@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from absl import logging
 
-from pspnet_tf.errors import EnvironmentFault, UserError, environment_faults
+from pspnet_tf.errors import EnvironmentFault, ParameterError, UserError, environment_faults
 
 # Short and file-name safe: a temporary name must not hit NAME_MAX where its target does not.
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
@@ -101,16 +101,18 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return removed
 
 
-def prepare_folder(folder: str, name: str) -> None:
+def prepare_folder(folder: str, parameter: str) -> None:
     """Creates `folder` (and its parents) for outputs and removes the temporaries that killed
     writes left there. A fault of the machine is an EnvironmentFault; a file in the way is
-    the user's UserError, naming the folder as `name` (e.g. "--export_dir=runs/x")."""
+    the user's ParameterError, naming the argument `parameter` the folder came from (e.g.
+    "export_dir")."""
     with environment_faults(folder):
         try:
             os.makedirs(folder, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise UserError(f"cannot create {name}: a file is in the way; pass a folder that "
-                            "can be written") from None
+            raise ParameterError("cannot create the %s folder {folder}: a file is in the way; "
+                                 "pass a folder that can be written" % f"{{{parameter}}}",
+                                 folder=folder) from None
     remove_stale_temporaries(folder)
 
 

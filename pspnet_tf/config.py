@@ -331,18 +331,26 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
             flags.DEFINE_string(field.name, field.default, meta["help"], flag_values=flag_values)
 
 
+def parse_numbers(name: str, values: Sequence[str], kind: type, count: int | None,
+                  example: Sequence[float]) -> tuple:
+    """The comma-separated flag --`name` (absl's list of its texts) as positive `kind`
+    numbers, `count` of them when given: the one parser of the commands' number lists. A
+    UserError in one line naming the flag and an `example` value otherwise."""
+    try:
+        numbers = tuple(kind(value) for value in values)
+    except ValueError:
+        numbers = ()
+    if not numbers or (count and len(numbers) != count) or min(numbers) <= 0:
+        amount = {2: "two "}.get(count, f"{count} ") if count else "a list of "
+        raise UserError(f"--{name}={','.join(values)} is not {amount}positive numbers; write "
+                        f"it like --{name}={','.join(str(value) for value in example)}")
+    return numbers
+
+
 def _pair(field: dataclasses.Field, values: Sequence[str]) -> tuple:
     """A pair flag's two positive numbers; UserError in one line otherwise."""
-    name, kind = field.name, _element_type(field)
-    try:
-        pair = tuple(kind(value) for value in values)
-    except ValueError:
-        pair = ()
-    if len(pair) != 2 or min(pair) <= 0:
-        raise UserError(
-            f"--{name}={','.join(values)} is not two positive numbers; "
-            f"write it like --{name}={','.join(str(v) for v in field.default)}"
-        )
+    name = field.name
+    pair = parse_numbers(name, values, _element_type(field), 2, field.default)
     if field.metadata["ordered"] and pair[0] > pair[1]:
         raise UserError(f"--{name}={pair[0]},{pair[1]}: the first value must not exceed the "
                         "second")

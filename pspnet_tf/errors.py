@@ -14,7 +14,8 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Iterator
+import string
+from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 
@@ -48,6 +49,32 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(message))
+
+
+class ParameterError(UserError, ValueError):
+    """A bad argument of a library call (also a ValueError), its message naming parameters.
+
+    `template` writes each parameter as a `{name}` field and each quoted value as a field
+    given in `values`: `ParameterError("{version} must be >= 1, got {got}", got=0)`. The
+    message (str) names the parameters as Python does (`version must be >= 1, got 0`);
+    `render` names them otherwise, e.g. as the command line's flags (`--version must be
+    >= 1, got 0`, cli/app.py), so that one error serves both.
+    """
+
+    def __init__(self, template: str, **values: object) -> None:
+        self.template, self.values = template, values
+        super().__init__(self.render(lambda name: name))
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The parameter names the message mentions, in order."""
+        fields = (field for _, field, _, _ in string.Formatter().parse(self.template) if field)
+        return tuple(dict.fromkeys(field for field in fields if field not in self.values))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with each parameter written as `name_of(parameter)`, on one line."""
+        names = {parameter: name_of(parameter) for parameter in self.parameters}
+        return one_line(self.template.format(**names, **self.values))
 
 
 ENVIRONMENT_FAULT_EXIT_STATUS = 4

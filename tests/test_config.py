@@ -15,6 +15,7 @@ from pspnet_tf.config import (
     config_from_flags,
     define_flags,
     flat_fields,
+    parse_numbers,
 )
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import build_pspnet
@@ -174,6 +175,17 @@ def test_malformed_values_are_one_line_user_errors(parse, flag, message):
     with pytest.raises(UserError) as error:
         parse(flag)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_the_one_number_list_parser_of_the_commands():
+    assert parse_numbers("ratios", ["0.5", "1"], float, None, (1.0,)) == (0.5, 1.0)
+    assert parse_numbers("crop", ["512", "384"], int, 2, (512, 512)) == (512, 384)
+    for values, count in ((["1.5", "2"], 2), (["8"], 2), ([], None), (["1", "-1"], None)):
+        with pytest.raises(UserError) as error:
+            parse_numbers("crop", values, int, count, (512, 512))
+        amount = "two" if count else "a list of"
+        assert str(error.value) == (f"--crop={','.join(values)} is not {amount} positive "
+                                    "numbers; write it like --crop=512,512")
 
 
 @pytest.mark.parametrize("flag", ["--output_stride=12", "--dropout=1.5", "--batch_size=0",

@@ -121,8 +121,8 @@ def test_unknown_dataset_is_one_line_listing_the_registry(tmp_path, call):
 
 def test_class_count_is_checked_when_given(tmp_path):
     assert len(dataset_classes("cityscapes", str(tmp_path), num_classes=19)[0]) == 19
-    with pytest.raises(UserError, match=r"^--num_classes=20 but dataset cityscapes has 19 "
-                                        r"classes; set --num_classes=19 or the matching"):
+    with pytest.raises(UserError, match=r"^num_classes=20 but dataset cityscapes has 19 "
+                                        r"classes; set num_classes=19 or the matching"):
         dataset_classes("cityscapes", str(tmp_path), num_classes=20)
 
 

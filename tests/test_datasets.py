@@ -159,8 +159,8 @@ def _raises(match: str):
     return pytest.raises(UserError, match=match)
 
 
-def test_missing_data_root_names_the_flag(tmp_path):
-    with _raises("--data_root") as error:
+def test_missing_data_root_names_the_parameter(tmp_path):
+    with _raises("fix data_root") as error:
         get_dataset("voc", str(tmp_path / "nowhere"), "train")
     assert "nowhere" in str(error.value)
 

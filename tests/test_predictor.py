@@ -219,7 +219,7 @@ def test_save_predictions_that_is_a_file_is_refused(tmp_path):
                                   [Sample("a.jpg", "a.png")])
     path = tmp_path / "predictions"
     path.write_text("notes")
-    with pytest.raises(UserError, match=r"--save_predictions=.*cannot be created as a folder"):
+    with pytest.raises(UserError, match=r"^save_predictions=.*cannot be created as a folder"):
         PredictionWriter(dataset, str(path))
     assert path.read_text() == "notes"
 

@@ -58,7 +58,7 @@ def test_busy_run_dir_is_refused_with_one_line_naming_the_holder(tmp_path, live_
     message = str(refused.value)
     assert "\n" not in message
     assert f"pid {live_pid} on host {socket.gethostname()}" in message
-    assert "2026-01-01T00:00:00" in message and "--force_unlock" in message
+    assert "2026-01-01T00:00:00" in message and "rerun with force_unlock " in message
     assert os.listdir(run_dir) == [RUN_LOCK_FILE] and open(path).read() == before
 
 
@@ -78,7 +78,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, mon
 def test_lock_from_another_host_needs_force_unlock(tmp_path):
     run_dir = str(tmp_path / "run")
     write_lock(run_dir, host="elsewhere.example", pid=dead_pid())
-    with pytest.raises(UserError, match="elsewhere.example.*another host.*--force_unlock"):
+    with pytest.raises(UserError, match="elsewhere.example.*another host.*force_unlock"):
         with run_dir_lock(run_dir):
             pass
     with run_dir_lock(run_dir, force=True):

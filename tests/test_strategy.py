@@ -67,10 +67,10 @@ def test_unknown_strategy_lists_choices():
 
 def test_tpu_strategy_without_a_tpu_is_a_user_error(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
-    with pytest.raises(UserError, match=r"found no TPU on this machine .*pass --tpu=NAME"):
+    with pytest.raises(UserError, match=r"found no TPU on this machine .*pass tpu=NAME"):
         create_strategy("tpu")
     [closed_port] = free_ports(1)
-    with pytest.raises(UserError, match=f"at --tpu=grpc://127.0.0.1:{closed_port} "):
+    with pytest.raises(UserError, match=f"at tpu=grpc://127.0.0.1:{closed_port} "):
         create_strategy("tpu", f"grpc://127.0.0.1:{closed_port}")
 
 
@@ -137,9 +137,9 @@ def test_split_global_batch():
         split_global_batch(16, fake_strategy(3))
     assert str(error.value) == (
         "global batch size 16 is not divisible by 3 replicas; "
-        "pass --batch_size=15 or --batch_size=18"
+        "pass batch_size=15 or batch_size=18"
     )
-    with pytest.raises(UserError, match="pass --batch_size=4$"):
+    with pytest.raises(UserError, match="pass batch_size=4$"):
         split_global_batch(2, fake_strategy(4))
     with pytest.raises(UserError, match="at least 1"):
         split_global_batch(0, fake_strategy(1))

@@ -4,11 +4,11 @@ import sys
 from collections.abc import Callable
 
 import tensorflow as tf
-from absl import app
+from absl import app, flags
 
 from pspnet_tf.cli.console import line_tracked_stdout, print_on_own_line
 from pspnet_tf.cli.help import prepare_argv
-from pspnet_tf.errors import RunInterrupted, UserError, as_user_error
+from pspnet_tf.errors import ParameterError, RunInterrupted, UserError, as_user_error
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
 
@@ -22,6 +22,25 @@ def use_one_inter_op_thread_on_cpu() -> None:
     """
     if not tf.config.list_physical_devices("GPU"):
         tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+# Library parameters whose flag has another name (the others share theirs: config fields
+# and flags are one record, config.py).
+_FLAGS_OF_PARAMETERS = {"config": "flagfile", "output_dir": "output"}
+
+
+def _flag_name(parameter: str) -> str:
+    """`--FLAG` for a library parameter that is a flag of the running command, else the
+    parameter's own name."""
+    flag = _FLAGS_OF_PARAMETERS.get(parameter, parameter)
+    # --flagfile is absl's own, not in FLAGS
+    return f"--{flag}" if flag in flags.FLAGS or flag == "flagfile" else parameter
+
+
+def user_error_line(error: UserError) -> str:
+    """The `error:` line of a UserError, a ParameterError's parameters named as flags."""
+    message = error.render(_flag_name) if isinstance(error, ParameterError) else str(error)
+    return f"error: {message}"
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -41,7 +60,7 @@ def run(main: Callable[[list[str]], None]) -> None:
             user_error = as_user_error(error)  # environment faults too (exit status 4)
             if user_error is None:
                 raise
-            print_on_own_line(f"error: {user_error}")
+            print_on_own_line(user_error_line(user_error))
             sys.exit(user_error.exit_status)
         except RunInterrupted as interrupted:
             print_on_own_line(str(interrupted))

@@ -13,8 +13,7 @@ import keras
 from absl import flags
 
 from pspnet_tf.cli.flag_groups import define
-from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.errors import UserError
+from pspnet_tf.config import ExperimentConfig, parse_numbers
 from pspnet_tf.inference.deploy import FORMATS, QUANTIZATIONS, export_model
 from pspnet_tf.inference.loading import LoadedModel, load_inference_model
 from pspnet_tf.inference.modes import (
@@ -97,44 +96,25 @@ def model_from_flags(config: ExperimentConfig, values: flags.FlagValues = FLAGS
                                 overridden=given)
 
 
-def _numbers(name: str, values: Sequence[str], kind: type, count: int | None) -> tuple:
-    try:
-        numbers = tuple(kind(value) for value in values)
-    except ValueError:
-        numbers = ()
-    if not numbers or (count and len(numbers) != count) or min(numbers) <= 0:
-        amount = f"{count} positive" if count else "positive"
-        raise UserError(f"--{name}={','.join(values)} must be {amount} numbers separated by "
-                        f"commas, e.g. --{name}=" + {"ratios": "0.5,1.0,1.5"}.get(name, "512,512"))
-    return numbers
-
-
 def predictor_from_flags(model: keras.Model, scale: tuple[int, int], jit_compile: bool = False,
                          values: flags.FlagValues = FLAGS) -> Predictor:
     """The Predictor of the parsed --mode and its flags (UserError for malformed values)."""
     mode = values["mode"].value
     options: dict[str, Any] = {}
     if mode == "slide":
-        options.update(crop=_numbers("crop", values["crop"].value, int, 2),
-                       stride=_numbers("stride", values["stride"].value, int, 2))
+        options.update(crop=parse_numbers("crop", values["crop"].value, int, 2, DEFAULT_CROP),
+                       stride=parse_numbers("stride", values["stride"].value, int, 2,
+                                            DEFAULT_STRIDE))
     elif mode == "multiscale":
-        options.update(ratios=_numbers("ratios", values["ratios"].value, float, None),
+        options.update(ratios=parse_numbers("ratios", values["ratios"].value, float, None,
+                                            (0.5, 1.0, 1.5)),
                        flip=values["flip"].value)
     return predictor_for(model, scale, mode, jit_compile=jit_compile, **options)
 
 
 def parse_input_size(values: Sequence[str] | None) -> tuple[int, int] | None:
     """--input_size=H,W as (H, W) of positive ints, or None when not given."""
-    if not values:
-        return None
-    try:
-        size = tuple(int(value) for value in values)
-    except ValueError:
-        size = ()
-    if len(size) != 2 or min(size) < 1:
-        raise UserError(f"--input_size={','.join(values)} must be two positive integers "
-                        "HEIGHT,WIDTH, e.g. --input_size=512,512")
-    return size
+    return parse_numbers("input_size", values, int, 2, (512, 512)) if values else None
 
 
 def export_from_flags(loaded: LoadedModel, values: flags.FlagValues = FLAGS) -> str:

@@ -43,9 +43,12 @@ from pspnet_tf.cli.inference_flags import (  # noqa: E402
 from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
 from pspnet_tf.data.images import read_image  # noqa: E402
 from pspnet_tf.errors import EnvironmentFault, UserError  # noqa: E402
-from pspnet_tf.inference.images import PREDICT_REMEDY, find_inputs  # noqa: E402
+from pspnet_tf.inference.images import find_inputs  # noqa: E402
 from pspnet_tf.inference.outputs import make_output_folders, save_output, stem  # noqa: E402
 from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side  # noqa: E402
+
+# What to do about an input that cannot be read or decoded (`read_image`'s remedy).
+PREDICT_REMEDY = "replace the file or leave it out of --input"
 
 define_flags()
 define_mode_flags()
@@ -120,7 +123,7 @@ def main(argv: list[str]) -> None:
     if existing and not values.overwrite:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "
                         "--overwrite to replace them or choose another --output")
-    make_output_folders([path for targets in outputs for path in targets.values()], "--output")
+    make_output_folders([path for targets in outputs for path in targets.values()], "output")
     predictor = predictor_from_flags(loaded.model, loaded.config.data.scale,
                                      loaded.config.runtime.jit_compile)
     skipped: list[str] = []

@@ -8,7 +8,7 @@ from pspnet_tf.convert.download import fetch
 from pspnet_tf.convert.mapping import assign
 from pspnet_tf.convert.pretrained import checkpoint_weights
 from pspnet_tf.convert.torch_io import read_state_dict
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 from pspnet_tf.models import PSPNetSegmenter, save_weights
 
 
@@ -42,11 +42,11 @@ def convert_checkpoint(model: PSPNetSegmenter, checkpoint: str, source: str, out
     holds only the converted layers; returns their names. An existing `output` is refused.
     """
     if not output.endswith(".h5") or output.endswith(".weights.h5"):
-        raise UserError(f"--output={output} must end in .h5 (not .weights.h5): "
-                        "pspnet_tf weights are by-name legacy HDF5 files")
+        raise ParameterError("{output}={path} must end in .h5 (not .weights.h5): pspnet_tf "
+                             "weights are by-name legacy HDF5 files", path=output)
     if os.path.exists(output):
-        raise UserError(f"--output={output} exists; choose another path or delete it "
-                        "(nothing was changed)")
+        raise ParameterError("{output}={path} exists; choose another path or delete it "
+                             "(nothing was changed)", path=output)
     path = fetch(checkpoint)
     weights = checkpoint_weights(model, read_state_dict(path), path, source,
                                  allow_missing_classifier)

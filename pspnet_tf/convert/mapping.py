@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import keras
 import numpy as np
 
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 from pspnet_tf.models.layers import PyramidBottleneckConv
 
 BACKBONE_PREFIX = "backbone."
@@ -103,10 +103,10 @@ def convert_state_dict(state: dict[str, np.ndarray], layers: Iterable[keras.laye
                  (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
                  if names]
         hint = (" (to fine-tune to another class count, convert with "
-                "--allow_missing_classifier)" if classifier_problem else "")
-        raise UserError(f"{source} does not fit the model: {'; '.join(found)}. Check "
-                        f"--backbone, --num_classes, --psp_channels, --aux_channels and "
-                        f"--source{hint}")
+                "{allow_missing_classifier})" if classifier_problem else "")
+        raise ParameterError("{given} does not fit the model: {found}. Check {backbone}, "
+                             "{num_classes}, {psp_channels}, {aux_channels} and {source}"
+                             + hint, given=source, found="; ".join(found))
     return converted
 
 

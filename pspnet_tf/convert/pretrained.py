@@ -17,7 +17,7 @@ from pspnet_tf.convert.mapping import (
 )
 from pspnet_tf.convert.registry import find_checkpoint, is_pretrained_name
 from pspnet_tf.convert.torch_io import read_state_dict
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 from pspnet_tf.models.heads import is_auxiliary_layer
 
 SOURCES = ("mmseg", "resnet_v1c")
@@ -39,8 +39,8 @@ def checkpoint_weights(model: keras.Model, state: dict[str, np.ndarray], path: s
     """
     detected = detect_source(state)
     if detected != source:
-        raise UserError(f"{path} looks like a {detected} checkpoint, not {source}; "
-                        f"pass --source={detected}")
+        raise ParameterError("{path} looks like a {detected} checkpoint, not {given}; pass "
+                             "{source}={detected}", path=path, detected=detected, given=source)
     layers = [layer for layer in model.layers if layer.weights]
     if source == "mmseg":
         if not any(key.startswith(AUX_HEAD_PREFIX) for key in state):
@@ -72,8 +72,9 @@ def _h5_weights(model: keras.Model, path: str) -> dict[str, list[np.ndarray]]:
         found = [list_names(kind, names) for kind, names in
                  (("missing backbone layers", missing), ("unexpected layers", unexpected),
                   ("mis-shaped layers", misshaped)) if names]
-        raise UserError(f"{path} does not fit the model: {'; '.join(found)}. Check --backbone, "
-                        "--num_classes, --psp_channels and --aux_channels")
+        raise ParameterError("{path} does not fit the model: {found}. Check {backbone}, "
+                             "{num_classes}, {psp_channels} and {aux_channels}", path=path,
+                             found="; ".join(found))
     return stored
 
 

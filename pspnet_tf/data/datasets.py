@@ -24,7 +24,7 @@ from pspnet_tf.data.descriptors import (
 )
 from pspnet_tf.data.images import DATASET_REMEDY, read_image
 from pspnet_tf.data.layouts import Sample
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 
 _LABEL_MODES = ("P", "L")
 _MAX_LISTED_MISSING = 3
@@ -73,10 +73,11 @@ class SegmentationDataset:
             with open(path, "rb") as handle:
                 data = handle.read()
         except FileNotFoundError:
-            raise UserError(f"label file {path} not found; check --data_root") from None
+            raise ParameterError("label file {path} not found; check {data_root}",
+                                 path=path) from None
         except OSError as error:
-            raise UserError(f"cannot read label {path} ({error.strerror or error}); "
-                            "check --data_root") from None
+            raise ParameterError("cannot read label {path} ({reason}); check {data_root}",
+                                 path=path, reason=error.strerror or error) from None
         return self.decode_label(data, path)
 
     def decode_label(self, data: bytes, path: str) -> np.ndarray:
@@ -108,10 +109,11 @@ class SegmentationDataset:
                 f"{sample.image_path} is {image.shape[1]}x{image.shape[0]} (WxH); they must match")
         bad = np.unique(label[(label >= self.num_classes) & (label != IGNORE_INDEX)])
         if bad.size:
-            raise UserError(
-                f"label {sample.label_path} holds train ids {bad.tolist()[:5]} but {self.name} has "
-                f"{self.num_classes} classes (0..{self.num_classes - 1}, {IGNORE_INDEX} = ignore); "
-                "fix the label file or choose the matching --dataset")
+            raise ParameterError(
+                "label {path} holds train ids {ids} but {name} has {count} classes (0..{last}, "
+                "{ignore} = ignore); fix the label file or choose the matching {dataset}",
+                path=sample.label_path, ids=bad.tolist()[:5], name=self.name,
+                count=self.num_classes, last=self.num_classes - 1, ignore=IGNORE_INDEX)
         return image, label
 
     def missing_files(self) -> list[str]:
@@ -124,7 +126,7 @@ def open_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
     """The named dataset's sample list, without checking that the listed files exist."""
     descriptor = get_descriptor(name)
     if not os.path.isdir(data_root):
-        raise UserError(f"data root {data_root} does not exist; fix --data_root")
+        raise ParameterError("data root {path} does not exist; fix {data_root}", path=data_root)
     class_names, palette = descriptor.classes(data_root)
     samples, label_map = descriptor.samples(data_root, split)
     return SegmentationDataset(name, split, class_names, palette, samples, label_map)
@@ -136,7 +138,8 @@ def get_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
     missing = dataset.missing_files()
     if missing:
         shown = ", ".join(missing[:_MAX_LISTED_MISSING])
-        raise UserError(f"{name} split {split!r} under {data_root}: {len(missing)} listed "
-                        f"image/label files are missing (first: {shown}); check --data_root, "
-                        "complete the download, or run python -m pspnet_tf.data.verify")
+        raise ParameterError("{name} split {split!r} under {root}: {count} listed image/label "
+                             "files are missing (first: {shown}); check {data_root}, complete "
+                             "the download, or run python -m pspnet_tf.data.verify", name=name,
+                             split=split, root=data_root, count=len(missing), shown=shown)
     return dataset

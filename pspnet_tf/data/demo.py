@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from pspnet_tf.data.descriptors import DEMO_CLASS_NAMES, DEMO_PALETTE, IGNORE_INDEX
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 
 # OpenCV 8-bit hue (2 degrees per unit) at the centre of each object class's colour family.
 _CLASS_HUES = (0, 45, 90, 135)
@@ -152,8 +152,9 @@ def ensure_demo_dataset(root: str, **kwargs) -> None:
     if os.path.isdir(root) and _missing_file(root) is None:
         return
     if os.path.isdir(root) and os.listdir(root):
-        raise UserError(f"{root} is not a complete demo dataset ({_missing_file(root)} is "
-                        "missing); delete the folder to regenerate it or fix --data_root")
+        raise ParameterError("{root} is not a complete demo dataset ({missing} is missing); "
+                             "delete the folder to regenerate it or fix {data_root}",
+                             root=root, missing=_missing_file(root))
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(root))}.tmp-",

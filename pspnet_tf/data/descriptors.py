@@ -23,7 +23,7 @@ from pspnet_tf.data.layouts import (
     folder_samples,
     voc_samples,
 )
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 
 # The train id of pixels that the loss, the metrics and the crop statistics leave out. Each
 # descriptor's label map sends its dataset's own "unlabelled" values here (ADE20K's 0,
@@ -308,6 +308,7 @@ def dataset_classes(name: str, data_root: str,
     """
     names, palette = get_descriptor(name).classes(data_root)
     if num_classes is not None and len(names) != num_classes:
-        raise UserError(f"--num_classes={num_classes} but dataset {name} has {len(names)} "
-                        f"classes; set --num_classes={len(names)} or the matching --dataset")
+        raise ParameterError("{num_classes}={given} but dataset {name} has {count} classes; "
+                             "set {num_classes}={count} or the matching {dataset}",
+                             given=num_classes, name=name, count=len(names))
     return names, palette

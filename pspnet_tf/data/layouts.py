@@ -8,7 +8,7 @@ import glob
 import os
 
 from pspnet_tf.data.images import image_extensions
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 
 CITYSCAPES_LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 # What `prepare cityscapes` writes beside each labelIds file.
@@ -27,8 +27,8 @@ def voc_samples(data_root: str, split: str) -> list[Sample]:
     """VOC2012 layout; "trainaug" takes its labels from the converted SBD folder."""
     split_file = os.path.join(data_root, "ImageSets", "Segmentation", f"{split}.txt")
     if not os.path.isfile(split_file):
-        raise UserError(f"split file {split_file} not found; check --data_root (the VOC2012 "
-                        "folder) and the split name")
+        raise ParameterError("split file {path} not found; check {data_root} (the VOC2012 "
+                             "folder) and the split name", path=split_file)
     with open(split_file) as handle:
         ids = [line.strip() for line in handle if line.strip()]
     if not ids:
@@ -44,8 +44,9 @@ def ade20k_samples(data_root: str, split: str) -> list[Sample]:
     split = {"train": "training", "val": "validation", "test": "testing"}.get(split, split)
     image_dir = os.path.join(data_root, "images", split)
     if not os.path.isdir(image_dir):
-        raise UserError(f"split folder {image_dir} not found; --data_root must be the "
-                        "ADEChallengeData2016 folder and the split training or validation")
+        raise ParameterError("split folder {path} not found; {data_root} must be the "
+                             "ADEChallengeData2016 folder and the split training or "
+                             "validation", path=image_dir)
     images = sorted(glob.glob(os.path.join(image_dir, "*.jpg")))
     if not images:
         raise UserError(f"split folder {image_dir} holds no .jpg images; complete the download")
@@ -58,8 +59,9 @@ def cityscapes_samples(data_root: str, split: str) -> list[Sample]:
     """leftImg8bit/{split}/{city}/*_leftImg8bit.png with the downloaded gtFine labelIds."""
     image_dir = os.path.join(data_root, "leftImg8bit", split)
     if not os.path.isdir(image_dir):
-        raise UserError(f"split folder {image_dir} not found; --data_root must be the "
-                        "Cityscapes folder holding leftImg8bit/ and gtFine/")
+        raise ParameterError("split folder {path} not found; {data_root} must be the "
+                             "Cityscapes folder holding leftImg8bit/ and gtFine/",
+                             path=image_dir)
     images = sorted(glob.glob(os.path.join(image_dir, "*", "*_leftImg8bit.png")))
     if not images:
         raise UserError(f"split folder {image_dir} holds no */*_leftImg8bit.png images; "
@@ -74,8 +76,8 @@ def folder_samples(data_root: str, split: str) -> list[Sample]:
     """images/{split}/<stem>.<any image type> with masks/{split}/<stem>.png."""
     image_dir = os.path.join(data_root, "images", split)
     if not os.path.isdir(image_dir):
-        raise UserError(f"split folder {image_dir} not found; --data_root must hold "
-                        "images/<split>/, masks/<split>/ and classes.txt")
+        raise ParameterError("split folder {path} not found; {data_root} must hold "
+                             "images/<split>/, masks/<split>/ and classes.txt", path=image_dir)
     images = sorted(name for name in os.listdir(image_dir)
                     if os.path.splitext(name)[1].lower() in image_extensions())
     if not images:

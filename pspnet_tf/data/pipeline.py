@@ -16,15 +16,16 @@ from absl import logging
 
 from pspnet_tf.data import transforms
 from pspnet_tf.data.datasets import SegmentationDataset
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 
 
 def steps_per_epoch(dataset: SegmentationDataset, global_batch_size: int) -> int:
     """Full global batches per epoch (the remainder of each shuffled epoch is dropped)."""
     steps = len(dataset.samples) // global_batch_size
     if steps == 0:
-        raise UserError(f"split {dataset.split} has {len(dataset.samples)} images, fewer than "
-                        f"the batch size {global_batch_size}; lower --batch_size")
+        raise ParameterError("split {split} has {count} images, fewer than the batch size "
+                             "{size}; lower {batch_size}", split=dataset.split,
+                             count=len(dataset.samples), size=global_batch_size)
     return steps
 
 

@@ -30,16 +30,16 @@ from pspnet_tf.data.descriptors import (
     voc_palette,
 )
 from pspnet_tf.data.layouts import Sample, folder_samples
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 
 VOC_AUG_LABEL_DIR = "SegmentationClassAug"
 TRAINAUG_SPLIT = "trainaug"
 _MAX_LISTED = 3
 
 
-def _read_ids(path: str, flag: str) -> list[str]:
+def _read_ids(path: str, parameter: str) -> list[str]:
     if not os.path.isfile(path):
-        raise UserError(f"split file {path} not found; check {flag}")
+        raise ParameterError("split file {path} not found; check {%s}" % parameter, path=path)
     with open(path) as handle:
         return [line.strip() for line in handle if line.strip()]
 
@@ -80,8 +80,8 @@ def _sbd_dataset_dir(sbd_root: str) -> str:
     for candidate in (os.path.join(sbd_root, "dataset"), sbd_root):
         if os.path.isdir(os.path.join(candidate, "cls")):
             return candidate
-    raise UserError(f"--sbd_root={sbd_root} holds no dataset/cls/ folder; point it at the "
-                    "extracted benchmark_RELEASE folder")
+    raise ParameterError("{sbd_root}={path} holds no dataset/cls/ folder; point it at the "
+                         "extracted benchmark_RELEASE folder", path=sbd_root)
 
 
 def _write_split(path: str, ids: list[str]) -> bool:
@@ -105,11 +105,11 @@ def prepare_voc_aug(voc_root: str, sbd_root: str) -> dict[str, int]:
     Returns counts: images in the split, labels written, labels already there.
     """
     split_dir = os.path.join(voc_root, "ImageSets", "Segmentation")
-    voc_train = _read_ids(os.path.join(split_dir, "train.txt"), "--voc_root (the VOC2012 folder)")
-    voc_val = set(_read_ids(os.path.join(split_dir, "val.txt"), "--voc_root"))
+    voc_train = _read_ids(os.path.join(split_dir, "train.txt"), "voc_root")
+    voc_val = set(_read_ids(os.path.join(split_dir, "val.txt"), "voc_root"))
     sbd_dir = _sbd_dataset_dir(sbd_root)
-    sbd_ids = (_read_ids(os.path.join(sbd_dir, "train.txt"), "--sbd_root")
-               + _read_ids(os.path.join(sbd_dir, "val.txt"), "--sbd_root"))
+    sbd_ids = (_read_ids(os.path.join(sbd_dir, "train.txt"), "sbd_root")
+               + _read_ids(os.path.join(sbd_dir, "val.txt"), "sbd_root"))
     ids = sorted((set(voc_train) | set(sbd_ids)) - voc_val)
     voc_train_set = set(voc_train)
     sources = {image_id: os.path.join(voc_root, "SegmentationClass", f"{image_id}.png")
@@ -149,8 +149,9 @@ def prepare_cityscapes(data_root: str) -> dict[str, int]:
     sources = sorted(glob.glob(os.path.join(data_root, "gtFine", "*", "*",
                                             f"*{prepared.raw_suffix}")))
     if not sources:
-        raise UserError(f"no gtFine/*/*/*{prepared.raw_suffix} under {data_root}; "
-                        "--data_root must be the Cityscapes folder holding gtFine/")
+        raise ParameterError("no gtFine/*/*/*{suffix} under {path}; {data_root} must be the "
+                             "Cityscapes folder holding gtFine/", suffix=prepared.raw_suffix,
+                             path=data_root)
 
     def convert(source: str) -> Callable[[], bool]:
         def job() -> bool:

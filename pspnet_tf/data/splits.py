@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pspnet_tf.data.datasets import SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import ensure_demo_dataset
 from pspnet_tf.data.tfrecord import ShardedDataset
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 
 if TYPE_CHECKING:
     from pspnet_tf.config import ExperimentConfig
@@ -30,6 +30,7 @@ def load_split(config: ExperimentConfig, split: str) -> SegmentationDataset:
     if data.reduce_zero_label:
         dataset.reduce_zero_label()
     if dataset.num_classes != config.model.num_classes:
-        raise UserError(f"--num_classes={config.model.num_classes} but dataset {data.dataset} has "
-                        f"{dataset.num_classes} classes; set --num_classes={dataset.num_classes}")
+        raise ParameterError("{num_classes}={given} but dataset {name} has {count} classes; "
+                             "set {num_classes}={count}", given=config.model.num_classes,
+                             name=data.dataset, count=dataset.num_classes)
     return dataset

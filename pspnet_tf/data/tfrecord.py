@@ -19,7 +19,7 @@ import tensorflow as tf
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.images import decode_image
 from pspnet_tf.data.layouts import Sample
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 
 DEFAULT_SAMPLES_PER_SHARD = 1000
 
@@ -49,8 +49,8 @@ def write_shards(dataset: SegmentationDataset, output_dir: str,
     """
     index_path = _index_path(output_dir, dataset.split)
     if os.path.exists(index_path):
-        raise UserError(f"{index_path} exists; choose another --output or move it away "
-                        "(nothing was changed)")
+        raise ParameterError("{path} exists; choose another {output_dir} or move it away "
+                             "(nothing was changed)", path=index_path)
     os.makedirs(output_dir, exist_ok=True)
     count = len(dataset.samples)
     num_shards = max(1, -(-count // samples_per_shard))
@@ -81,13 +81,15 @@ class ShardedDataset(SegmentationDataset):
     def __init__(self, directory: str, split: str, expected_name: str | None = None) -> None:
         index_path = _index_path(directory, split)
         if not os.path.isfile(index_path):
-            raise UserError(f"{index_path} not found; write the shards with python -m "
-                            "pspnet_tf.data.prepare tfrecord or fix --tfrecord_dir")
+            raise ParameterError("{path} not found; write the shards with python -m "
+                                 "pspnet_tf.data.prepare tfrecord or fix {tfrecord_dir}",
+                                 path=index_path)
         with open(index_path) as handle:
             index = json.load(handle)
         if expected_name not in (None, index["name"]):
-            raise UserError(f"{index_path} holds dataset {index['name']}, not {expected_name}; "
-                            "fix --dataset or --tfrecord_dir")
+            raise ParameterError("{path} holds dataset {name}, not {expected}; fix {dataset} or "
+                                 "{tfrecord_dir}", path=index_path, name=index["name"],
+                                 expected=expected_name)
         files: dict[str, bytes] = {}
         samples = []
         shards = [os.path.join(directory, name) for name in index["shards"]]

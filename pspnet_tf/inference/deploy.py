@@ -7,26 +7,30 @@ import os
 import keras
 
 from pspnet_tf.atomic import check_can_create, remove_stale_temporaries
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 
 FORMATS = ("saved_model", "litert", "onnx")
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 QUANTIZATIONS = ("float16", "dynamic_int8")
 
 
-def check_new_file(path: str | None, flag: str, suffix: str) -> str:
-    """`path`, refused (before any work) if missing, existing, with the wrong suffix, or in a
-    folder where it cannot be created."""
+def check_new_file(path: str | None, parameter: str, suffix: str) -> str:
+    """`path` (the argument `parameter`), refused (before any work) if missing, existing,
+    with the wrong suffix, or in a folder where it cannot be created."""
+    named = "{%s}" % parameter
     if not path:
-        raise UserError(f"{flag} is required: pass the file to write, e.g. {flag}=model{suffix}")
+        raise ParameterError(f"{named} is required: pass the file to write, e.g. "
+                             f"{named}=model{{suffix}}", suffix=suffix)
     if not path.endswith(suffix):
-        raise UserError(f"{flag}={path} must end with {suffix}")
+        raise ParameterError(f"{named}={{path}} must end with {{suffix}}", path=path,
+                             suffix=suffix)
     if os.path.exists(path):
-        raise UserError(f"{flag}={path} already exists; pass a new file name (the existing "
-                        "file was left as it is)")
+        raise ParameterError(f"{named}={{path}} already exists; pass a new file name (the "
+                             "existing file was left as it is)", path=path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise UserError(f"the folder of {flag}={path} does not exist; create it first")
+        raise ParameterError(f"the folder of {named}={{path}} does not exist; create it first",
+                             path=path)
     remove_stale_temporaries(folder)  # of an export killed half-way
     check_can_create(path)  # read-only, no permission, name too long: before the conversion
     return path
@@ -46,37 +50,40 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
     the one the model was built in ("bfloat16" exports as a SavedModel only).
     """
     if format not in FORMATS:
-        raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+        raise ParameterError("unknown export {format} {value!r}; choose one of {choices}",
+                             value=format, choices=", ".join(FORMATS))
     if format != "litert" and quantize:
-        raise UserError("--quantize is for --format=litert only")
+        raise ParameterError("{quantize} is for {format}=litert only")
     if quantize not in (None, *QUANTIZATIONS):
-        raise UserError(f"--quantize={quantize} must be one of {', '.join(QUANTIZATIONS)}")
+        raise ParameterError("{quantize}={value} must be one of {choices}", value=quantize,
+                             choices=", ".join(QUANTIZATIONS))
     if format == "saved_model":
         from pspnet_tf.inference.export import export_saved_model
 
         if not export_dir:
-            raise UserError("--export_dir is required for --format=saved_model: pass the "
-                            "model folder TF Serving watches")
+            raise ParameterError("{export_dir} is required for {format}=saved_model: pass "
+                                 "the model folder TF Serving watches")
         path = export_saved_model(model, scale, export_dir, version=version,
                                   with_probabilities=with_probabilities,
                                   jit_compile=jit_compile)
         return f"SavedModel written to {path} (signatures serving_default, serve_encoded)"
-    for flag, value in (("with_probabilities", with_probabilities),
-                        ("jit_compile", jit_compile)):
+    for parameter, value in (("with_probabilities", with_probabilities),
+                             ("jit_compile", jit_compile)):
         if value:
-            raise UserError(f"--{flag} is for --format=saved_model only, not --format={format}")
+            raise ParameterError(f"{{{parameter}}} is for {{format}}=saved_model only, not "
+                                 "{format}={value}", value=format)
     if precision == "bfloat16":
-        raise UserError(f"--precision=bfloat16 is for --format=saved_model only: the "
-                        f"{format} runtime has no bfloat16 kernels for this network"
-                        + (" (use --quantize=float16 for half-size weights)"
-                           if format == "litert" else ""))
-    output = check_new_file(output, "--output", SUFFIXES[format])
+        raise ParameterError("{precision}=bfloat16 is for {format}=saved_model only: the "
+                             "{value} runtime has no bfloat16 kernels for this network"
+                             + (" (use {quantize}=float16 for half-size weights)"
+                                if format == "litert" else ""), value=format)
+    output = check_new_file(output, "output", SUFFIXES[format])
     if format == "litert":
         from pspnet_tf.inference.export_litert import export_litert
 
         if input_size is None:
-            raise UserError("--input_size=HEIGHT,WIDTH is required for --format=litert "
-                            "(LiteRT runs a graph of fixed size)")
+            raise ParameterError("{input_size}=(HEIGHT, WIDTH) is required for "
+                                 "{format}=litert (LiteRT runs a graph of fixed size)")
         export_litert(model, scale, output, input_size, quantize)
     else:
         from pspnet_tf.inference.export_onnx import export_onnx

@@ -2,8 +2,8 @@
 
 The serving graph holds the whole-image protocol of `Predictor` (keep-ratio resize to the
 test scale, normalisation, logits resized back to the input size and argmax, by bands of
-rows as `labels_at_size` does) built from the
-same functions, so a served model gives the labels evaluate.py measures. It is written to
+rows as `labels_at_size` does), built by the same `build_segmentation`, so a served model
+gives the labels evaluate.py measures. It is written to
 `<export_dir>/<version>/`, the layout TF Serving watches for new versions.
 """
 
@@ -16,9 +16,14 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
-from pspnet_tf.errors import UserError, environment_faults
+from pspnet_tf.errors import ParameterError, environment_faults
 from pspnet_tf.models.folding import fold_batchnorm
-from pspnet_tf.models.prediction import labels_at_size, logits_at_size, network_logits
+from pspnet_tf.models.prediction import (
+    PROBABILITIES,
+    SEGMENTATION,
+    build_segmentation,
+    network_logits,
+)
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
@@ -87,18 +92,20 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     `--xla_cpu_compilation_enabled=true` (experimental there), so it is not the default.
     """
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        raise UserError(f"--export_dir={export_dir} is a file, not a folder; pass a new or "
-                        "existing model folder (the file was left as it is)")
+        raise ParameterError("{export_dir}={path} is a file, not a folder; pass a new or "
+                             "existing model folder (the file was left as it is)",
+                             path=export_dir)
     version = next_version(export_dir) if version is None else version
     if version < 1:
-        raise UserError(f"--version={version} must be a positive integer (TF Serving loads "
-                        "integer-named version folders)")
+        raise ParameterError("{version} must be >= 1, got {value} (TF Serving loads "
+                             "integer-named version folders)", value=version)
     path = os.path.join(export_dir, str(version))
     if os.path.exists(path):
-        raise UserError(f"{path} already exists; pass another --version or leave it out to "
-                        f"use the next free one ({next_version(export_dir)})")
+        raise ParameterError("{path} already exists; pass another {version} or leave it out "
+                             "to use the next free one ({free})", path=path,
+                             free=next_version(export_dir))
     # Before the minutes of tracing: the folder must take files (read-only, full, ...).
-    prepare_folder(export_dir, f"--export_dir={export_dir}")
+    prepare_folder(export_dir, "export_dir")
     check_can_create(path)
     preprocessor = PSPNetPreprocessor(scale)
     model = fold_batchnorm(model)
@@ -106,13 +113,8 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     if jit_compile:
         network = tf.function(network, jit_compile=True)
 
-    def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = network(preprocessor(images))
-        size = tf.shape(images)[1:3]
-        outputs = {"segmentation": labels_at_size([logits], size)}
-        if with_probabilities:
-            outputs["probabilities"] = tf.nn.softmax(logits_at_size(logits, size), axis=-1)
-        return outputs
+    segment = build_segmentation(network, preprocessor, outputs=(
+        SEGMENTATION, PROBABILITIES) if with_probabilities else (SEGMENTATION,))
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return segment(_not_empty(images))

@@ -2,7 +2,7 @@
 
 import keras
 
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 from pspnet_tf.atomic import write_atomically
 from pspnet_tf.inference.segmentation_graph import segmentation_function
 
@@ -18,8 +18,8 @@ def export_onnx(model: keras.Model, scale: tuple[int, int], output: str,
     try:
         import tf2onnx
     except ImportError:
-        raise UserError("--format=onnx needs tf2onnx and onnx: pip install tf2onnx onnx "
-                        "(the project's [deploy] extra)") from None
+        raise ParameterError("{format}=onnx needs tf2onnx and onnx: pip install tf2onnx "
+                             "onnx (the project's [deploy] extra)") from None
     function = segmentation_function(model, scale, input_size).segment
     proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
                                             opset=OPSET)

@@ -8,7 +8,7 @@ import glob
 import os
 
 from pspnet_tf.data.images import image_extensions
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 
 
 def find_inputs(pattern: str) -> list[str]:
@@ -24,10 +24,7 @@ def find_inputs(pattern: str) -> list[str]:
                        if os.path.isfile(path))
         where = "no file exists there or matches it as a glob"
     if not paths:
-        raise UserError(f"--input={pattern} names no images ({where}); pass an image, a "
-                        "folder of images or a quoted glob such as 'photos/*.jpg'")
+        raise ParameterError("{input}={pattern} names no images ({where}); pass an image, "
+                             "a folder of images or a quoted glob such as 'photos/*.jpg'",
+                             pattern=pattern, where=where)
     return paths
-
-
-# What to do about an input that cannot be read or decoded (`read_image`'s remedy).
-PREDICT_REMEDY = "replace the file or leave it out of --input"

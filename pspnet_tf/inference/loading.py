@@ -18,7 +18,7 @@ from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.convert.hub import PSPNetSegmenter  # with the preset loader installed
 from pspnet_tf.convert.registry import is_pretrained_name
 from pspnet_tf.data.descriptors import dataset_classes
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError
 from pspnet_tf.inference.precision import with_precision
 from pspnet_tf.models import load_weights
 from pspnet_tf.models.factory import build_model
@@ -53,8 +53,9 @@ def _described(model: keras.Model, config: ExperimentConfig,
     config = config.replace(**described)
     outputs = model.output_shape[-1]
     if config.model.num_classes != outputs:
-        raise UserError(f"--num_classes={config.model.num_classes} but the --model has "
-                        f"{outputs} classes; leave --num_classes out or set it to {outputs}")
+        raise ParameterError("{num_classes}={given} but the {model} has {outputs} classes; "
+                             "leave {num_classes} out or set it to {outputs}",
+                             given=config.model.num_classes, outputs=outputs)
     own_classes = (model.class_names is not None and model.palette is not None
                    and config.data.dataset == model.dataset)
     classes = ((tuple(model.class_names), np.asarray(model.palette, np.uint8))
@@ -70,15 +71,16 @@ def load_inference_model(config: ExperimentConfig, *, model: str | None = None,
     built from `config`). `precision` ("float32" or "bfloat16", see inference/precision.py)
     applies to `weights`; a `model` runs in the precision it was saved in."""
     if bool(model) == bool(weights):
-        raise UserError("pass either --model=PATH.keras (or a published name) or "
-                        "--weights=PATH.h5 with its --flagfile" + (", not both" if model else ""))
+        raise ParameterError("pass either {model}=PATH.keras (or a published name) or "
+                             "{weights}=PATH.h5 with its {config}"
+                             + (", not both" if model else ""))
     config = with_precision(config, precision)
     if weights:
         network = build_model(config, training_heads=False)
         load_weights(network, weights)
         return LoadedModel(network, config)
     if precision not in (None, "float32"):
-        raise UserError(f"--precision={precision} works with --weights and its "
-                        "--flagfile; a --model runs in the precision it was saved in")
+        raise ParameterError("{precision}={value} works with {weights} and its {config}; a "
+                             "{model} runs in the precision it was saved in", value=precision)
     network = PSPNetSegmenter.from_preset(model) if is_pretrained_name(model) else load_model_file(model)
     return _described(network, config, overridden)

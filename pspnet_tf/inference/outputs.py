@@ -17,7 +17,7 @@ from PIL import Image
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.descriptors import DATASETS, IGNORE_INDEX
 from pspnet_tf.atomic import check_can_create, prepare_folder, write_atomically
-from pspnet_tf.errors import UserError, environment_faults
+from pspnet_tf.errors import ParameterError, environment_faults
 from pspnet_tf.inference.visualize import save_label_png
 
 # Where Cityscapes labelIds predictions go, apart from the train-id PNGs: the official
@@ -47,18 +47,18 @@ def save_output(path: str, write: Callable[[str], None], overwrite: bool = False
     write_atomically(path, write, suffix=os.path.splitext(path)[1], exclusive=not overwrite)
 
 
-def make_output_folders(paths: list[str], flag: str) -> None:
+def make_output_folders(paths: list[str], parameter: str) -> None:
     """Creates the folders of the output files `paths` before any work is done, removes the
     temporaries that a killed earlier run left there, and checks that files can be created
     in them (a read-only or full folder, a name too long: an EnvironmentFault). A file in the
-    way of a folder is the user's UserError naming `flag`."""
+    way of a folder is the user's ParameterError naming `parameter`."""
     longest: dict[str, str] = {}
     for path in paths:
         folder = os.path.dirname(os.path.abspath(path))
         if len(os.path.basename(path)) > len(os.path.basename(longest.get(folder, ""))):
             longest[folder] = path
     for folder, path in longest.items():
-        prepare_folder(folder, f"the {flag} folder {folder}")
+        prepare_folder(folder, parameter)
         check_can_create(path)
 
 
@@ -72,13 +72,14 @@ class PredictionWriter:
 
     def __init__(self, dataset: SegmentationDataset, directory: str) -> None:
         if os.path.isdir(directory) and os.listdir(directory):
-            raise UserError(f"--save_predictions={directory} is not empty; pass a new or empty "
-                            "folder (nothing was written)")
+            raise ParameterError("{save_predictions}={directory} is not empty; pass a new or "
+                                 "empty folder (nothing was written)", directory=directory)
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as error:
-            raise UserError(f"--save_predictions={directory} cannot be created as a folder "
-                            f"({error.strerror or error}); pass a new or empty folder") from None
+            raise ParameterError("{save_predictions}={directory} cannot be created as a "
+                                 "folder ({reason}); pass a new or empty folder",
+                                 directory=directory, reason=error.strerror or error) from None
         check_can_create(os.path.join(directory, "prediction.png"))  # before the evaluation
         self._dataset = dataset
         self._directory = directory

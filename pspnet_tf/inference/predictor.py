@@ -4,10 +4,10 @@ multi-scale.
 The image is resized keeping its ratio to the test scale (times each ratio) and normalised
 (`PSPNetPreprocessor`), run through the model (whole, or in overlapping windows), and the
 logits of every view are resized back to the ORIGINAL image size and averaged before the
-argmax. Label maps come from `labels_at_size` (pspnet_tf.models.prediction), which does that
-resize, mean and argmax one band of rows at a time. The exported serving graph
-(pspnet_tf.inference.export) runs the same preprocessor and `labels_at_size`, so it gives the
-same labels as this class.
+argmax. That composition is `build_segmentation` (pspnet_tf.models.prediction), whose label
+maps come from `labels_at_size`: the resize, mean and argmax one band of rows at a time. The
+exported serving graph (pspnet_tf.inference.export) is built by the same function, so it
+gives the same labels as this class.
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from pspnet_tf.inference.sliding import slide_logits
-from pspnet_tf.models.prediction import labels_at_size, logits_at_size, network_logits
+from pspnet_tf.models.prediction import LOGITS, SEGMENTATION, build_segmentation, network_logits
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 
@@ -33,44 +33,29 @@ class Predictor:
                  ratios: Sequence[float] = (1.0,), flip: bool = False,
                  window: tuple[tuple[int, int], tuple[int, int]] | None = None,
                  jit_compile: bool = False) -> None:
-        self._preprocessor = PSPNetPreprocessor(scale)
-        self._ratios = tuple(ratios)
-        self._flips = (False, True) if flip else (False,)
         self._window = window
         signature = [tf.TensorSpec([None, None, 3], tf.uint8)]
         # autograph=False: the loops here are tf.while_loop already (and Keras does not convert
         # the model either); converting the call tree was much of the first image's time.
         self._network = tf.function(lambda inputs: network_logits(model, inputs),
                                     jit_compile=jit_compile, autograph=False)
-        self._logits = tf.function(self._compute_logits, input_signature=signature,
-                                   autograph=False)
-        self._labels = tf.function(self._compute_labels, input_signature=signature,
-                                   autograph=False)
+        preprocessor = PSPNetPreprocessor(scale)
+        self._segment = {output: build_segmentation(self._run, preprocessor, tuple(ratios), flip,
+                                                    outputs=(output,))
+                         for output in (LOGITS, SEGMENTATION)}
+        self._logits = tf.function(lambda image: self._one(LOGITS, image),
+                                   input_signature=signature, autograph=False)
+        self._labels = tf.function(lambda image: self._one(SEGMENTATION, image),
+                                   input_signature=signature, autograph=False)
 
     def _run(self, inputs: tf.Tensor) -> tf.Tensor:
         if self._window is None:
             return self._network(inputs)
         return slide_logits(self._network, inputs, *self._window)
 
-    def _views(self, image: tf.Tensor) -> list[tf.Tensor]:
-        """Logits [1, h, w, C] of every view at the network's resolution."""
-        views = []
-        for ratio in self._ratios:
-            inputs = self._preprocessor(image[tf.newaxis], ratio=ratio)
-            for flip in self._flips:
-                if flip:
-                    views.append(tf.reverse(self._run(tf.reverse(inputs, [2])), [2]))
-                else:
-                    views.append(self._run(inputs))
-        return views
-
-    def _compute_logits(self, image: tf.Tensor) -> tf.Tensor:
-        size = tf.shape(image)[:2]
-        views = [logits_at_size(logits, size) for logits in self._views(image)]
-        return tf.add_n(views)[0] / len(views)
-
-    def _compute_labels(self, image: tf.Tensor) -> tf.Tensor:
-        return labels_at_size(self._views(image), tf.shape(image)[:2])[0]
+    def _one(self, output: str, image: tf.Tensor) -> tf.Tensor:
+        """`output` of one image [H, W, 3] (the batch of one taken off)."""
+        return self._segment[output](image[tf.newaxis])[output][0]
 
     def logits(self, image: np.ndarray | tf.Tensor) -> tf.Tensor:
         """Float32 logits [H, W, num_classes] for a uint8 [H, W, 3] RGB image (all of them at

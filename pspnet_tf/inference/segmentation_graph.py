@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.models.folding import fold_batchnorm
-from pspnet_tf.models.prediction import logits_at_size, network_logits
+from pspnet_tf.models.prediction import SEGMENTATION, build_segmentation, network_logits
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 
@@ -32,24 +32,16 @@ def segmentation_function(model: keras.Model, scale: tuple[int, int],
     H * W * classes as in evaluate.py's `logits`).
     """
     network = fold_batchnorm(model)
-    preprocessor = PSPNetPreprocessor(scale)
+    # Unbanded: the op sets have no TensorArray loop. For a static input size
+    # `build_segmentation` computes the sizes in Python, not in float64 graph arithmetic.
+    labels = build_segmentation(lambda inputs: network_logits(network, inputs),
+                                PSPNetPreprocessor(scale), banded=False)
     height, width = input_size if input_size else (None, None)
-    # Computed here, eagerly: the graph gets Python ints, not float64 size arithmetic.
-    network_size = (tuple(int(edge) for edge in preprocessor.network_size(*input_size))
-                    if input_size else None)
     spec = tf.TensorSpec([1, height, width, 3], tf.uint8, name="images")
 
     @tf.function(input_signature=[spec])
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels = tf.cast(images, tf.float32)
-        if input_size:
-            inputs = preprocessor(pixels, size=network_size)
-            size = tf.constant(input_size, tf.int32)
-        else:
-            inputs = preprocessor(pixels)
-            size = tf.shape(images)[1:3]
-        logits = logits_at_size(network_logits(network, inputs), size)
-        return {"segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        return {"segmentation": labels(tf.cast(images, tf.float32))[SEGMENTATION]}
 
     module = tf.Module()
     module.network, module.segment = network, segment  # the converters find the weights here

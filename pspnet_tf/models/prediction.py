@@ -1,11 +1,12 @@
 """Label maps from a PSPNet's logits: the network call, the bilinear resize of logits to the
 image size and the argmax, one band of rows at a time, so that memory does not grow with
-image size times class count. `PSPNetSegmenter.segment`, `Predictor`
-(pspnet_tf.inference.predictor) and the SavedModel export share them.
+image size times class count. `build_segmentation` composes preprocess -> logits -> labels
+once for every inference path: `PSPNetSegmenter.segment`, `Predictor`
+(pspnet_tf.inference.predictor), the SavedModel export and the LiteRT/ONNX graph.
 """
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import keras
 import numpy as np
@@ -87,6 +88,63 @@ def labels_at_size(views: Sequence[tf.Tensor], size: tf.Tensor) -> tf.Tensor:
     return tf.transpose(bands.concat(), [1, 0, 2])
 
 
+SEGMENTATION, LOGITS, PROBABILITIES = "segmentation", "logits", "probabilities"
+
+
+def build_segmentation(network: Callable[[tf.Tensor], tf.Tensor],
+                       preprocessor: PSPNetPreprocessor, ratios: Sequence[float] = (1.0,),
+                       flip: bool = False, banded: bool = True,
+                       outputs: Collection[str] = (SEGMENTATION,)
+                       ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """The preprocess -> logits -> labels function of every inference path.
+
+    It maps images [B, H, W, 3] (uint8, or float32 pixel values) to the requested `outputs`
+    at the input size: SEGMENTATION (int32 [B, H, W], the argmax of the views' mean logits),
+    LOGITS (float32 [B, H, W, C], that mean) and PROBABILITIES (their softmax). The views are
+    the `preprocessor`'s keep-ratio resize at each of `ratios`, each also mirrored with `flip`
+    (its logits mirrored back); `network` maps preprocessed inputs to float32 logits (e.g.
+    `network_logits` of a model, a sliding window, an XLA-compiled function). With `banded`
+    the labels come from `labels_at_size` (bands of rows, a TensorArray loop), else from one
+    full-size resize (the same labels, for op sets without that loop). When H and W are
+    static the network input sizes are computed here in Python, so the graph has static
+    shapes.
+    """
+    flips = (False, True) if flip else (False,)
+
+    def views(images: tf.Tensor) -> list[tf.Tensor]:
+        height, width = images.shape[1:3]
+        found = []
+        for ratio in ratios:
+            size = (None if height is None or width is None else
+                    tuple(int(edge) for edge in preprocessor.network_size(height, width, ratio)))
+            inputs = preprocessor(images, ratio=ratio, size=size)
+            for mirrored in flips:
+                found.append(tf.reverse(network(tf.reverse(inputs, [2])), [2]) if mirrored
+                             else network(inputs))
+        return found
+
+    def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        size = tf.shape(images)[1:3]
+        if images.shape[1] is not None and images.shape[2] is not None:
+            size = tf.constant(images.shape[1:3].as_list(), tf.int32)
+        logits = views(images)
+        results = {}
+        full_size = None
+        if LOGITS in outputs or PROBABILITIES in outputs or not banded:
+            resized = [logits_at_size(view, size) for view in logits]
+            full_size = resized[0] if len(resized) == 1 else tf.add_n(resized) / len(resized)
+        if SEGMENTATION in outputs:
+            results[SEGMENTATION] = (labels_at_size(logits, size) if banded else
+                                     tf.argmax(full_size, axis=-1, output_type=tf.int32))
+        if LOGITS in outputs:
+            results[LOGITS] = full_size
+        if PROBABILITIES in outputs:
+            results[PROBABILITIES] = tf.nn.softmax(full_size, axis=-1)
+        return results
+
+    return segment
+
+
 _WHOLE_IMAGE: "weakref.WeakKeyDictionary[keras.Model, tf.types.experimental.GenericFunction]" = (
     weakref.WeakKeyDictionary())
 
@@ -96,9 +154,10 @@ def whole_image_labels(model: keras.Model, preprocessor: PSPNetPreprocessor,
     """Int32 class ids [H, W] for a uint8 RGB image [H, W, 3]: `Predictor(model, scale)`'s
     whole-image protocol, traced once per model."""
     if model not in _WHOLE_IMAGE:
+        segment = build_segmentation(lambda inputs: network_logits(model, inputs), preprocessor)
+
         def labels(pixels: tf.Tensor) -> tf.Tensor:
-            logits = network_logits(model, preprocessor(pixels[tf.newaxis]))
-            return labels_at_size([logits], tf.shape(pixels)[:2])[0]
+            return segment(pixels[tf.newaxis])[SEGMENTATION][0]
 
         _WHOLE_IMAGE[model] = tf.function(  # no AutoGraph: its loop is a tf.while_loop
             labels, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)], autograph=False)

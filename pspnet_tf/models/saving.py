@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 from pspnet_tf.atomic import write_atomically
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 from pspnet_tf.models.backbone import RESNET_SPECS, ResNetV1cBackbone, backbone_depth
 from pspnet_tf.models.layers import PACKAGE
 from pspnet_tf.models.segmenter import PSPNetSegmenter
@@ -89,8 +89,8 @@ def load_model_file(path: str) -> keras.Model:
     """`keras.saving.load_model(path)` with one UserError for a missing or foreign file; a
     SegmentationModel of an earlier version comes back as a PSPNetSegmenter."""
     if not os.path.isfile(path):
-        raise UserError(f"model file {path} does not exist; check --model (a .keras file, or "
-                        "a name from pspnet_tf.list_presets())")
+        raise UserError(f"model file {path} does not exist; pass a .keras file, or a name "
+                        "from pspnet_tf.list_presets()")
     try:
         model = keras.saving.load_model(path)
     except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
@@ -102,7 +102,7 @@ def load_model_file(path: str) -> keras.Model:
         return segmenter_from_legacy(model)
     except (KeyError, ValueError) as error:
         problem = f"no layer {error}" if isinstance(error, KeyError) else str(error)
-        raise UserError(f"{path} holds a SegmentationModel of an earlier pspnet_tf whose "
-                        f"architecture this version cannot read ({problem}); load its weights "
-                        "instead (--weights=RUN_DIR/final_weights.h5 with the run's "
-                        "--flagfile)") from error
+        raise ParameterError("{path} holds a SegmentationModel of an earlier pspnet_tf whose "
+                             "architecture this version cannot read ({problem}); load its "
+                             "weights instead ({weights}=RUN_DIR/final_weights.h5 with the "
+                             "run's {config})", path=path, problem=problem) from error

@@ -12,7 +12,7 @@ import keras
 
 from pspnet_tf.atomic import write_atomically
 from pspnet_tf.compat import legacy_h5_format
-from pspnet_tf.errors import UserError
+from pspnet_tf.errors import ParameterError, UserError
 from pspnet_tf.models.heads import is_auxiliary_layer
 
 
@@ -48,7 +48,7 @@ def load_weights(model: keras.Model, path: str) -> None:
     into an inference model) are ignored.
     """
     if not os.path.isfile(path):
-        raise UserError(f"weights file {path} does not exist; check --weights")
+        raise UserError(f"weights file {path} does not exist")
     try:
         stored = _layer_names_in(path)
     except (OSError, KeyError) as error:
@@ -58,11 +58,13 @@ def load_weights(model: keras.Model, path: str) -> None:
                if layer.weights and layer.name not in stored
                and not is_auxiliary_layer(layer.name)]
     if missing:
-        raise UserError(f"{path} has no weights for {len(missing)} layers of the model "
-                        f"(e.g. {', '.join(missing[:5])}); was it trained with another "
-                        "--backbone or --output_stride?")
+        raise ParameterError("{path} has no weights for {count} layers of the model (e.g. "
+                             "{examples}); was it trained with another {backbone} or "
+                             "{output_stride}?", path=path, count=len(missing),
+                             examples=", ".join(missing[:5]))
     try:
         model.load_weights(path, by_name=True)
     except ValueError as error:
-        raise UserError(f"{path} does not fit the model: {error}. Check --num_classes, "
-                        "--backbone and --output_stride against the training config") from error
+        raise ParameterError("{path} does not fit the model: {error}. Check {num_classes}, "
+                             "{backbone} and {output_stride} against the training config",
+                             path=path, error=error) from error

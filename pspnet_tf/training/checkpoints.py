@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from pspnet_tf.atomic import write_atomically
-from pspnet_tf.errors import UserError, describe_error, environment_faults
+from pspnet_tf.errors import ParameterError, UserError, describe_error, environment_faults
 from pspnet_tf.training.divergence import check_finite_weights, first_non_finite
 
 CHECKPOINT_NAME = "ckpt"
@@ -157,10 +157,11 @@ class CheckpointKeeper:
                                      {s: names for s, names in found.items() if s <= step})
                 return self.step
         if found:
-            raise UserError(
-                f"none of the {len(found)} checkpoints in {self.directory} is readable (see the "
-                "warnings above); move the damaged files away to resume from an older one, or "
-                "pass a new --run_dir to start afresh (nothing was changed)")
+            raise ParameterError(
+                "none of the {count} checkpoints in {directory} is readable (see the warnings "
+                "above); move the damaged files away to resume from an older one, or pass a new "
+                "{run_dir} to start afresh (nothing was changed)", count=len(found),
+                directory=self.directory)
         state = os.path.join(self.directory, STATE_FILE)
         if not self._scratch and os.path.exists(state):
             logging.warning("removing %s: it lists checkpoints that no longer exist", state)

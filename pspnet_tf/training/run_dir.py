@@ -16,7 +16,7 @@ from absl import logging
 
 from pspnet_tf.atomic import remove_stale_temporaries, write_atomically
 from pspnet_tf.config import ExperimentConfig, changed_fields
-from pspnet_tf.errors import EnvironmentFault, UserError, environment_faults
+from pspnet_tf.errors import EnvironmentFault, ParameterError, UserError, environment_faults
 
 CONFIG_FILE = "config.json"
 RUN_LOCK_FILE = "train.lock"  # pspnet_tf.training.run_lock's, taken before prepare_run_dir
@@ -35,8 +35,8 @@ def check_run_dir_path(run_dir: str) -> None:
     the files train.py writes below it would be too long for the system (PATH_MAX), which
     would otherwise stop the run only when TensorBoard or a checkpoint first writes there."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise UserError(f"--run_dir={run_dir} is a file, not a directory; "
-                        "pass another --run_dir (nothing was changed)")
+        raise ParameterError("{run_dir}={path} is a file, not a directory; pass another "
+                             "{run_dir} (nothing was changed)", path=run_dir)
     existing = os.path.abspath(run_dir)
     while not os.path.isdir(existing):
         existing = os.path.dirname(existing)
@@ -70,15 +70,13 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
             return True
         if _holds_checkpoints(run_dir):
             details = ", ".join(f"{key}: {old} -> {new}" for key, old, new in changed)
-            raise UserError(
-                f"--run_dir={run_dir} holds a run with another config "
-                f"({details}); pass a new --run_dir (nothing was changed)"
-            )
+            raise ParameterError(
+                "{run_dir}={path} holds a run with another config ({details}); pass a new "
+                "{run_dir} (nothing was changed)", path=run_dir, details=details)
     elif os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {RUN_LOCK_FILE}:
-        raise UserError(
-            f"--run_dir={run_dir} is not empty and holds no config.json; "
-            "pass a new or empty --run_dir (nothing was changed)"
-        )
+        raise ParameterError(
+            "{run_dir}={path} is not empty and holds no config.json; pass a new or empty "
+            "{run_dir} (nothing was changed)", path=run_dir)
     with environment_faults(run_dir):
         os.makedirs(run_dir, exist_ok=True)
     write_atomically(path, lambda target: pathlib.Path(target).write_text(config.to_json()))
@@ -106,9 +104,9 @@ def _read_saved_config(path: str) -> dict:
         try:
             return json.load(handle)
         except json.JSONDecodeError as error:
-            raise UserError(
-                f"{path} is not valid JSON ({error}); restore it or choose another --run_dir"
-            ) from error
+            raise ParameterError(
+                "{path} is not valid JSON ({error}); restore it or choose another {run_dir}",
+                path=path, error=error) from error
 
 
 def _holds_checkpoints(run_dir: str) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from absl import logging
 
-from pspnet_tf.errors import UserError, environment_faults
+from pspnet_tf.errors import ParameterError, UserError, environment_faults
 from pspnet_tf.training.run_dir import RUN_LOCK_FILE, check_run_dir_path
 
 
@@ -104,12 +104,12 @@ def acquire(run_dir: str, force: bool = False) -> dict:
             continue
         where = ("" if current.get("host") == socket.gethostname() else
                  "; it is another host, so this one cannot tell whether it still runs")
-        raise UserError(
-            f"--run_dir={run_dir} is in use by {_describe(current)} ({path}){where}: wait for "
-            "that run to end or stop it; if it is no longer running, rerun with "
-            "--force_unlock (nothing was changed)")
-    raise UserError(f"could not take the lock {path}: other launches keep taking it; start "
-                    "one train.py per --run_dir")
+        raise ParameterError(
+            "{run_dir}={path} is in use by {holder} ({lock}){where}: wait for that run to end "
+            "or stop it; if it is no longer running, rerun with {force_unlock} (nothing was "
+            "changed)", path=run_dir, holder=_describe(current), lock=path, where=where)
+    raise ParameterError("could not take the lock {lock}: other launches keep taking it; "
+                         "start one train.py per {run_dir}", lock=path)
 
 
 def release(run_dir: str, holder: dict) -> None:

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from pspnet_tf.compat import MultiWorkerStrategyForKerasFit as _MultiWorkerStrategy
 from pspnet_tf.config import STRATEGIES  # the --strategy choices, declared once there
-from pspnet_tf.errors import UserError, describe_error
+from pspnet_tf.errors import ParameterError, UserError, describe_error
 
 _TPU_PROBE_TIMEOUT_S = 10
 
@@ -73,12 +73,13 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, OSError, tf.errors.OpError) as error:
         named = tpu or os.environ.get("TPU_NAME")
-        where = (f"at --tpu={tpu}" if tpu else f"at TPU_NAME={named}" if named
-                 else "on this machine (no --tpu or TPU_NAME given)")
+        where = ("at {tpu}={given}" if tpu else "at TPU_NAME={given}" if named
+                 else "on this machine (no {tpu} or TPU_NAME given)")
         reason = describe_error(error, limit=160).split(". ")[0]
-        raise UserError(f"--strategy=tpu found no TPU {where} ({reason}); pass --tpu=NAME, "
-                        "--tpu=grpc://HOST:8470 or --tpu=local (on a TPU VM), or choose "
-                        "another --strategy") from error
+        raise ParameterError("{strategy}=tpu found no TPU " + where + " ({reason}); pass "
+                             "{tpu}=NAME, {tpu}=grpc://HOST:8470 or {tpu}=local (on a TPU VM), "
+                             "or choose another {strategy}", given=named,
+                             reason=reason) from error
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -178,8 +179,8 @@ def split_global_batch(global_batch_size: int, strategy: Any) -> int:
         lower = global_batch_size // replicas * replicas
         upper = lower + replicas
         choices = [size for size in (lower, upper) if size]
-        raise UserError(
-            f"global batch size {global_batch_size} is not divisible by {replicas} "
-            "replicas; pass " + " or ".join(f"--batch_size={size}" for size in choices)
-        )
+        raise ParameterError(
+            "global batch size {size} is not divisible by {replicas} replicas; pass "
+            + " or ".join(f"{{batch_size}}={size}" for size in choices),
+            size=global_batch_size, replicas=replicas)
     return global_batch_size // replicas

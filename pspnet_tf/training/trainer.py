@@ -15,7 +15,8 @@ from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.data.pipeline import build_train_dataset, steps_per_epoch
 from pspnet_tf.data.splits import load_split
 from pspnet_tf.data.verification import check_training_masks
-from pspnet_tf.errors import RunInterrupted, UserError, environment_faults, user_error_message
+from pspnet_tf.errors import (ParameterError, RunInterrupted, UserError, environment_faults,
+                              user_error_message)
 from pspnet_tf.evaluation.report import write_report
 from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
@@ -125,9 +126,9 @@ def _check_shared_run_dir(config: ExperimentConfig) -> bool:
     """A non-chief worker's read-only check of the run directory the chief prepared."""
     run_dir = config.runtime.run_dir
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
-        raise UserError(f"--run_dir={run_dir} holds no {CONFIG_FILE} on this worker, but "
-                        "the chief wrote one there; give every worker the same --run_dir on a "
-                        "filesystem they all share")
+        raise ParameterError("{run_dir}={path} holds no {file} on this worker, but the chief "
+                             "wrote one there; give every worker the same {run_dir} on a "
+                             "filesystem they all share", path=run_dir, file=CONFIG_FILE)
     return prepare_run_dir(config)
 
 
@@ -149,8 +150,8 @@ def _open_run_dir(config: ExperimentConfig, strategy: tf.distribute.Strategy,
             except UserError as failure:
                 error = failure
         if not all_workers_ok(strategy, error is None):
-            raise error or UserError(f"another worker could not use --run_dir={run_dir}"
-                                     "; its log names the problem")
+            raise error or ParameterError("another worker could not use {run_dir}={path}; its "
+                                          "log names the problem", path=run_dir)
     return resuming
 
 
