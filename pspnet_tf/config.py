@@ -106,10 +106,10 @@ class DataConfig(Section):
         "crop.", lower=0.0, upper=1.0)
     skip_bad_samples: bool = setting(
         False, "Replace a training sample that fails to decode by the next good one (logged "
-        "and counted in train.log) instead of stopping the run; python -m pspnet_tf.data.verify "
+        "and counted in train.log) instead of stopping the run; pspnet-verify "
         "lists them all up front.", resumable=True)
     tfrecord_dir: str = setting(
-        "", "Read the splits from TFRecord shards written by python -m pspnet_tf.data.prepare "
+        "", "Read the splits from TFRecord shards written by pspnet-prepare "
         "tfrecord instead of the files under --data_root (\"\" = read the files).",
         resumable=True)
 

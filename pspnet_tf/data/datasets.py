@@ -132,5 +132,5 @@ def get_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
         shown = ", ".join(missing[:_MAX_LISTED_MISSING])
         raise UserError(f"{name} split {split!r} under {data_root}: {len(missing)} listed "
                         f"image/label files are missing (first: {shown}); check --data_root, "
-                        "complete the download, or run python -m pspnet_tf.data.verify")
+                        "complete the download, or run pspnet-verify")
     return dataset

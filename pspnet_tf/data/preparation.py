@@ -1,7 +1,7 @@
 """One-time conversions of downloaded datasets into the layouts the readers use.
 
 `prepare_voc_aug` writes the VOC "trainaug" labels and split, `prepare_cityscapes` trainId
-labels; `python -m pspnet_tf.data.prepare` (cli/prepare.py) is their command, which also
+labels; `pspnet-prepare` (cli/prepare.py) is their command, which also
 writes TFRecord shards (data/tfrecord.py). They only add files: originals are never
 touched, label files already written are kept (so an interrupted run can simply be
 repeated), and a different existing split file or shard index is an error.
