@@ -129,6 +129,11 @@ class OptimizerConfig(Section):
     weight_decay: float = setting(5e-4, "L2 weight decay (PyTorch SGD style).", lower=0.0)
     aux_loss_weight: float = setting(0.4, "Weight of the auxiliary loss.", lower=0.0)
     seed: int = setting(0, "Seed of the data order, augmentation and weights.")
+    divergence_factor: float = setting(
+        1000.0, "Stop the run (exit status 3, nothing saved from that step) when the loss "
+        "exceeds this many times the median of its last 20 reported values: a loss growing "
+        "by orders of magnitude without reaching NaN; 0 turns the check off (NaN and "
+        "infinite losses always stop it).", lower=0.0, resumable=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -244,7 +244,7 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
     history = (EpochHistory(os.path.join(runtime.run_dir, "history.csv"), tensorboard_dir, losses)
                if chief else None)
     epoch_end = [LearningRateLogger(), validation, *([history] if history else [])]
-    callbacks = [DivergenceGuard(cause), losses,
+    callbacks = [DivergenceGuard(cause, optimizer.divergence_factor), losses,
                  CheckpointCallback(keeper, runtime.checkpoint_every_steps, stop), *epoch_end]
 
     def fit(first: int, last: int, steps_in_epoch: int) -> None:
