@@ -106,10 +106,10 @@ class DataConfig(Section):
         "crop.", lower=0.0, upper=1.0)
     skip_bad_samples: bool = setting(
         False, "Replace a training sample that fails to decode by the next good one (logged "
-        "and counted in train.log) instead of stopping the run; python -m pspnet_tf.data.verify "
+        "and counted in train.log) instead of stopping the run; pspnet-verify "
         "lists them all up front.", resumable=True)
     tfrecord_dir: str = setting(
-        "", "Read the splits from TFRecord shards written by python -m pspnet_tf.data.prepare "
+        "", "Read the splits from TFRecord shards written by pspnet-prepare "
         "tfrecord instead of the files under --data_root (\"\" = read the files).",
         resumable=True)
     reduce_zero_label: bool = setting(
@@ -143,6 +143,11 @@ class OptimizerConfig(Section):
     ohem_min_kept: int = setting(
         100000, "OHEM: pixels per batch image kept at least (mmseg's min_kept).", lower=0)
     seed: int = setting(0, "Seed of the data order, augmentation and weights.")
+    divergence_factor: float = setting(
+        1000.0, "Stop the run (exit status 3, nothing saved from that step) when the loss "
+        "exceeds this many times the median of its last 20 reported values: a loss growing "
+        "by orders of magnitude without reaching NaN; 0 turns the check off (NaN and "
+        "infinite losses always stop it).", lower=0.0, resumable=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,9 +9,9 @@ never run, and give type hints only (models/factory.py and data/splits.py name t
 that way, as config.py imports data/ and models/).
 
 An entry point is a module that no other module imports: the commands (the cli/ package,
-whose modules pyproject.toml's [project.scripts] name), the thin aliases that keep
-`python -m pspnet_tf.data.verify`, `... data.prepare` and `... convert` where their users
-know them (each only imports its command from cli/), and pspnet_tf/__init__.py, the public
+whose modules pyproject.toml's [project.scripts] name), the thin alias that keeps
+`python -m pspnet_tf.convert` where its users know it (it only imports its command from
+cli/), and pspnet_tf/__init__.py, the public
 API. Being imported by nothing, an entry point cannot close an import cycle wherever its
 file sits. Only cli/ and config.py (its flag generation) import absl.flags, and no package
 has an import cycle among its own modules either.
@@ -49,7 +49,7 @@ PEER_IMPORTS = {
 }
 # Entry points besides cli/: the public API and the aliases of commands in cli/.
 PUBLIC_API = f"{PACKAGE}"
-ALIASES = {f"{PACKAGE}.data.verify", f"{PACKAGE}.data.prepare", f"{PACKAGE}.convert.__main__"}
+ALIASES = {f"{PACKAGE}.convert.__main__"}
 # The modules that may import absl.flags: the command line and the config's flag generation.
 FLAG_MODULES = (f"{PACKAGE}.cli", f"{PACKAGE}.config")
 
@@ -278,7 +278,7 @@ def test_the_peer_imports_allowed_are_acyclic_and_within_one_layer():
 def test_every_module_is_in_a_layer():
     graph, entry_points = import_graph(ROOT)
     assert {part_of(module, entry_points) for module in graph} <= set(LAYERS)
-    assert f"{PACKAGE}.cli.evaluate" in entry_points and f"{PACKAGE}.data.verify" in entry_points
+    assert f"{PACKAGE}.cli.evaluate" in entry_points and f"{PACKAGE}.cli.verify" in entry_points
     assert f"{PACKAGE}.data.verification" not in entry_points
 
 

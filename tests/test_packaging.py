@@ -83,7 +83,7 @@ def test_flagfiles_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
 def test_entry_point_reads_a_shipped_flagfile_from_another_directory(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     result = subprocess.run(
-        [sys.executable, "-m", "pspnet_tf.data.verify", "--flagfile=configs/demo.cfg"],
+        [sys.executable, "-m", "pspnet_tf.cli.verify", "--flagfile=configs/demo.cfg"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     # demo.cfg names --data_root=data/demo, which does not exist under tmp_path.
     assert result.returncode == 2, result.stderr

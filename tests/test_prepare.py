@@ -138,4 +138,4 @@ def test_prepare_command_line(tmp_path):
     missing = run_command("pspnet-prepare", "voc_aug", f"--voc_root={voc}")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1] == (
-        "error: voc_aug needs --sbd_root; see python -m pspnet_tf.data.prepare --help")
+        "error: voc_aug needs --sbd_root; see pspnet-prepare --help")

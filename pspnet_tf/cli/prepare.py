@@ -1,7 +1,6 @@
 """One-time conversions of downloaded datasets into the layouts the readers use.
 
-`pspnet-prepare voc_aug --voc_root=... --sbd_root=...` (also `python -m
-pspnet_tf.data.prepare`) writes the VOC "trainaug" labels and split; `... cityscapes
+`pspnet-prepare voc_aug --voc_root=... --sbd_root=...` writes the VOC "trainaug" labels and split; `... cityscapes
 --data_root=...` writes trainId labels; `... tfrecord --flagfile=configs/X.cfg --output=DIR`
 writes TFRecord shards of the splits; `... folder_masks --data_root=my_data --output=NEW
 --mask_fix=binary|colours|reduce_zero_label` writes a copy of a folder dataset with fixed
@@ -57,7 +56,7 @@ def _define_flags() -> None:
 def _required(name: str, command: str) -> str:
     value = getattr(flags.FLAGS, name)
     if not value:
-        raise UserError(f"{command} needs --{name}; see python -m pspnet_tf.data.prepare --help")
+        raise UserError(f"{command} needs --{name}; see pspnet-prepare --help")
     return value
 
 
@@ -84,7 +83,7 @@ def _main(command: str | None, argv: list[str]) -> None:
     elif command == "cityscapes":
         counts = prepare_cityscapes(flags.FLAGS.data_root)
     else:
-        raise UserError(f"name a command first: python -m pspnet_tf.data.prepare "
+        raise UserError(f"name a command first: pspnet-prepare "
                         f"{{{','.join(COMMANDS)}}} --flags (got {command or 'none'})")
     print(f"{command}: {counts['images']} images, {counts['written']} label files written, "
           f"{counts['kept']} already there")

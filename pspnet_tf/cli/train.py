@@ -4,8 +4,9 @@ Rerunning the same command resumes from the last checkpoint in --run_dir.
 
 Exit status: 0 when training finished; 2 for a problem to fix in the command or the data
 (one `error: ...` line says which), also when another train.py holds --run_dir's lock;
-3 when training diverged (the loss or the weights became NaN or infinite: lower
---learning_rate, or leave mixed_float16; nothing non-finite is saved); 130 (SIGINT) or 143
+3 when training diverged (the loss or the weights became NaN or infinite, or the loss grew
+over --divergence_factor times its recent median: lower --learning_rate, or leave
+mixed_float16; nothing from that step is saved); 130 (SIGINT) or 143
 (SIGTERM): interrupted after checkpointing the step in flight, with one line
 `interrupted at step N; ...`; 4 for a fault of the machine (a full disk, a read-only or
 unwritable folder, a path too long): one `error: ...` line names the path and what to do,

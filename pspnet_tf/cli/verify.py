@@ -1,7 +1,6 @@
 """Checks a dataset on disk before anyone spends GPU hours on it; never modifies the data.
 
-`pspnet-verify --flagfile=configs/voc_r50.cfg` (or --dataset/--data_root; also
-`python -m pspnet_tf.data.verify`) decodes every listed image and label of the train and
+`pspnet-verify --flagfile=configs/voc_r50.cfg` (or --dataset/--data_root) decodes every listed image and label of the train and
 val splits, lists EVERY problem with its file name, prints per-split counts and per-class
 pixel frequencies, and exits with status 2 when it found any problem.
 """

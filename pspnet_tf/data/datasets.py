@@ -140,6 +140,6 @@ def get_dataset(name: str, data_root: str, split: str) -> SegmentationDataset:
         shown = ", ".join(missing[:_MAX_LISTED_MISSING])
         raise ParameterError("{name} split {split!r} under {root}: {count} listed image/label "
                              "files are missing (first: {shown}); check {data_root}, complete "
-                             "the download, or run python -m pspnet_tf.data.verify", name=name,
+                             "the download, or run pspnet-verify", name=name,
                              split=split, root=data_root, count=len(missing), shown=shown)
     return dataset

@@ -77,7 +77,7 @@ class BadSampleSkipper:
             except UserError as error:
                 self._record(candidate, error)
         raise UserError(f"no sample of split {self.dataset.split} can be loaded; run "
-                        "python -m pspnet_tf.data.verify on the dataset")
+                        "pspnet-verify on the dataset")
 
     def _record(self, index: int, error: UserError) -> None:
         with self._lock:

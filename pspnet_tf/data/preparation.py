@@ -1,8 +1,8 @@
 """One-time conversions of downloaded datasets into the layouts the readers use.
 
 `prepare_voc_aug` writes the VOC "trainaug" labels and split, `prepare_cityscapes` trainId
-labels, `prepare_folder_masks` a copy of a folder dataset with fixed masks; `python -m
-pspnet_tf.data.prepare` (cli/prepare.py) is their command, which also
+labels, `prepare_folder_masks` a copy of a folder dataset with fixed masks; `pspnet-prepare`
+(cli/prepare.py) is their command, which also
 writes TFRecord shards (data/tfrecord.py). They only add files: originals are never
 touched, label files already written are kept (so an interrupted run can simply be
 repeated; `prepare_folder_masks` instead refuses a non-empty output folder), and a different

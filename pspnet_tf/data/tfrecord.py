@@ -34,7 +34,7 @@ def _read_file(path: str) -> bytes:
             return handle.read()
     except OSError as error:
         raise UserError(f"cannot read {path} ({error.strerror or error}); run "
-                        "python -m pspnet_tf.data.verify on the dataset first") from None
+                        "pspnet-verify on the dataset first") from None
 
 
 def _index_path(directory: str, split: str) -> str:
@@ -81,8 +81,8 @@ class ShardedDataset(SegmentationDataset):
     def __init__(self, directory: str, split: str, expected_name: str | None = None) -> None:
         index_path = _index_path(directory, split)
         if not os.path.isfile(index_path):
-            raise ParameterError("{path} not found; write the shards with python -m "
-                                 "pspnet_tf.data.prepare tfrecord or fix {tfrecord_dir}",
+            raise ParameterError("{path} not found; write the shards with "
+                                 "pspnet-prepare tfrecord or fix {tfrecord_dir}",
                                  path=index_path)
         with open(index_path) as handle:
             index = json.load(handle)

@@ -2,7 +2,7 @@
 
 `verify` decodes every listed image and label of the given splits and lists EVERY problem
 with its file name, with per-split counts and per-class pixel frequencies (`format_report`);
-`python -m pspnet_tf.data.verify` (cli/verify.py) is its command.
+`pspnet-verify` (cli/verify.py) is its command.
 
 It also recognises the common mask mistakes (`_mask_findings`), each as ONE line naming a few
 files, what the masks look like and the fix: errors (counted as problems) where training

@@ -1,4 +1,5 @@
-"""Stops a run whose loss or weights stopped being finite, before anything non-finite is saved.
+"""Stops a run whose loss or weights stopped being finite, or whose loss grew by orders of
+magnitude over its recent values, before anything from that step is saved.
 
 A diverged run otherwise trains on for days, writes all-NaN checkpoints and final weights,
 and a rerun "resumes" the NaN state. The per-step check reads the loss that Keras already
@@ -6,7 +7,9 @@ puts into the batch logs (a Python float there), so it adds no work to the step;
 are checked only where they are written (CheckpointKeeper.save, the final weights).
 """
 
+import collections
 import math
+import statistics
 from collections.abc import Iterable
 
 import keras
@@ -15,6 +18,8 @@ import tensorflow as tf
 from pspnet_tf.errors import UserError
 
 DIVERGED_EXIT_STATUS = 3
+# The loss values (Keras' running means of the epoch) the growth check compares against.
+RECENT_LOSSES = 20
 
 
 class TrainingDiverged(UserError):
@@ -64,17 +69,32 @@ def check_finite_weights(variables: Iterable[tf.Variable], step: int, cause: str
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops `fit` at the first step whose reported loss is not finite.
+    """Stops `fit` at the first step whose reported loss is not finite, or (`growth_factor`
+    > 0) exceeds `growth_factor` times the median of the last RECENT_LOSSES reported losses.
 
     Must come before the checkpoint callback, so that the step is not saved first.
     """
 
-    def __init__(self, cause: str) -> None:
+    def __init__(self, cause: str, growth_factor: float) -> None:
         super().__init__()
         self._cause = cause
+        self._growth_factor = growth_factor
+        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT_LOSSES)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
+        if loss is None:
+            return
+        what = None
+        if not math.isfinite(loss):
+            what = f"the loss is {loss}"
+        elif self._growth_factor > 0 and self._recent:
+            median = statistics.median(self._recent)
+            if loss > self._growth_factor * median:
+                what = (f"the loss grew to {loss:.3g}, over {self._growth_factor:g} times the "
+                        f"median {median:.3g} of its last {len(self._recent)} values "
+                        "(--divergence_factor)")
+        if what is not None:
             step = int(self.model.optimizer.iterations.numpy())
-            raise diverged(step, f"the loss is {loss}", self._cause)
+            raise diverged(step, what, self._cause)
+        self._recent.append(float(loss))

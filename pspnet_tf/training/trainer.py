@@ -278,7 +278,7 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
                if chief else None)
     best = _best_model_keeper(config, val_set, validation, chief)
     epoch_end = [LearningRateLogger(), validation, best, *([history] if history else [])]
-    callbacks = [DivergenceGuard(cause), losses,
+    callbacks = [DivergenceGuard(cause, optimizer.divergence_factor), losses,
                  CheckpointCallback(keeper, runtime.checkpoint_every_steps, stop), *epoch_end]
 
     def fit(first: int, last: int, steps_in_epoch: int) -> None:
