@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pspnet_tf.training.losses import SegmentationCrossEntropy
+from pspnet_tf.models.losses import SegmentationCrossEntropy
 from helpers import report_from_two_cpu_replicas, two_cpu_replicas
 
 
