@@ -208,7 +208,7 @@ class PSPNetSegmenter(keras.Model):
         one target per head. One sample [H, W, 3] with [H, W] or [H, W, 1], or a batch."""
         inputs = self.preprocessor(images)
         masks = tf.convert_to_tensor(masks)
-        channel = masks.shape.rank == images.shape.rank - 1
+        channel = masks.shape.rank == inputs.shape.rank - 1
         if channel:
             masks = masks[..., tf.newaxis]
         masks = tf.image.resize(masks, tf.shape(inputs)[-3:-1], "nearest")
