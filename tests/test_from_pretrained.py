@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pspnet_tf import from_pretrained, list_pretrained
-from pspnet_tf.convert import PretrainedCheckpoint, apply_pretrained, fetch
+from pspnet_tf.convert import apply_pretrained, fetch
+from pspnet_tf.models.presets import Preset
 from pspnet_tf.models import PSPNetSegmenter
 from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
 from pspnet_tf.models.presets import PRESETS as CHECKPOINTS
@@ -97,7 +98,7 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
     digest = hashlib.sha256(data).hexdigest()[:8]
     path = f"/tiny/pspnet_tiny_demo-{digest}.pth"
     server.files[path] = data
-    entry = PretrainedCheckpoint("pspnet_tiny_demo", server.base + path,
+    entry = Preset("pspnet_tiny_demo", server.base + path,
                                  backbone="resnet18_v1c", dataset="demo", scale=(48, 40),
                                  **TINY_HEADS)
     cache = tmp_path / "cache"
@@ -106,9 +107,9 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
     model = from_pretrained(entry, cache_dir=str(cache))
     assert server.requests == [(path, None), (path, f"bytes={len(data) // 2}-")]
     assert isinstance(model, PSPNetSegmenter) and model.preset == "pspnet_tiny_demo"
-    assert model.metadata["class_names"] == list(DEMO_CLASS_NAMES)
-    np.testing.assert_array_equal(model.metadata["palette"], DEMO_PALETTE)
-    assert model.metadata["scale"] == [48, 40] and model.metadata["dataset"] == "demo"
+    assert model.class_names == list(DEMO_CLASS_NAMES)
+    np.testing.assert_array_equal(model.palette, DEMO_PALETTE)
+    assert model.scale == (48, 40) and model.dataset == "demo"
     images = np.random.default_rng(2).normal(size=(1, 3, 45, 61)).astype("float32")
     expected = {"logits": torch_logits(reference, images)["logits"]}
     assert_parity(expected, keras_logits(model, images))
@@ -117,7 +118,7 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path):
 
     again = from_pretrained(entry, cache_dir=str(cache))
     assert server.hits(path) == 2  # the interrupted and the resumed request, nothing more
-    assert again.metadata == model.metadata
+    assert again.get_config() == model.get_config()
     np.testing.assert_array_equal(keras_logits(again, images)["logits"],
                                   keras_logits(model, images)["logits"])
 
@@ -140,11 +141,11 @@ def test_from_pretrained_needs_no_pytorch(server, tmp_path, torch_hidden):
     server.files[path] = data
     script = ("import sys\n"
               "from pspnet_tf import from_pretrained\n"
-              "from pspnet_tf.convert import PretrainedCheckpoint\n"
-              f"entry = PretrainedCheckpoint('pspnet_tiny', {server.base + path!r}, "
+              "from pspnet_tf.models.presets import Preset\n"
+              f"entry = Preset('pspnet_tiny', {server.base + path!r}, "
               f"'resnet18_v1c', 'demo', scale=(48, 40), **{TINY_HEADS!r})\n"
               f"model = from_pretrained(entry, cache_dir={str(tmp_path / 'cache')!r})\n"
-              "print(model.metadata['class_names'])\n")
+              "print(model.class_names)\n")
     env, torch_imported = torch_hidden
     result = run_python("-c", script, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -217,7 +218,7 @@ def test_the_readme_quick_start_labels_an_image_with_a_preset(server, tmp_path, 
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
     url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
                         "pspnet_tiny_demo")
-    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", PretrainedCheckpoint(
+    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
 
     # The README's example:
@@ -249,7 +250,7 @@ def test_the_backbone_preset_holds_the_imagenet_weights(server, tmp_path, monkey
     url = _serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
                         "/pretrain/third_party", "resnet18_v1c")
     monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
-                        PretrainedCheckpoint("resnet18_v1c", url, "resnet18_v1c"))
+                        Preset("resnet18_v1c", url, "resnet18_v1c"))
     backbone = ResNetV1cBackbone.from_preset("resnet18_v1c")
     assert (backbone.depth, backbone.output_stride) == (18, 8)
     np.testing.assert_array_equal(backbone.get_layer("layer4_1_conv2").kernel.numpy(),
@@ -268,3 +269,74 @@ def test_presets_are_listed_per_class_and_refused_by_the_other():
         PSPNetSegmenter.from_preset("resnet50_v1c")
     with pytest.raises(UserError, match="as a backbone; choose one of resnet50_v1c"):
         ResNetV1cBackbone.from_preset("pspnet_r50-d8_512x512_20k_voc12aug")
+
+
+def _tiny_demo_preset(server, tmp_path, monkeypatch, seed: int = 5):
+    reference = tiny_reference(seed=seed)
+    data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
+    url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
+                        "pspnet_tiny_demo")
+    monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
+        "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
+
+
+def test_from_preset_with_num_classes_keeps_backbone_and_ppm_and_starts_a_new_classifier(
+        server, tmp_path, monkeypatch):
+    """Fine-tuning entry: `from_preset(name, num_classes=K, class_names=...)`."""
+    from pspnet_tf.models import PSPNetSegmenter as Segmenter  # no pspnet_tf.convert import
+
+    _tiny_demo_preset(server, tmp_path, monkeypatch)
+    published = Segmenter.from_preset("pspnet_tiny_demo")
+    tuned = Segmenter.from_preset("pspnet_tiny_demo", class_names=["ground", "crack", "hole"],
+                                  auxiliary_head=True)
+    assert tuned.num_classes == 3 and tuned.class_names == ["ground", "crack", "hole"]
+    assert tuned.palette is None and tuned.dataset is None and tuned.auxiliary_head
+    assert tuned.preset == "pspnet_tiny_demo" and tuned.scale == (48, 40)
+    kept = [layer.name for layer in published.layers
+            if layer.weights and layer.name != "conv_seg"]
+    assert "bottleneck_conv" in kept and "layer4_1_conv2" in kept
+    for name in kept:
+        for ours, theirs in zip(tuned.get_layer(name).weights, published.get_layer(name).weights):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert tuned.get_layer("conv_seg").kernel.shape[-1] == 3
+    assert tuned.get_layer("aux_conv_seg").kernel.shape[-1] == 3
+    outputs = tuned(np.zeros((1, 32, 40, 3), np.float32))
+    assert outputs["logits"].shape == (1, 32, 40, 3)
+    assert outputs["aux_logits"].shape == (1, 32, 40, 3)
+    assert len(server.requests) == 1  # the second call read the cache
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        Segmenter.from_preset("pspnet_tiny_demo", num_classes=3, class_names=["a", "b"])
+
+
+def test_from_preset_without_weights_builds_the_architecture_and_downloads_nothing(
+        server, tmp_path, monkeypatch):
+    from pspnet_tf.models import ResNetV1cBackbone
+
+    _tiny_demo_preset(server, tmp_path, monkeypatch)
+    segmenter = PSPNetSegmenter.from_preset("pspnet_tiny_demo", load_weights=False)
+    assert segmenter.class_names == list(DEMO_CLASS_NAMES) and segmenter.scale == (48, 40)
+    assert segmenter.backbone.depth == 18 and not segmenter.auxiliary_head
+    backbone = ResNetV1cBackbone.from_preset("resnet50_v1c", load_weights=False,
+                                             output_stride=16)
+    assert (backbone.depth, backbone.output_stride) == (50, 16)
+    assert server.requests == []
+
+
+def test_the_backbone_preset_gives_d16_with_the_same_weights(server, tmp_path, monkeypatch):
+    from pspnet_tf.models import ResNetV1cBackbone
+
+    reference = tiny_reference(seed=6)
+    state = {key[len("backbone."):]: value for key, value in reference.state_dict().items()
+             if key.startswith("backbone.")}
+    torch.save(state, tmp_path / "imagenet.pth")
+    url = _serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
+                        "/pretrain/third_party", "resnet18_v1c")
+    monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
+                        Preset("resnet18_v1c", url, "resnet18_v1c"))
+    d8 = ResNetV1cBackbone.from_preset("resnet18_v1c")
+    d16 = ResNetV1cBackbone.from_preset("resnet18_v1c", output_stride=16)
+    assert (d8.output_stride, d16.output_stride) == (8, 16)
+    for ours, theirs in zip(d16.weights, d8.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    assert d16(images).shape[1:3] == (4, 4) and d8(images).shape[1:3] == (8, 8)

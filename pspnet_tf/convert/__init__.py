@@ -14,12 +14,11 @@ if TYPE_CHECKING:
     from pspnet_tf.convert.hub import from_pretrained
     from pspnet_tf.convert.mapping import convert_state_dict
     from pspnet_tf.convert.pretrained import apply_pretrained
-    from pspnet_tf.convert.registry import PretrainedCheckpoint, list_pretrained
+    from pspnet_tf.convert.registry import list_pretrained
     from pspnet_tf.convert.torch_io import load_checkpoint, read_state_dict
 
 # Loaded on first use, so that importing the package loads no TensorFlow (lazy_exports.py).
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "PretrainedCheckpoint": "pspnet_tf.convert.registry",
     "apply_pretrained": "pspnet_tf.convert.pretrained",
     "convert_checkpoint": "pspnet_tf.convert.converter",
     "convert_state_dict": "pspnet_tf.convert.mapping",
@@ -30,6 +29,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "read_state_dict": "pspnet_tf.convert.torch_io",
 })
 
-__all__ = ["PretrainedCheckpoint", "apply_pretrained", "convert_checkpoint",
+__all__ = ["apply_pretrained", "convert_checkpoint",
            "convert_state_dict", "fetch", "from_pretrained", "list_pretrained",
            "load_checkpoint", "read_state_dict"]

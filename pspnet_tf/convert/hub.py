@@ -17,18 +17,15 @@ from pspnet_tf.convert.mapping import assign
 from pspnet_tf.convert.pretrained import checkpoint_weights
 from pspnet_tf.convert.registry import find_checkpoint
 from pspnet_tf.convert.torch_io import read_state_dict
-from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import PSPNetSegmenter, ResNetV1cBackbone
 from pspnet_tf.models.presets import Preset, set_preset_loader
 from pspnet_tf.models.saving import load_model_file, save_model
 
 
-def _backbone(preset: Preset, cache_dir: str | None) -> ResNetV1cBackbone:
-    backbone = ResNetV1cBackbone(preset.depth, preset.output_stride)
+def _fill(model: keras.Model, preset: Preset, cache_dir: str | None, source: str) -> None:
     path = fetch(preset.resolved_url(), cache_dir)
-    assign(backbone, checkpoint_weights(backbone, read_state_dict(path), path, "resnet_v1c"))
-    return backbone
+    assign(model, checkpoint_weights(model, read_state_dict(path), path, source))
 
 
 def from_pretrained(checkpoint: str | Preset, cache_dir: str | None = None) -> PSPNetSegmenter:
@@ -44,27 +41,23 @@ def from_pretrained(checkpoint: str | Preset, cache_dir: str | None = None) -> P
         raise UserError(f"{preset.name} is an ImageNet backbone, not a segmentation model; "
                         f"start training from it with train.py --pretrained={preset.name}, "
                         "or pick a pspnet_* name")
+    return _load_preset(preset, cache_dir, PSPNetSegmenter.published_architecture(preset))
+
+
+def _load_preset(preset: Preset, cache_dir: str | None, model: keras.Model) -> keras.Model:
+    """Fills a backbone with ImageNet weights; a segmenter (training heads) with its
+    checkpoint, cached as its inference variant (.keras), which later calls load."""
+    if isinstance(model, ResNetV1cBackbone):
+        _fill(model, preset, cache_dir, "resnet_v1c")
+        return model
     cache_dir = cache_dir or default_cache_dir()
     cached = os.path.join(cache_dir, os.path.splitext(preset.file_name)[0] + ".keras")
     if os.path.isfile(cached):
         return load_model_file(cached)
-    class_names, palette = dataset_classes(preset.dataset, preset.data_root)
-    path = fetch(preset.resolved_url(), cache_dir)
-    model = PSPNetSegmenter(
-        ResNetV1cBackbone(preset.depth, preset.output_stride), len(class_names),
-        psp_channels=preset.psp_channels, aux_channels=preset.aux_channels,
-        auxiliary_head=True, class_names=class_names, palette=palette, scale=preset.scale,
-        dataset=preset.dataset, data_root=preset.data_root, preset=preset.name)
-    assign(model, checkpoint_weights(model, read_state_dict(path), path, "mmseg"))
+    _fill(model, preset, cache_dir, "mmseg")
     inference = model.variant(auxiliary_head=False)
     save_model(inference, cached)
     return inference
-
-
-def _load_preset(preset: Preset, cache_dir: str | None, model_class: type) -> keras.Model:
-    if issubclass(model_class, ResNetV1cBackbone):
-        return _backbone(preset, cache_dir)
-    return from_pretrained(preset, cache_dir)
 
 
 set_preset_loader(_load_preset)

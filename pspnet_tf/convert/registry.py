@@ -3,9 +3,6 @@ of the model classes (pspnet_tf.models.presets), all in one list."""
 
 from pspnet_tf.models.presets import ALL_PRESETS, Preset, find_preset
 
-# The earlier name of a preset record: build one to pass your own checkpoint.
-PretrainedCheckpoint = Preset
-
 
 def list_pretrained() -> list[str]:
     """The names `from_pretrained` (PSPNets) and train.py --pretrained (all) accept."""

@@ -48,17 +48,16 @@ class LoadedModel:
 def _described(model: keras.Model, config: ExperimentConfig,
                overridden: Collection[str]) -> LoadedModel:
     """`config` with the model's own settings wherever `overridden` does not name them."""
-    metadata = getattr(model, "metadata", {})
-    described = {key: tuple(value) if key == "scale" else value
-                 for key, value in metadata.items()
-                 if key in _DESCRIBED and key not in overridden}
+    described = {key: getattr(model, key) for key in _DESCRIBED
+                 if getattr(model, key) is not None and key not in overridden}
     config = config.replace(**described)
     outputs = model.output_shape[-1]
     if config.model.num_classes != outputs:
         raise UserError(f"--num_classes={config.model.num_classes} but the --model has "
                         f"{outputs} classes; leave --num_classes out or set it to {outputs}")
-    own_classes = "class_names" in metadata and config.data.dataset == metadata.get("dataset")
-    classes = ((tuple(metadata["class_names"]), np.asarray(metadata["palette"], np.uint8))
+    own_classes = (model.class_names is not None and model.palette is not None
+                   and config.data.dataset == model.dataset)
+    classes = ((tuple(model.class_names), np.asarray(model.palette, np.uint8))
                if own_classes else None)
     return LoadedModel(model, config, classes)
 

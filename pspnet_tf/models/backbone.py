@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.models.layers import PACKAGE, Conv2D, FusedBatchNormalization
-from pspnet_tf.models.presets import BACKBONE_PRESETS, Preset, find_preset, load_preset
+from pspnet_tf.models.presets import BACKBONE_PRESETS, Preset, PresetMixin, load_preset
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
@@ -158,7 +158,7 @@ def set_tap_gradients(model: keras.Model, enabled: bool) -> None:
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class ResNetV1cBackbone(keras.Model):
+class ResNetV1cBackbone(PresetMixin, keras.Model):
     """The dilated ResNetV1c backbone of PSPNet, a functional model from "images" (NHWC
     float32, normalised as in docs/recipe.md, any height and width) to layer4's features.
 
@@ -170,6 +170,9 @@ class ResNetV1cBackbone(keras.Model):
     is every layer's policy. Serialised like keras-hub's backbones: the constructor arguments
     are the config.
     """
+
+    presets: dict[str, Preset] = BACKBONE_PRESETS
+    preset_role = "backbone"
 
     def __init__(self, depth: int = 50, output_stride: int = 8, tap_gradients: bool = False,
                  dtype: str | keras.DTypePolicy | None = None, name: str | None = None,
@@ -201,23 +204,14 @@ class ResNetV1cBackbone(keras.Model):
                     ) -> "ResNetV1cBackbone":
         return cls(**config)
 
-    presets: dict[str, Preset] = BACKBONE_PRESETS
-
     @classmethod
-    def list_presets(cls) -> list[str]:
-        """The names `from_preset` accepts: open-mmlab's ImageNet weights."""
-        return list(cls.presets)
-
-    @classmethod
-    def from_preset(cls, name: str, cache_dir: str | None = None) -> "ResNetV1cBackbone":
-        """The D8 backbone with the ImageNet weights of preset `name` (`list_presets()`),
-        downloaded once and converted (`pspnet_tf.convert`).
-
-        `cache_dir` defaults to $PSPNET_TF_CACHE, else $KERAS_HOME/pspnet_tf or
-        ~/.keras/pspnet_tf.
-        """
-        preset = find_preset(name, cls.presets, " as a backbone")
-        return load_preset(preset, cache_dir, cls)
+    def _from_preset_record(cls, preset: Preset, load_weights: bool, cache_dir: str | None,
+                            output_stride: int | None = None) -> "ResNetV1cBackbone":
+        """`from_preset(name, output_stride=None, load_weights=True, cache_dir=None)`: the
+        backbone with the ImageNet weights of `name`, D8 unless `output_stride=16` (the
+        same weights: dilation changes no weight's shape)."""
+        backbone = cls(preset.depth, output_stride or preset.output_stride)
+        return load_preset(preset, cache_dir, backbone) if load_weights else backbone
 
 
 def backbone_name(depth: int) -> str:

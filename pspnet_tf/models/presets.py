@@ -15,6 +15,7 @@ import os
 import posixpath
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 
@@ -113,9 +114,9 @@ def find_preset(name: str, presets: Mapping[str, Preset] = ALL_PRESETS,
     return presets[name]
 
 
-# (preset, cache_dir, model class) -> the model with the preset's weights; installed by
+# (preset, cache_dir, model to fill) -> the model with the preset's weights; installed by
 # pspnet_tf.convert.
-PresetLoader = Callable[[Preset, str | None, type], keras.Model]
+PresetLoader = Callable[[Preset, str | None, keras.Model], keras.Model]
 _LOADER: list[PresetLoader] = []
 
 
@@ -124,9 +125,40 @@ def set_preset_loader(loader: PresetLoader) -> None:
     _LOADER[:] = [loader]
 
 
-def load_preset(preset: Preset, cache_dir: str | None, model_class: type) -> keras.Model:
-    """A `model_class` (ResNetV1cBackbone or PSPNetSegmenter) holding `preset`'s weights."""
+def load_preset(preset: Preset, cache_dir: str | None, model: keras.Model) -> keras.Model:
+    """`model` (a ResNetV1cBackbone, or a PSPNetSegmenter of the preset's architecture) with
+    `preset`'s weights; a segmenter comes back as the cached inference model."""
     if not _LOADER:
         raise RuntimeError("loading presets needs pspnet_tf.convert: use pspnet_tf.PSPNetSegmenter "
                            "(or import pspnet_tf.convert.hub once)")
-    return _LOADER[0](preset, cache_dir, model_class)
+    return _LOADER[0](preset, cache_dir, model)
+
+
+class PresetMixin:
+    """`list_presets` and `from_preset`, shared by the model classes: each names its
+    `presets` and `preset_role`, and builds the architecture of a preset record
+    (`_from_preset_record`)."""
+
+    presets: dict[str, Preset] = {}
+    preset_role = ""
+
+    @classmethod
+    def list_presets(cls) -> list[str]:
+        """The names `from_preset` accepts."""
+        return list(cls.presets)
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True, cache_dir: str | None = None,
+                    **kwargs: Any) -> keras.Model:
+        """The model of preset `preset` (`list_presets()`), with its published weights unless
+        `load_weights=False` (the architecture only, nothing downloaded). The weights are
+        downloaded once and converted (`pspnet_tf.convert`); `cache_dir` defaults to
+        $PSPNET_TF_CACHE, else $KERAS_HOME/pspnet_tf or ~/.keras/pspnet_tf. `kwargs` are
+        the class's own options (see its `_from_preset_record`)."""
+        record = find_preset(preset, cls.presets, f" as a {cls.preset_role}")
+        return cls._from_preset_record(record, load_weights, cache_dir, **kwargs)
+
+    @classmethod
+    def _from_preset_record(cls, preset: Preset, load_weights: bool, cache_dir: str | None,
+                            **kwargs: Any) -> keras.Model:
+        raise NotImplementedError

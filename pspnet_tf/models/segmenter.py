@@ -24,10 +24,12 @@ from pspnet_tf.models.layers import PACKAGE, ResizeLike
 from pspnet_tf.models.losses import SegmentationCrossEntropy
 from pspnet_tf.models.prediction import logits_at_size, network_logits, whole_image_labels
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
-from pspnet_tf.models.presets import SEGMENTER_PRESETS, Preset, find_preset, load_preset
+from pspnet_tf.data.descriptors import dataset_classes
+from pspnet_tf.models.presets import SEGMENTER_PRESETS, Preset, PresetMixin, load_preset
 from pspnet_tf.models.schedules import TorchSGD, make_optimizer
 
 LOGITS, AUX_LOGITS = "logits", "aux_logits"
+CLASSIFIER, AUX_CLASSIFIER = "conv_seg", "aux_conv_seg"  # the heads' last convolutions
 AUX_LOSS_WEIGHT = 0.4  # the recipe's weight of the auxiliary loss
 
 
@@ -46,7 +48,7 @@ def _statistics_frozen(layers: list[keras.layers.BatchNormalization]) -> Iterato
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class PSPNetSegmenter(keras.Model):
+class PSPNetSegmenter(PresetMixin, keras.Model):
     """PSPNet: a dilated ResNetV1c backbone, the Pyramid Pooling Module head and, for
     training, the auxiliary FCN head on layer3.
 
@@ -74,6 +76,9 @@ class PSPNetSegmenter(keras.Model):
     run again with the same batch statistics and write their moving statistics back
     unchanged, so they advance once per step; the stages have no dropout.
     """
+
+    presets: dict[str, Preset] = SEGMENTER_PRESETS
+    preset_role = "segmenter"
 
     def __init__(self, backbone: ResNetV1cBackbone, num_classes: int, psp_channels: int = 512,
                  aux_channels: int = 256, dropout: float = 0.1, auxiliary_head: bool = False,
@@ -149,9 +154,10 @@ class PSPNetSegmenter(keras.Model):
                     config[key], custom_objects=custom_objects)
         return cls(**config)
 
-    def variant(self, **changes: Any) -> "PSPNetSegmenter":
+    def variant(self, fresh: Sequence[str] = (), **changes: Any) -> "PSPNetSegmenter":
         """A new segmenter of this config with `changes` (e.g. auxiliary_head=False), holding
-        copies of this one's weights for every layer it shares by name."""
+        copies of this one's weights for every layer it shares by name, except the layers
+        named in `fresh` (e.g. the classifier, for a new class count)."""
         config = {**self.get_config(), **changes}
         config.pop("name")
         backbone = dict(config.pop("backbone")["config"])
@@ -161,17 +167,9 @@ class PSPNetSegmenter(keras.Model):
         copy = PSPNetSegmenter(ResNetV1cBackbone(**backbone), **config)
         own = {layer.name: layer for layer in self.layers}
         for layer in copy.layers:
-            if layer.weights and layer.name in own:
+            if layer.weights and layer.name in own and layer.name not in fresh:
                 layer.set_weights(own[layer.name].get_weights())
         return copy
-
-    @property
-    def metadata(self) -> dict:
-        """The description as the JSON dict earlier versions kept (`SegmentationModel`)."""
-        described = {"dataset": self.dataset, "data_root": self.data_root,
-                     "num_classes": self.num_classes, "class_names": self.class_names,
-                     "palette": self.palette, "scale": list(self.scale), "name": self.preset}
-        return {key: value for key, value in described.items() if value is not None}
 
     def segment(self, image: np.ndarray | tf.Tensor) -> np.ndarray:
         """Int32 class ids [H, W] for one uint8 RGB image [H, W, 3] of any size: the whole-
@@ -267,21 +265,53 @@ class PSPNetSegmenter(keras.Model):
         # The rest of the graph inherits training=True from this call.
         return self._late([inputs, run_early(inputs)])
 
-    presets: dict[str, Preset] = SEGMENTER_PRESETS
+    @classmethod
+    def published_architecture(cls, preset: Preset) -> "PSPNetSegmenter":
+        """The training-heads PSPNet a published checkpoint fills, with its dataset's classes
+        and palette and its test scale (random weights)."""
+        names, palette = dataset_classes(preset.dataset, preset.data_root)
+        return cls(ResNetV1cBackbone(preset.depth, preset.output_stride), len(names),
+                   psp_channels=preset.psp_channels, aux_channels=preset.aux_channels,
+                   auxiliary_head=True, class_names=names, palette=palette, scale=preset.scale,
+                   dataset=preset.dataset, data_root=preset.data_root, preset=preset.name)
 
     @classmethod
-    def list_presets(cls) -> list[str]:
-        """The names `from_preset` accepts: open-mmlab's published PSPNets."""
-        return list(cls.presets)
+    def _from_preset_record(cls, preset: Preset, load_weights: bool, cache_dir: str | None,
+                            num_classes: int | None = None,
+                            class_names: Sequence[str] | None = None,
+                            palette: Sequence[Sequence[int]] | np.ndarray | None = None,
+                            auxiliary_head: bool = False) -> "PSPNetSegmenter":
+        """`from_preset(name, num_classes=None, class_names=None, palette=None,
+        auxiliary_head=False, load_weights=True, cache_dir=None)`.
 
-    @classmethod
-    def from_preset(cls, name: str, cache_dir: str | None = None) -> "PSPNetSegmenter":
-        """The inference PSPNet of published checkpoint `name` (`list_presets()`) with its
-        dataset's classes and test scale: downloaded, converted and cached as .keras the first
-        time (`pspnet_tf.convert`), loaded from the cache afterwards.
-
-        `cache_dir` defaults to $PSPNET_TF_CACHE, else $KERAS_HOME/pspnet_tf or
-        ~/.keras/pspnet_tf.
+        Without `num_classes` and `class_names`: the inference PSPNet of published
+        checkpoint `name` with its dataset's classes, palette and test scale, converted and
+        cached as .keras the first time. With them (to fine-tune on your own classes):
+        the published backbone and Pyramid Pooling Module with a fresh classifier for
+        `num_classes` classes (default `len(class_names)`), named `class_names` and
+        coloured `palette` (both optional); the model no longer names the preset's dataset.
+        `auxiliary_head=True` adds the training head on layer3, freshly initialised (the
+        cached preset holds the inference model only).
         """
-        preset = find_preset(name, cls.presets, " as a segmenter")
-        return load_preset(preset, cache_dir, cls)
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
+        own_classes = num_classes is not None
+        if own_classes:
+            names, colours, dataset, data_root = class_names, palette, None, None
+        else:
+            if class_names is not None or palette is not None:
+                raise ValueError("class_names and palette need num_classes (a new classifier)")
+            names, colours = dataset_classes(preset.dataset, preset.data_root)
+            dataset, data_root = preset.dataset, preset.data_root
+        config = {"num_classes": len(names) if num_classes is None else num_classes,
+                  "psp_channels": preset.psp_channels, "aux_channels": preset.aux_channels,
+                  "auxiliary_head": auxiliary_head, "class_names": names, "palette": colours,
+                  "scale": preset.scale, "dataset": dataset, "data_root": data_root,
+                  "preset": preset.name}
+        if not load_weights:
+            return cls(ResNetV1cBackbone(preset.depth, preset.output_stride), **config)
+        # The cached inference model (the published classes, no auxiliary head).
+        published = load_preset(preset, cache_dir, cls.published_architecture(preset))
+        if not own_classes and not auxiliary_head:
+            return published
+        return published.variant(fresh=(CLASSIFIER, AUX_CLASSIFIER), **config)
