@@ -173,3 +173,52 @@ def run_serialization_test(model: keras.Model, inputs: Any) -> keras.Model:
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     assert_same_outputs(loaded(inputs, training=False), expected)
     return loaded
+
+
+def run_task_test(make_task: Any, images: np.ndarray, masks: np.ndarray,
+                  jit_compile: Sequence[bool] = (False, True)) -> None:
+    """A segmenter as a keras-hub task: `make_task(preprocessor)` builds one with or without
+    a preprocessor (None); `images` are uint8 [B, H, W, 3] (B >= 3), `masks` int [B, H, W].
+
+    With the preprocessor, `compile()` with its defaults and `fit` on a dataset of uint8
+    (image, mask) pairs train (finite loss, weights change); `predict` on batches of 1 and 3
+    equals `__call__` on the preprocessed images, resized back, and keeps the input size;
+    each of `jit_compile` compiles and fits. Without it, `fit` and `predict` take normalised
+    images and `predict` equals `__call__`.
+    """
+    from pspnet_tf.models.preprocessing import PSPNetPreprocessor
+    from pspnet_tf.models.prediction import logits_at_size, network_logits
+
+    height, width = images.shape[1:3]
+    for jit in jit_compile:
+        task = make_task(PSPNetPreprocessor(task_scale(height, width)))
+        task.compile(jit_compile=jit)
+        before = [weight.numpy().copy() for weight in task.trainable_weights]
+        pairs = tf.data.Dataset.from_tensor_slices((images, masks)).batch(3)
+        loss = task.fit(pairs, epochs=1, verbose=0).history["loss"][-1]
+        assert np.isfinite(loss), jit
+        assert any(np.any(weight.numpy() != old)
+                   for weight, old in zip(task.trainable_weights, before)), jit
+    for batch in (1, 3):
+        predicted = task.predict(images[:batch], verbose=0)
+        assert predicted.shape == (batch, height, width, task.num_classes)
+        called = logits_at_size(network_logits(task, task.preprocessor(images[:batch])),
+                                (height, width))
+        np.testing.assert_allclose(predicted, called.numpy(), atol=1e-4)
+
+    bare = make_task(None)
+    bare.compile()
+    normalised = PSPNetPreprocessor(task_scale(height, width))(images)
+    targets = tf.image.resize(masks[..., None], normalised.shape[1:3], "nearest")
+    if bare.auxiliary_head:
+        targets = {"logits": targets, "aux_logits": targets}
+    loss = bare.fit(normalised, targets, batch_size=3, epochs=1, verbose=0).history["loss"]
+    assert np.isfinite(loss[-1])
+    np.testing.assert_allclose(
+        keras.tree.flatten(bare.predict(normalised[:1], verbose=0))[0],
+        np.asarray(keras.tree.flatten(bare(normalised[:1], training=False))[0]), atol=1e-4)
+
+
+def task_scale(height: int, width: int) -> tuple[int, int]:
+    """A test scale that keeps (height, width) as they are."""
+    return (max(height, width), min(height, width))

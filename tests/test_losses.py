@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pspnet_tf.training.losses import SegmentationCrossEntropy
+from pspnet_tf.models.losses import SegmentationCrossEntropy
 from helpers import report_from_two_cpu_replicas, two_cpu_replicas
 
 
@@ -166,7 +166,7 @@ def test_ohem_matches_mmseg_sampler(thresh, min_kept):
 
 
 def test_ohem_keeps_exactly_mmseg_pixels_and_no_ignored_ones():
-    from pspnet_tf.training.losses import ohem_keep_mask
+    from pspnet_tf.models.losses import ohem_keep_mask
     rng = np.random.default_rng(8)
     labels, logits = random_batch(rng, shape=(3, 6, 7), ignored_fraction=0.5)
     valid = labels != 255

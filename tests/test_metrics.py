@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from pspnet_tf.evaluation.metrics import SegmentationMetrics
 from pspnet_tf.evaluation.tables import format_table
-from pspnet_tf.training.losses import SegmentationCrossEntropy
+from pspnet_tf.models.losses import SegmentationCrossEntropy
 from helpers import report_from_two_cpu_replicas, two_cpu_replicas
 
 NUM_CLASSES = 6

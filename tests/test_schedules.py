@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from pspnet_tf.training.schedules import TorchSGD, make_optimizer, poly_learning_rate
+from pspnet_tf.models.schedules import TorchSGD, make_optimizer, poly_learning_rate
 
 
 def spec_poly(step, base, total, end=1e-4, power=0.9):

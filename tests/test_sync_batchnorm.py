@@ -19,7 +19,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from pspnet_tf import build_pspnet
-from pspnet_tf.training.losses import SegmentationCrossEntropy
+from pspnet_tf.models.losses import SegmentationCrossEntropy
 
 def train(strategy, batch_norm_synchronized):
     keras.utils.set_random_seed(0)

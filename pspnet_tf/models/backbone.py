@@ -4,8 +4,9 @@ Layer names follow the mmsegmentation state-dict keys with "." replaced by "_"
 (`stem_0`, `layer1_0_conv1`, `layer1_0_downsample_1`, ...) so that checkpoints map by name.
 """
 
+import contextlib
 import dataclasses
-from typing import Any
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -41,6 +42,23 @@ STAGE_LAYOUT = {  # output stride -> (strides, dilations) of the four stages
 }
 
 STAGE_PLANES = (64, 128, 256, 512)
+
+
+@contextlib.contextmanager
+def dtype_policy(dtype: str | keras.DTypePolicy | None) -> Iterator[None]:
+    """Layers built inside take the policy `dtype` (None: the global policy, unchanged);
+    Keras' Functional models keep no `dtype` argument, so the models build their layers
+    under it. The global policy is restored on exit."""
+    if dtype is None:
+        yield
+        return
+    policy = keras.dtype_policies.get(dtype)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def batch_norm(name: str) -> FusedBatchNormalization:
@@ -148,18 +166,23 @@ class ResNetV1cBackbone(PresetMixin, keras.Model):
     symbolic outputs of the stem and the four stages by name (STAGES), for heads and feature
     extractors built on them. `tap_gradients` gives the convolutions the tap gradient
     (`pspnet_tf.models.convolution`) for training on CPUs; forward values are unchanged.
-    Serialised like keras-hub's backbones: the constructor arguments are the config.
+    `dtype` (a dtype policy or its name, e.g. "mixed_bfloat16"; default the global policy)
+    is every layer's policy. Serialised like keras-hub's backbones: the constructor arguments
+    are the config.
     """
 
     presets: dict[str, Preset] = BACKBONE_PRESETS
     preset_role = "backbone"
 
     def __init__(self, depth: int = 50, output_stride: int = 8, tap_gradients: bool = False,
-                 **kwargs: Any) -> None:
+                 dtype: str | keras.DTypePolicy | None = None, name: str | None = None,
+                 trainable: bool = True) -> None:
         images = keras.Input(shape=(None, None, 3), name="images")
-        stages = resnet_v1c(images, backbone_name(depth), output_stride)
-        kwargs.setdefault("name", f"resnet{depth}_v1c_d{output_stride}")
-        super().__init__(inputs=images, outputs=stages["layer4"], **kwargs)
+        with dtype_policy(dtype):
+            stages = resnet_v1c(images, backbone_name(depth), output_stride)
+            super().__init__(inputs=images, outputs=stages["layer4"],
+                             name=name or f"resnet{depth}_v1c_d{output_stride}",
+                             trainable=trainable)
         self.depth = depth
         self.output_stride = output_stride
         self.tap_gradients = tap_gradients
@@ -173,7 +196,8 @@ class ResNetV1cBackbone(PresetMixin, keras.Model):
 
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable, "depth": self.depth,
-                "output_stride": self.output_stride, "tap_gradients": self.tap_gradients}
+                "output_stride": self.output_stride, "tap_gradients": self.tap_gradients,
+                "dtype": self.dtype_policy.name}
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None

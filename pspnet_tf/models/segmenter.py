@@ -17,16 +17,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pspnet_tf.models.backbone import STAGES, ResNetV1cBackbone, set_tap_gradients
+from pspnet_tf.models.backbone import (STAGES, ResNetV1cBackbone, dtype_policy,
+                                       set_tap_gradients)
 from pspnet_tf.models.heads import fcn_head, psp_head
 from pspnet_tf.models.layers import PACKAGE, ResizeLike
-from pspnet_tf.models.prediction import whole_image_labels
+from pspnet_tf.models.losses import SegmentationCrossEntropy
+from pspnet_tf.models.prediction import logits_at_size, network_logits, whole_image_labels
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.models.presets import SEGMENTER_PRESETS, Preset, PresetMixin, load_preset
+from pspnet_tf.models.schedules import TorchSGD, make_optimizer
 
 LOGITS, AUX_LOGITS = "logits", "aux_logits"
 CLASSIFIER, AUX_CLASSIFIER = "conv_seg", "aux_conv_seg"  # the heads' last convolutions
+AUX_LOSS_WEIGHT = 0.4  # the recipe's weight of the auxiliary loss
 
 
 @contextlib.contextmanager
@@ -57,6 +61,12 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
     class), the test `scale` (LONG, SHORT), the `dataset` and its `data_root`, the `preset`
     it came from.
 
+    `preprocessor` (a `PSPNetPreprocessor`, saved with the model; None by default, as in
+    keras-hub) runs inside `fit` and `predict`, which then take uint8 images (`fit`,
+    `predict_step`); `__call__` always takes normalised images. `dtype` (a dtype policy or
+    its name; default the backbone's) is the heads' policy, saved in the config; the logits
+    stay float32. `compile()` without arguments sets the recipe's loss and optimiser.
+
     Training choices (forward values unchanged; `--tap_gradients`, `--memory_saving`):
     `tap_gradients` gives every stride-1 convolution the tap gradient
     (`pspnet_tf.models.convolution`), faster on CPUs. `recompute` names a stage of
@@ -77,7 +87,9 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
                  scale: Sequence[int] = (2048, 512), dataset: str | None = None,
                  data_root: str | None = None, preset: str | None = None,
                  tap_gradients: bool = False, recompute: str | None = None,
-                 **kwargs: Any) -> None:
+                 preprocessor: PSPNetPreprocessor | None = None,
+                 dtype: str | keras.DTypePolicy | None = None, name: str | None = None,
+                 trainable: bool = True) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
@@ -85,18 +97,21 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         if recompute is not None and recompute not in STAGES:
             raise ValueError(f"recompute must be None or one of {STAGES}, got {recompute!r}")
         images, stages = backbone.input, backbone.stage_outputs
-        logits = psp_head(stages["layer4"], num_classes, channels=psp_channels, dropout=dropout)
-        # Logits leave the model in float32 whatever the dtype policy, for a stable loss.
-        outputs = ResizeLike(name=LOGITS, dtype="float32")([logits, images])
-        if auxiliary_head:
-            aux_logits = fcn_head(stages["layer3"], num_classes, channels=aux_channels,
-                                  dropout=dropout)
-            outputs = {LOGITS: outputs,
-                       AUX_LOGITS: ResizeLike(name=AUX_LOGITS, dtype="float32")(
-                           [aux_logits, images])}
-        kwargs.setdefault("name", f"pspnet_{backbone.name}")
-        super().__init__(inputs=images, outputs=outputs, **kwargs)
+        with dtype_policy(backbone.dtype_policy if dtype is None else dtype):
+            logits = psp_head(stages["layer4"], num_classes, channels=psp_channels,
+                              dropout=dropout)
+            # Logits leave the model in float32 whatever the dtype policy, for a stable loss.
+            outputs = ResizeLike(name=LOGITS, dtype="float32")([logits, images])
+            if auxiliary_head:
+                aux_logits = fcn_head(stages["layer3"], num_classes, channels=aux_channels,
+                                      dropout=dropout)
+                outputs = {LOGITS: outputs,
+                           AUX_LOGITS: ResizeLike(name=AUX_LOGITS, dtype="float32")(
+                               [aux_logits, images])}
+            super().__init__(inputs=images, outputs=outputs,
+                             name=name or f"pspnet_{backbone.name}", trainable=trainable)
         self.backbone = backbone
+        self.preprocessor = preprocessor
         self.num_classes = num_classes
         self.psp_channels = psp_channels
         self.aux_channels = aux_channels
@@ -124,15 +139,19 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
                 "auxiliary_head": self.auxiliary_head, "class_names": self.class_names,
                 "palette": self.palette, "scale": list(self.scale), "dataset": self.dataset,
                 "data_root": self.data_root, "preset": self.preset,
-                "tap_gradients": self.tap_gradients, "recompute": self.recompute}
+                "tap_gradients": self.tap_gradients, "recompute": self.recompute,
+                "preprocessor": (None if self.preprocessor is None else
+                                 keras.saving.serialize_keras_object(self.preprocessor)),
+                "dtype": self.dtype_policy.name}
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None
                     ) -> "PSPNetSegmenter":
         config = dict(config)
-        if isinstance(config["backbone"], dict):
-            config["backbone"] = keras.saving.deserialize_keras_object(
-                config["backbone"], custom_objects=custom_objects)
+        for key in ("backbone", "preprocessor"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects)
         return cls(**config)
 
     def variant(self, fresh: Sequence[str] = (), **changes: Any) -> "PSPNetSegmenter":
@@ -144,6 +163,7 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         backbone = dict(config.pop("backbone")["config"])
         backbone.pop("name")
         backbone["tap_gradients"] = config["tap_gradients"]
+        config["preprocessor"] = self.preprocessor
         copy = PSPNetSegmenter(ResNetV1cBackbone(**backbone), **config)
         own = {layer.name: layer for layer in self.layers}
         for layer in copy.layers:
@@ -151,15 +171,74 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
                 layer.set_weights(own[layer.name].get_weights())
         return copy
 
-    @property
-    def preprocessor(self) -> PSPNetPreprocessor:
-        """The preprocessing the network expects, at this model's test scale."""
-        return PSPNetPreprocessor(self.scale)
-
     def segment(self, image: np.ndarray | tf.Tensor) -> np.ndarray:
         """Int32 class ids [H, W] for one uint8 RGB image [H, W, 3] of any size: the whole-
         image protocol at the model's test scale (`pspnet_tf.inference.predictor`)."""
-        return whole_image_labels(self, self.preprocessor, image)
+        preprocessor = self.preprocessor or PSPNetPreprocessor(self.scale)
+        return whole_image_labels(self, preprocessor, image)
+
+    def compile(self, optimizer: Any = "auto", loss: Any = "auto", loss_weights: Any = "auto",
+                total_steps: int | None = None, **kwargs: Any) -> None:
+        """Keras' `compile` with the recipe's defaults (docs/recipe.md) for every "auto":
+        `SegmentationCrossEntropy` (label 255 ignored) on the logits and, with the auxiliary
+        head, on the auxiliary logits weighted 0.4; `TorchSGD` (PyTorch's SGD, momentum 0.9,
+        L2 weight decay 5e-4) at learning rate 0.01, on the poly schedule to 1e-4 over
+        `total_steps` optimizer steps when given, else constant. Other arguments pass to
+        `keras.Model.compile`."""
+        if optimizer == "auto":
+            optimizer = (TorchSGD(0.01, momentum=0.9, l2_weight_decay=5e-4)
+                         if total_steps is None else make_optimizer(0.01, total_steps))
+        elif total_steps is not None:
+            raise ValueError("total_steps sets the default optimizer's schedule; it cannot "
+                             "be given with an optimizer")
+        if loss == "auto":
+            loss = SegmentationCrossEntropy()
+            if self.auxiliary_head:
+                loss = {LOGITS: loss, AUX_LOGITS: SegmentationCrossEntropy()}
+        if loss_weights == "auto":
+            loss_weights = ({LOGITS: 1.0, AUX_LOGITS: AUX_LOSS_WEIGHT}
+                            if self.auxiliary_head else None)
+        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, **kwargs)
+
+    def preprocess_samples(self, images: tf.Tensor, masks: tf.Tensor) -> tuple[Any, Any]:
+        """(uint8 images, int masks) -> the network's (inputs, targets): the preprocessor on
+        the images, the masks resized to the same size by nearest neighbour (no new labels),
+        one target per head. One sample [H, W, 3] with [H, W] or [H, W, 1], or a batch."""
+        inputs = self.preprocessor(images)
+        masks = tf.convert_to_tensor(masks)
+        channel = masks.shape.rank == inputs.shape.rank - 1
+        if channel:
+            masks = masks[..., tf.newaxis]
+        masks = tf.image.resize(masks, tf.shape(inputs)[-3:-1], "nearest")
+        if channel:
+            masks = masks[..., 0]
+        return inputs, ({LOGITS: masks, AUX_LOGITS: masks} if self.auxiliary_head else masks)
+
+    def _preprocessed(self, data: Any) -> Any:
+        if self.preprocessor is None or not isinstance(data, tf.data.Dataset):
+            return data
+        return data.map(self.preprocess_samples, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def fit(self, x: Any = None, y: Any = None, validation_data: Any = None,
+            **kwargs: Any) -> keras.callbacks.History:
+        """Keras' `fit`. With a `preprocessor`, `x` (and `validation_data`) may be a
+        `tf.data.Dataset` of (uint8 image, int mask) pairs, one or a batch each:
+        `preprocess_samples` maps it to the network's inputs and targets. Without one, the
+        data must already be the network's (normalised images)."""
+        return super().fit(self._preprocessed(x), y, validation_data=self._preprocessed(
+            validation_data), **kwargs)
+
+    def predict_step(self, data: Any) -> tf.Tensor:
+        """With a `preprocessor`: uint8 images [B, H, W, 3] -> float32 logits of the main
+        head [B, H, W, num_classes] at the input size (the preprocessor's resize, the
+        network, a bilinear resize back), i.e. `predict(images)` equals
+        `logits_at_size(network_logits(model, preprocessor(images)), (H, W))`. Without
+        one, Keras' `predict_step` (the outputs of `__call__`)."""
+        if self.preprocessor is None:
+            return super().predict_step(data)
+        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        logits = network_logits(self, self.preprocessor(images))
+        return logits_at_size(logits, tf.shape(images)[-3:-1])
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         if not (training and self.recompute):

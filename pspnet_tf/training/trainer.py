@@ -22,18 +22,18 @@ from pspnet_tf.evaluation.tables import format_table, write_json
 from pspnet_tf.inference.artifacts import save_final_model
 from pspnet_tf.models import PSPNetSegmenter, save_weights
 from pspnet_tf.models.factory import build_model
+from pspnet_tf.models.losses import SegmentationCrossEntropy
+from pspnet_tf.models.schedules import make_optimizer
 from pspnet_tf.training.best import BEST_MODEL, BEST_WEIGHTS, BestModelKeeper, metric_key
 from pspnet_tf.training.callbacks import CheckpointCallback, LearningRateLogger, ValidationCallback
 from pspnet_tf.training.checkpoints import CheckpointKeeper
 from pspnet_tf.training.class_weights import AUTO, resolve_class_weights, save_class_weights
 from pspnet_tf.training.divergence import DivergenceGuard, check_finite_weights, likely_cause
 from pspnet_tf.training.history import EpochHistory, EpochLosses
-from pspnet_tf.training.losses import SegmentationCrossEntropy
 from pspnet_tf.training.memory_saving import training_choices
 from pspnet_tf.training.preemption import stop_requests
 from pspnet_tf.training.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, prepare_run_dir
 from pspnet_tf.training.run_lock import run_dir_lock
-from pspnet_tf.training.schedules import make_optimizer
 from pspnet_tf.training.strategy import (all_workers_ok, create_strategy, is_chief,
                                          num_workers, split_global_batch, task_name)
 
