@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from absl import flags
 
-from pspnet_tf.data.descriptors import DATASET_NAMES, dataset_classes
+from pspnet_tf.data.descriptors import DATASET_NAMES, IGNORE_INDEX, dataset_classes
 from pspnet_tf.errors import UserError
 from pspnet_tf.models import BACKBONES
 
@@ -114,8 +114,8 @@ class DataConfig(Section):
         resumable=True)
     reduce_zero_label: bool = setting(
         False, "Shift the label ids while reading (mmseg's reduce_zero_label): 0 = unlabelled "
-        "-> 255 = ignore, k -> k-1; for data whose 0 means unlabelled, in training, validation "
-        "and evaluation.")
+        f"-> {IGNORE_INDEX} = ignore, k -> k-1; for data whose 0 means unlabelled, in "
+        "training, validation and evaluation.")
 
 
 @dataclasses.dataclass(frozen=True)

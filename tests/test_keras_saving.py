@@ -197,6 +197,6 @@ def test_a_segmentation_model_that_is_no_pspnet_is_one_clear_error(tmp_path):
     inputs = keras.Input((None, None, 3))
     SegmentationModel(inputs, keras.layers.Conv2D(2, 1)(inputs),
                       metadata={"num_classes": 2}).save(tmp_path / "other.keras")
-    expected = "other.keras holds a SegmentationModel .*fit no ResNetV1c.*--weights="
+    expected = "other.keras holds a SegmentationModel .*fit no ResNetV1c.*weights="
     with pytest.raises(UserError, match=expected):
         load_model_file(str(tmp_path / "other.keras"))

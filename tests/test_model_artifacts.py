@@ -74,10 +74,10 @@ def test_the_model_file_describes_itself_and_flags_override_it(artifacts):
 
 
 @pytest.mark.parametrize("args, message", [
-    ((), "either --model"),
+    ((), "either model="),
     (("--model=m.keras", "--weights=w.h5"), "not both"),
     (("--model=missing.keras",), "missing.keras does not exist"),
-    (("--model=KEYS", "--num_classes=21"), "--num_classes=21 but the --model has 5"),
+    (("--model=KEYS", "--num_classes=21"), "num_classes=21 but the model has 5"),
 ])
 def test_bad_model_flags_are_user_errors(artifacts, args, message):
     args = tuple(arg.replace("KEYS", artifacts[2]) for arg in args)

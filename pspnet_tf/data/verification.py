@@ -137,8 +137,9 @@ def _mask_findings(dataset: SegmentationDataset, report: SplitReport, colour_mas
     if binary:
         report.mask_problems.insert(0, (
             f"every mask holds only 0 and {IGNORE_INDEX} ({_files(list(present))}): these look "
-            f"like 0/255 binary masks, so every foreground pixel would be ignored and training "
-            f"would learn {dataset.class_names[0]!r} only; convert them (255 -> 1) with "
+            f"like 0/{IGNORE_INDEX} binary masks, so every foreground pixel would be ignored and "
+            f"training would learn {dataset.class_names[0]!r} only; convert them "
+            f"({IGNORE_INDEX} -> 1) with "
             f"pspnet-prepare folder_masks --mask_fix=binary --data_root=... --output=NEW_FOLDER"))
     else:
         zero_and_ignore = [path for path, values in present.items()
