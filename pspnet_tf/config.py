@@ -6,7 +6,8 @@ Each setting is declared once, as a field of a section (`model`, `data`, `optimi
 bounds, choices, --help group and whether a resumed run may change it. The flags
 (`define_flags`), their parsing (`config_from_flags`), the --help groups (`FLAG_GROUPS`),
 config.json (`to_json`/`from_json`) and the resume check (`changed_fields`) all read those
-fields, so a new setting is one new field. `model` holds exactly `build_pspnet`'s settings:
+fields, so a new setting is one new field (and one line in pspnet_tf/cli/flag_groups.py
+where other commands than its section's read it). `model` holds exactly `build_pspnet`'s settings:
 `build_pspnet(**config.model, training_heads=...)`.
 
 Flag and config.json field names are flat and unique across sections (`--backbone`,

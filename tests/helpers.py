@@ -42,9 +42,12 @@ TINY_HEAD_FLAGS = [f"--{name}={value}" for name, value in TINY_HEADS.items()]
 # batch 4, 2 epochs, validated after each. Dropout at the recipe's 0.1, as every published
 # flagfile ships it (the demo's own config runs without), so that the resume tests cover its
 # random state.
-TINY = ["--flagfile=configs/demo.cfg", "--epochs=2", "--batch_size=4", "--crop_size=32,32",
-        "--scale=48,48", *TINY_HEAD_FLAGS, "--num_image_summaries=2", "--dropout=0.1",
-        "--eval_every_epochs=1"]
+# TINY_MODEL: the model flags of TINY, which pspnet-convert reads; TINY_INFERENCE: those
+# pspnet-evaluate reads (a command refuses, on its command line, a flag it does not read).
+TINY_MODEL = ["--flagfile=configs/demo.cfg", *TINY_HEAD_FLAGS, "--dropout=0.1"]
+TINY_INFERENCE = [*TINY_MODEL, "--scale=48,48"]
+TINY = [*TINY_INFERENCE, "--epochs=2", "--batch_size=4", "--crop_size=32,32",
+        "--num_image_summaries=2", "--eval_every_epochs=1"]
 
 # The flags evaluate.py, predict.py and export.py need for a tiny_model of the demo dataset's
 # 5 classes (configs/demo.cfg), at a small --scale.

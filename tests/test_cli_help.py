@@ -2,6 +2,7 @@
 log lines (which --verbose / PSPNET_VERBOSE=1 bring back). The console scripts exist after
 `pip install -e .` (the README's test command); the root scripts are shims of them."""
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -10,26 +11,29 @@ import sys
 import pytest
 from absl import flags
 
+from helpers import console_scripts, run_command
+
 from pspnet_tf import config
 from pspnet_tf.cli import help as cli_help
+from pspnet_tf.cli import flag_groups
 from pspnet_tf.cli.flag_groups import define
 from pspnet_tf.native_logs import verbose_requested, without_native_log_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN|cuInit", re.M)
 EXPERIMENT = ["--dataset=<voc|demo|ade20k|cityscapes|folder>  (default: voc)",
-              "--backbone=<resnet18_v1c|resnet50_v1c|resnet101_v1c>  (default: resnet50_v1c)",
-              "--num_classes  (default: the dataset's class count)",
-              "--batch_size  (default: 16)", "--run_dir  (default: runs/default)",
               "--verbose  (default: false)"]
+MODEL = ["--backbone=<resnet18_v1c|resnet50_v1c|resnet101_v1c>  (default: resnet50_v1c)",
+         "--num_classes  (default: the dataset's class count)"]
 CONSOLE_SCRIPTS = {
-    "pspnet-train": ["python train.py --flagfile=configs/voc_r50.cfg"],
-    "pspnet-evaluate": ["--model  (default: none)", "--weights  (default: none)",
+    "pspnet-train": ["python train.py --flagfile=configs/voc_r50.cfg", *MODEL,
+                     "--batch_size  (default: 16)", "--run_dir  (default: runs/default)"],
+    "pspnet-evaluate": ["--model  (default: none)", "--weights  (default: none)", *MODEL,
                         "--mode=<whole|slide|multiscale>  (default: whole)"],
-    "pspnet-predict": ["--input  (default: required)", "--alpha  (default: 0.5)"],
-    "pspnet-export": ["--export_dir  (default: none)",
+    "pspnet-predict": ["--input  (default: required)", "--alpha  (default: 0.5)", *MODEL],
+    "pspnet-export": ["--export_dir  (default: none)", *MODEL,
                       "--format=<saved_model|litert|onnx>  (default: saved_model)"],
-    "pspnet-convert": ["--source=<mmseg|resnet_v1c>  (default: required)",
+    "pspnet-convert": ["--source=<mmseg|resnet_v1c>  (default: required)", *MODEL,
                        "--allow_missing_classifier  (default: false)"],
     "pspnet-verify": ["--splits  (default: \"\")"],
     "pspnet-prepare": ["--voc_root  (default: none)", "--samples_per_shard  (default: 1000)"],
@@ -57,7 +61,8 @@ def test_help_lists_the_project_flags_grouped_with_defaults_and_no_tensorflow_li
     for expected in EXPERIMENT + CONSOLE_SCRIPTS[script]:
         assert expected in result.stdout, f"{script} --help lacks {expected!r}"
     groups = [line for line in result.stdout.splitlines() if re.fullmatch(r"[a-z/]+:", line)]
-    assert groups[:4] == ["data:", "model:", "optimisation:", "runtime:"]
+    assert groups[0] == "data:"
+    assert groups == [f"{group}:" for group in cli_help.GROUP_ORDER if f"{group}:" in groups]
     assert "other:" not in groups  # every flag of the command has a group
     assert "logtostderr" not in result.stdout  # absl's own flags stay in --helpfull
     assert not NATIVE_LOG_LINE.search(result.stderr), result.stderr
@@ -111,3 +116,57 @@ def test_a_command_flag_is_grouped_where_it_is_defined():
     assert cli_help.flag_group("never_defined") == ("other", 0)
     with pytest.raises(ValueError, match="unknown --help group 'misc'"):
         define("misc", flags.DEFINE_string, "a_test_only_misc", None, "x", flag_values=values)
+
+
+TRAINING_ONLY = {"epochs", "learning_rate", "momentum", "weight_decay", "checkpoint_every_steps",
+                 "num_image_summaries", "batch_size", "crop_size", "run_dir", "pretrained"}
+# Flags each command's code reads (pspnet_tf/cli/<command>.py and what it calls).
+READ_BY = {
+    "pspnet-train": {"epochs", "learning_rate", "crop_size", "run_dir", "pretrained", "strategy",
+                     "divergence_factor", "force_unlock"},
+    "pspnet-evaluate": {"val_split", "scale", "reduce_zero_label", "tfrecord_dir", "backbone",
+                        "num_classes", "mixed_precision", "weights", "mode", "report_dir"},
+    "pspnet-predict": {"dataset", "data_root", "scale", "backbone", "jit_compile", "input",
+                       "output", "alpha"},
+    "pspnet-export": {"scale", "backbone", "jit_compile", "format", "export_dir", "precision"},
+    "pspnet-submit": {"dataset", "data_root", "scale", "backbone", "split", "output", "mode"},
+    "pspnet-convert": {"dataset", "backbone", "num_classes", "output_stride", "source",
+                       "checkpoint"},
+    "pspnet-verify": {"dataset", "data_root", "train_split", "val_split", "num_classes",
+                      "reduce_zero_label", "splits"},
+    "pspnet-prepare": {"dataset", "data_root", "train_split", "val_split", "voc_root",
+                       "samples_per_shard"},
+}
+
+
+def _listed_flags(help_text: str) -> set[str]:
+    return set(re.findall(r"^  --(\w+)", help_text, re.M))
+
+
+@pytest.mark.parametrize("command", sorted(console_scripts()))
+def test_help_lists_only_the_flags_the_command_reads(command):
+    result = run_command(command, "--help")
+    assert result.returncode == 0, result.stderr
+    listed = _listed_flags(result.stdout)
+    assert READ_BY[command] | {"verbose"} <= listed
+    name = command.removeprefix("pspnet-")
+    experiment = {field for field in flag_groups.READERS if flag_groups.reads(name, field)}
+    assert listed & set(flag_groups.READERS) == experiment
+    if command != "pspnet-train":
+        assert not listed & TRAINING_ONLY, listed & TRAINING_ONLY
+
+
+def test_evaluate_help_lists_no_training_flag():
+    listed = _listed_flags(run_command("pspnet-evaluate", "--help").stdout)
+    for name in ("epochs", "learning_rate", "momentum", "weight_decay", "checkpoint_every_steps",
+                 "num_image_summaries"):
+        assert name not in listed
+
+
+def test_every_command_and_field_of_the_reader_map_exists():
+    assert {f"pspnet-{name}" for name in flag_groups.COMMANDS} == set(console_scripts())
+    assert set(flag_groups.SECTION_COMMANDS) == {
+        section.name for section in dataclasses.fields(config.ExperimentConfig)}
+    assert set(flag_groups.FIELD_COMMANDS) <= set(flag_groups.READERS)  # no misspelt field
+    for readers in flag_groups.READERS.values():
+        assert "train" in readers and set(readers) <= set(flag_groups.COMMANDS)

@@ -25,7 +25,7 @@ from pspnet_tf.errors import UserError
 from pspnet_tf.training.trainer import train
 
 torch = pytest.importorskip("torch")
-from helpers import TINY, TINY_HEADS, run_python, tiny_model  # noqa: E402
+from helpers import TINY, TINY_HEADS, TINY_MODEL, run_python, tiny_model  # noqa: E402
 from torch_parity import (  # noqa: E402
     NUM_CLASSES, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 from torch_reference import PSPNet, randomise  # noqa: E402
@@ -62,7 +62,7 @@ def test_convert_cli_writes_weights_that_evaluate_models_load(tmp_path, torch_hi
     path = save_mmseg(reference, tmp_path / "tiny.pth")
     output = str(tmp_path / "tiny.h5")
     env, torch_imported = torch_hidden
-    result = convert("--source=mmseg", f"--checkpoint={path}", f"--output={output}", *TINY,
+    result = convert("--source=mmseg", f"--checkpoint={path}", f"--output={output}", *TINY_MODEL,
                      env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not torch_imported.exists()  # converted without PyTorch

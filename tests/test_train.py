@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import (DETERMINISTIC_ENV, ROOT, TINY, h5_weights, run_command, script_command,
-                     tiny_model)
+from helpers import (DETERMINISTIC_ENV, ROOT, TINY, TINY_INFERENCE, h5_weights, run_command,
+                     script_command, tiny_model)
 from helpers import run_deterministically as run
 
 STEPS_PER_EPOCH = 4  # 16 training images / batch 4
@@ -97,7 +97,7 @@ def test_training_writes_a_self_describing_final_model(finished_run, demo_root):
 def test_evaluate_reproduces_the_final_validation(finished_run, demo_root, tmp_path):
     run_dir, _ = finished_run
     output = str(tmp_path / "eval.json")
-    result = run("evaluate.py", *TINY, f"--data_root={demo_root}",
+    result = run("evaluate.py", *TINY_INFERENCE, f"--data_root={demo_root}",
                  f"--weights={run_dir}/final_weights.h5", f"--output={output}")
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.load(open(output))

@@ -8,12 +8,11 @@ import tensorflow as tf
 from absl import app, flags
 
 from pspnet_tf.cli.console import line_tracked_stdout, print_on_own_line
-from pspnet_tf.cli.help import prepare_argv
+from pspnet_tf.cli.help import USAGE_EXIT_STATUS, prepare_argv
 from pspnet_tf.errors import ParameterError, RunInterrupted, UserError, as_user_error
 
 tf.get_logger().setLevel("WARNING")  # keeps checkpoint-saver chatter out of the run log
 
-USAGE_EXIT_STATUS = 2
 # 128 + SIGPIPE: what a shell reports for a writer that a closed pipe stopped (`yes | head`).
 BROKEN_PIPE_EXIT_STATUS = 141
 _FLAGFILE_PREFIX = "ERROR:: Unable to open flagfile: "
