@@ -25,13 +25,11 @@ from absl import flags  # noqa: E402
 from pspnet_tf.cli import app  # noqa: E402
 from pspnet_tf.cli.flag_groups import define  # noqa: E402
 from pspnet_tf.cli.inference_flags import (  # noqa: E402
-    define_mode_flags,
-    define_model_flags,
-    define_precision_flag,
+    define_prediction_command_flags,
     model_from_flags,
     predictor_from_flags,
 )
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
+from pspnet_tf.config import config_from_flags  # noqa: E402
 from pspnet_tf.data.splits import load_split  # noqa: E402
 from pspnet_tf.errors import UserError  # noqa: E402
 from pspnet_tf.atomic import check_can_create, prepare_folder  # noqa: E402
@@ -40,10 +38,7 @@ from pspnet_tf.evaluation.report import REPORT_MD, WorstImages, write_report  # 
 from pspnet_tf.evaluation.tables import format_table, write_json  # noqa: E402
 from pspnet_tf.inference.outputs import PredictionWriter  # noqa: E402
 
-define_flags()
-define_mode_flags()
-define_model_flags()
-define_precision_flag()
+define_prediction_command_flags()
 define("output", flags.DEFINE_string, "output", None, "Where to write the metrics JSON "
        "(default: next to --weights or --model as <weights>.<val_split>.metrics.json, or "
        "<weights>.<val_split>.<mode>.metrics.json for --mode=slide|multiscale).")

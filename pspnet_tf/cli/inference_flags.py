@@ -13,7 +13,7 @@ import keras
 from absl import flags
 
 from pspnet_tf.cli.flag_groups import define
-from pspnet_tf.config import ExperimentConfig, parse_numbers
+from pspnet_tf.config import ExperimentConfig, define_flags, parse_numbers
 from pspnet_tf.inference.deploy import FORMATS, QUANTIZATIONS, export_model
 from pspnet_tf.inference.loading import LoadedModel, load_inference_model
 from pspnet_tf.inference.modes import (
@@ -68,6 +68,15 @@ def define_mode_flags(flag_values: flags.FlagValues = FLAGS) -> None:
            "whose logits are averaged (--mode=multiscale).", flag_values=flag_values)
     define(group, flags.DEFINE_boolean, "flip", True, "Also average horizontally flipped "
            "views (--mode=multiscale).", flag_values=flag_values)
+
+
+def define_prediction_command_flags() -> None:
+    """The flags of a command that runs a model over images (evaluate, predict, submit): the
+    experiment flags, --mode and its settings, the model and --precision (call once)."""
+    define_flags()
+    define_mode_flags()
+    define_model_flags()
+    define_precision_flag()
 
 
 def define_export_flags(flag_values: flags.FlagValues = FLAGS) -> None:

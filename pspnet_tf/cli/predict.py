@@ -34,13 +34,11 @@ from PIL import Image  # noqa: E402
 from pspnet_tf.cli import app  # noqa: E402
 from pspnet_tf.cli.flag_groups import define  # noqa: E402
 from pspnet_tf.cli.inference_flags import (  # noqa: E402
-    define_mode_flags,
-    define_model_flags,
-    define_precision_flag,
+    define_prediction_command_flags,
     model_from_flags,
     predictor_from_flags,
 )
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
+from pspnet_tf.config import config_from_flags  # noqa: E402
 from pspnet_tf.data.images import read_image  # noqa: E402
 from pspnet_tf.errors import EnvironmentFault, UserError  # noqa: E402
 from pspnet_tf.inference.images import find_inputs  # noqa: E402
@@ -50,10 +48,7 @@ from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side 
 # What to do about an input that cannot be read or decoded (`read_image`'s remedy).
 PREDICT_REMEDY = "replace the file or leave it out of --input"
 
-define_flags()
-define_mode_flags()
-define_model_flags()
-define_precision_flag()
+define_prediction_command_flags()
 define("data", flags.DEFINE_string, "input", None, "An image, a folder of images, or a quoted "
        "glob ('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, WebP, "
        "...), any size, gray, RGBA or 16-bit.")

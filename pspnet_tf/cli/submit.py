@@ -19,21 +19,16 @@ from absl import flags  # noqa: E402
 from pspnet_tf.cli import app  # noqa: E402
 from pspnet_tf.cli.flag_groups import define  # noqa: E402
 from pspnet_tf.cli.inference_flags import (  # noqa: E402
-    define_mode_flags,
-    define_model_flags,
-    define_precision_flag,
+    define_prediction_command_flags,
     model_from_flags,
     predictor_from_flags,
 )
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
+from pspnet_tf.config import config_from_flags  # noqa: E402
 from pspnet_tf.data.descriptors import get_descriptor  # noqa: E402
 from pspnet_tf.errors import UserError  # noqa: E402
 from pspnet_tf.inference.submission import check_submission_folder, write_submission  # noqa: E402
 
-define_flags()
-define_mode_flags()
-define_model_flags()
-define_precision_flag()
+define_prediction_command_flags()
 define("data", flags.DEFINE_string, "split", "test", "The split to predict (its images only; "
        "ADE20K's test images go into <data_root>/images/testing/).")
 define("output", flags.DEFINE_string, "output", None, "New or empty folder for the "
