@@ -286,7 +286,9 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
 
         Without `num_classes` and `class_names`: the inference PSPNet of published
         checkpoint `name` with its dataset's classes, palette and test scale, converted and
-        cached as .keras the first time. With them (to fine-tune on your own classes):
+        cached as .keras the first time. Either way the model's `preprocessor` is a
+        `PSPNetPreprocessor` of the preset's test scale, so `fit` and `predict` take uint8
+        images. With them (to fine-tune on your own classes):
         the published backbone and Pyramid Pooling Module with a fresh classifier for
         `num_classes` classes (default `len(class_names)`), named `class_names` and
         coloured `palette` (both optional); the model no longer names the preset's dataset.
@@ -307,11 +309,12 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
                   "psp_channels": preset.psp_channels, "aux_channels": preset.aux_channels,
                   "auxiliary_head": auxiliary_head, "class_names": names, "palette": colours,
                   "scale": preset.scale, "dataset": dataset, "data_root": data_root,
-                  "preset": preset.name}
+                  "preset": preset.name, "preprocessor": PSPNetPreprocessor(preset.scale, name="preprocessor")}
         if not load_weights:
             return cls(ResNetV1cBackbone(preset.depth, preset.output_stride), **config)
         # The cached inference model (the published classes, no auxiliary head).
         published = load_preset(preset, cache_dir, cls.published_architecture(preset))
         if not own_classes and not auxiliary_head:
+            published.preprocessor = config["preprocessor"]
             return published
         return published.variant(fresh=(CLASSIFIER, AUX_CLASSIFIER), **config)
