@@ -24,10 +24,8 @@ from pspnet_tf.errors import EnvironmentFault, ParameterError, UserError, enviro
 
 # Short and file-name safe: a temporary name must not hit NAME_MAX where its target does not.
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-# `.<target>.tmp-<host>-<pid>-...` (write_atomically, export's folders) and, from older
-# versions, `.tmp-<version>-<pid>` (SavedModel exports) and `<target>.tmp-<pid>` (weights).
-_TEMPORARY = re.compile(r"^(?:\..+\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-.*"
-                        r"|\.tmp-\d+-(?P<old_export_pid>\d+)|.+\.h5\.tmp-(?P<old_h5_pid>\d+))$")
+# `.<target>.tmp-<host>-<pid>-...` (write_atomically, export's folders).
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-.*$")
 
 
 _NAME_IN_TEMPORARY = 64  # characters of the target's name kept in its temporary's name
@@ -64,10 +62,9 @@ def _create_temporary(path: str, suffix: str = "") -> str:
 
 def _writer_gone(match: re.Match) -> bool:
     """True when the process that made a temporary ran on this host and no longer exists."""
-    if match.group("host") not in (None, _HOST):
+    if match.group("host") != _HOST:
         return False  # another host's (a shared disk): it cannot be checked from here
-    pid = int(next(group for group in match.group("pid", "old_export_pid", "old_h5_pid")
-                   if group))
+    pid = int(match.group("pid"))
     if pid == os.getpid():
         return False
     try:

@@ -11,8 +11,7 @@ where other commands than its section's read it). `model` holds exactly `build_p
 `build_pspnet(**config.model, training_heads=...)`.
 
 Flag and config.json field names are flat and unique across sections (`--backbone`,
-`"backbone"`); config.json is written nested by section, and a flat one written by earlier
-versions still reads. Entry points call `define_flags()` once and `config_from_flags()`
+`"backbone"`); config.json is written nested by section. Entry points call `define_flags()` once and `config_from_flags()`
 after parsing; every flagfile in configs/ sets these flags.
 """
 
@@ -246,8 +245,8 @@ class ExperimentConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ExperimentConfig":
-        """The config a config.json holds, nested or flat (earlier versions); a field it
-        lacks (added later) takes its default."""
+        """The config a config.json holds (nested by section); a field it lacks (added
+        later) takes its default."""
         fields = {name: tuple(value) if isinstance(value, list) else value
                   for name, value in flat_fields(json.loads(text)).items()}
         return cls.from_fields(**fields)
@@ -283,21 +282,21 @@ RESUMABLE_FIELDS = frozenset(field.name for _, field in _experiment_fields()
 
 
 def flat_fields(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """{field name: value} of a config.json object: nested by section (this version) or flat
-    (earlier ones). Names of no field are kept, so a comparison still sees them."""
-    flat: dict[str, Any] = {}
-    for key, value in saved.items():
-        if key in _SECTIONS and isinstance(value, Mapping):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
+    """{field name: value} of a config.json object, nested by section. Names of no field
+    within a section are kept, so a comparison still sees them; anything beside the
+    sections is refused (ValueError)."""
+    outside = sorted(key for key, value in saved.items()
+                     if key not in _SECTIONS or not isinstance(value, Mapping))
+    if outside:
+        raise ValueError(f"a config.json holds one object per section ({', '.join(_SECTIONS)});"
+                         f" this one also has {', '.join(outside)}")
+    return {key: value for section in saved.values() for key, value in section.items()}
 
 
 def changed_fields(saved: Mapping[str, Any], config: ExperimentConfig
                    ) -> list[tuple[str, Any, Any]]:
     """(field, saved value, current value) for each non-resumable field in which `config`
-    differs from a saved config.json object (nested or flat), in JSON values."""
+    differs from a saved config.json object, in JSON values."""
     current = flat_fields(json.loads(config.to_json()))
     # A field added to the config after the run started counts as its default value.
     saved = {**flat_fields(json.loads(ExperimentConfig().to_json())), **flat_fields(saved)}

@@ -92,15 +92,13 @@ def test_config_json_is_nested_by_section_and_round_trips():
     assert ExperimentConfig.from_json(config.to_json()) == config
 
 
-def test_a_flat_config_json_of_earlier_versions_reads_with_defaults_for_newer_fields():
-    with open(os.path.join(ROOT, "tests", "data", "flat_config.json")) as handle:
-        text = handle.read()
-    assert "cat_max_ratio" not in text  # added to the config after this file was written
-    config = ExperimentConfig.from_json(text)
-    assert (config.data.dataset, config.model.backbone, config.optimizer.epochs) == (
-        "demo", "resnet18_v1c", 2)
-    assert config.data.crop_size == (512, 512) and config.data.cat_max_ratio == 0.75
-    assert changed_fields(json.loads(text), config) == []
+def test_a_config_json_not_nested_by_section_is_refused():
+    saved = json.loads(ExperimentConfig().to_json())
+    saved["backbone"] = "resnet18_v1c"  # a field outside its section
+    with pytest.raises(ValueError, match="one object per section.*also has backbone"):
+        ExperimentConfig.from_json(json.dumps(saved))
+    with pytest.raises(ValueError, match="also has backbone"):
+        changed_fields(saved, ExperimentConfig())
 
 
 def test_replace_and_from_fields_take_flat_names_and_refuse_unknown_ones():
@@ -126,7 +124,8 @@ def test_resumable_fields_come_from_the_field_metadata():
 
 
 def test_a_saved_field_the_config_no_longer_has_counts_as_a_change():
-    saved = {**json.loads(ExperimentConfig().to_json()), "colour": "red"}
+    saved = json.loads(ExperimentConfig().to_json())
+    saved["data"]["colour"] = "red"
     assert changed_fields(saved, ExperimentConfig()) == [("colour", "red", None)]
 
 

@@ -131,12 +131,11 @@ def test_an_over_long_file_name_is_refused_before_the_conversion(tmp_path):
 
 def test_temporaries_of_dead_writers_are_removed_those_of_live_ones_kept(tmp_path):
     dead, host = _dead_pid(), temporary_prefix("x").split("-")[1]
-    stale = [f".final_model.keras.tmp-{host}-{dead}-ab12.keras", f".3.tmp-{host}-{dead}-cd34",
-             f".tmp-2-{dead}", f"final_weights.h5.tmp-{dead}"]
+    stale = [f".final_model.keras.tmp-{host}-{dead}-ab12.keras", f".3.tmp-{host}-{dead}-cd34"]
     kept = [f".final_model.keras.tmp-{host}-{os.getpid()}-ef56.keras",  # this process
             f".history.csv.tmp-{host}-1-gh78",  # a live process (init)
             f".history.csv.tmp-0badc0de-{dead}-ij90",  # another host: cannot be checked
-            "final_model.keras", ".hidden"]
+            "final_model.keras", ".hidden", f".tmp-2-{dead}"]  # not a name this version writes
     for name in stale + kept:
         if ".3.tmp" in name:
             (tmp_path / name).mkdir()
@@ -153,7 +152,7 @@ def test_a_run_dir_loses_the_temporaries_of_killed_writes_when_reopened(tmp_path
     prepare_run_dir(config)
     host = temporary_prefix("x").split("-")[1]
     left = [f".final_model.keras.tmp-{host}-{_dead_pid()}-ab12.keras",
-            ".final_model.keras.tmpab_cd123.keras", ".history.csv.tmpq1w2e3r4"]  # older names
+            f".history.csv.tmp-{host}-{_dead_pid()}-cd34"]
     for name in left:
         (tmp_path / "run" / name).write_bytes(b"partial")
     assert prepare_run_dir(config) is True

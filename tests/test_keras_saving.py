@@ -1,10 +1,7 @@
 """PSPNets saved with `model.save("x.keras")` load with `import pspnet_tf` alone (no
 custom_objects) in a fresh process and give the same logits, bit for bit; the training
-choices are config fields that a saved model keeps; final_model.keras files of earlier
-versions load as PSPNetSegmenter."""
+choices are config fields that a saved model keeps."""
 
-import gzip
-import json
 import os
 from pathlib import Path
 
@@ -16,15 +13,9 @@ from layer_testing import assert_same_outputs, run_serialization_test
 from helpers import ROOT, randomise, run_python
 
 from pspnet_tf import build_pspnet
-from pspnet_tf.models import SegmentationModel
-from pspnet_tf.errors import UserError
 from pspnet_tf.models import PSPNetSegmenter, ResNetV1cBackbone
-from pspnet_tf.models.saving import load_model_file
 
 NUM_CLASSES = 4
-# The config.json of a final_model.keras that pspnet_tf wrote before PSPNetSegmenter existed:
-# a SegmentationModel (R-18-D8, 5 demo classes, psp_channels 16).
-LEGACY_CONFIG = Path(ROOT) / "tests" / "data" / "legacy_final_model_config.json.gz"
 # name: (backbone, output stride, training heads); small heads keep files and builds small.
 VARIANTS = {
     "r18_d8_inference": ("resnet18_v1c", 8, False),
@@ -171,32 +162,3 @@ def test_the_backbone_round_trips_with_its_stage_outputs():
     assert loaded.output is loaded.stage_outputs["layer4"]
 
 
-def _legacy_model() -> keras.Model:
-    """A SegmentationModel as an earlier train.py built it, from its saved config."""
-    config = json.loads(gzip.decompress(LEGACY_CONFIG.read_bytes()))
-    model = keras.saving.deserialize_keras_object(config)
-    assert type(model) is SegmentationModel
-    randomise(model, seed=3)
-    return model
-
-
-def test_final_model_files_of_earlier_versions_load_as_segmenters(tmp_path):
-    legacy = _legacy_model()
-    legacy.save(tmp_path / "final_model.keras")
-    model = load_model_file(str(tmp_path / "final_model.keras"))
-    assert type(model) is PSPNetSegmenter and not model.auxiliary_head
-    assert (model.backbone.depth, model.backbone.output_stride) == (18, 8)
-    assert (model.num_classes, model.psp_channels) == (5, 16)
-    assert model.class_names == ["a", "b", "c", "d", "e"] and model.scale == (48, 40)
-    assert (model.dataset, model.data_root) == ("demo", "data/demo")
-    assert model.palette == [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(5)]
-    assert_same_outputs(model(images(), training=False), legacy(images(), training=False))
-
-
-def test_a_segmentation_model_that_is_no_pspnet_is_one_clear_error(tmp_path):
-    inputs = keras.Input((None, None, 3))
-    SegmentationModel(inputs, keras.layers.Conv2D(2, 1)(inputs),
-                      metadata={"num_classes": 2}).save(tmp_path / "other.keras")
-    expected = "other.keras holds a SegmentationModel .*fit no ResNetV1c.*weights="
-    with pytest.raises(UserError, match=expected):
-        load_model_file(str(tmp_path / "other.keras"))

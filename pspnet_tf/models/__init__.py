@@ -5,7 +5,6 @@ from pspnet_tf.models.backbone import RESNET_SPECS, ResNetV1cBackbone
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 from pspnet_tf.models.presets import Preset
 from pspnet_tf.models.pspnet import build_pspnet
-from pspnet_tf.models.saving import SegmentationModel
 from pspnet_tf.models.segmenter import PSPNetSegmenter
 from pspnet_tf.models.weights import load_weights, save_weights
 
@@ -19,4 +18,4 @@ def list_presets() -> dict[str, list[str]]:
 
 
 __all__ = ["BACKBONES", "PSPNetPreprocessor", "PSPNetSegmenter", "Preset", "ResNetV1cBackbone",
-           "SegmentationModel", "build_pspnet", "list_presets", "load_weights", "save_weights"]
+           "build_pspnet", "list_presets", "load_weights", "save_weights"]

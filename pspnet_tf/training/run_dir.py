@@ -62,10 +62,13 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
     run_dir = config.runtime.run_dir
     check_run_dir_path(run_dir)
     remove_stale_temporaries(run_dir)  # of a write killed half-way (final model, config, ...)
-    _remove_old_temporaries(run_dir)
     path = os.path.join(run_dir, CONFIG_FILE)
     if os.path.exists(path):
-        changed = changed_fields(_read_saved_config(path), config)
+        try:
+            changed = changed_fields(_read_saved_config(path), config)
+        except ValueError as error:
+            raise ParameterError("{path} was not written by this version of train.py ({error});"
+                                 " choose another {run_dir}", path=path, error=error) from error
         if not changed:
             return True
         if _holds_checkpoints(run_dir):
@@ -81,22 +84,6 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
         os.makedirs(run_dir, exist_ok=True)
     write_atomically(path, lambda target: pathlib.Path(target).write_text(config.to_json()))
     return False
-
-
-# Temporaries that earlier versions wrote with random names only (tempfile.mkstemp's 8
-# characters), e.g. `.final_model.keras.tmpab_cd123.keras`: this version never writes such
-# names, and the run_dir lock is held, so whatever matches was left by a killed write.
-_OLD_TEMPORARY = re.compile(r"^\.(config\.json|history\.csv|metrics\.json|final_model\.keras)"
-                            r"\.tmp[a-z0-9_]{8}(\.keras)?$")
-
-
-def _remove_old_temporaries(run_dir: str) -> None:
-    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
-        if _OLD_TEMPORARY.match(name):
-            logging.warning("removing %s, left by a write that was interrupted",
-                            os.path.join(run_dir, name))
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(run_dir, name))
 
 
 def _read_saved_config(path: str) -> dict:
