@@ -1,7 +1,7 @@
 """Segments images: `python predict.py` = `pspnet-predict` (pspnet_tf/cli/predict.py);
 see --help."""
 
-from pspnet_tf.cli.predict import run
+from pspnet_tf_launch import predict
 
 if __name__ == "__main__":
-    run()
+    predict()

@@ -150,6 +150,13 @@ def run_python(*args: str, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def launcher_command(command: str, *args: str) -> list[str]:
+    """The command line of a command as its console script runs it (pspnet_tf_launch's
+    function `command`), for commands without a script in the repository root."""
+    return [sys.executable, "-c", f"import pspnet_tf_launch; pspnet_tf_launch.{command}()",
+            *args]
+
+
 def script_command(script: str, *args: str) -> list[str]:
     """The command line of one of the repository's entry points (train.py, predict.py, ...)."""
     return [sys.executable, os.path.join(ROOT, script), *args]
@@ -263,7 +270,8 @@ def run_command(command: str, *args: str, env: dict[str, str] | None = None
     TensorFlow's device set-up or C++ log level, signals, several processes.
     """
     module_name, function = console_scripts()[command].split(":")
-    _forget_entry_point(module_name)
+    command_module = f"pspnet_tf.cli.{function}"  # what the launcher's function runs
+    _forget_entry_point(command_module)
     with _process_state_restored(env), _output_captured() as captured:
         sys.argv = [command, *args]
         try:
@@ -275,7 +283,7 @@ def run_command(command: str, *args: str, env: dict[str, str] | None = None
             traceback.print_exc()
             status = 1
         finally:
-            _forget_entry_point(module_name)
+            _forget_entry_point(command_module)
     return subprocess.CompletedProcess([command, *args], status, *captured())
 
 

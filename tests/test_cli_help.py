@@ -17,7 +17,7 @@ from pspnet_tf import config
 from pspnet_tf.cli import help as cli_help
 from pspnet_tf.cli import flag_groups
 from pspnet_tf.cli.flag_groups import define
-from pspnet_tf.native_logs import verbose_requested, without_native_log_lines
+from pspnet_tf_launch.native_logs import verbose_requested, without_native_log_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN|cuInit", re.M)

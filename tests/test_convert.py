@@ -13,26 +13,24 @@ import pytest
 
 from pspnet_tf import build_pspnet, load_weights
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.convert import (
-    apply_pretrained,
-    convert_checkpoint,
-    fetch,
-    read_state_dict,
-)
-from pspnet_tf.convert.mapping import assign, is_backbone_layer
-from pspnet_tf.convert.pretrained import checkpoint_weights
+from pspnet_tf.convert import apply_pretrained, convert_checkpoint
+from pspnet_tf.download import fetch
+from pspnet_tf.models.torch_weights import assign, checkpoint_weights, is_backbone_layer
+from pspnet_tf.torch_io import read_state_dict
 from pspnet_tf.errors import UserError
 from pspnet_tf.training.trainer import train
 
 torch = pytest.importorskip("torch")
-from helpers import TINY, TINY_HEADS, TINY_MODEL, run_python, tiny_model  # noqa: E402
+from helpers import (  # noqa: E402
+    ROOT, TINY, TINY_HEADS, TINY_MODEL, launcher_command, run_python, tiny_model)
 from torch_parity import (  # noqa: E402
     NUM_CLASSES, assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 from torch_reference import PSPNet, randomise  # noqa: E402
 
 
 def convert(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run_python("-m", "pspnet_tf.convert", *args, env=env)
+    return subprocess.run(launcher_command("convert", *args), check=False, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])

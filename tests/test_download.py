@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from helpers import error_lines, run_command
 
-from pspnet_tf.convert import fetch
-from pspnet_tf.convert.download import CACHE_ENV, TIMEOUT_ENV
+from pspnet_tf.download import fetch
+from pspnet_tf.download import CACHE_ENV, TIMEOUT_ENV
 from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
 from pspnet_tf.models.presets import PRESETS as CHECKPOINTS
 from pspnet_tf.errors import EnvironmentFault, UserError

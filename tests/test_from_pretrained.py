@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pspnet_tf.convert import apply_pretrained, fetch
+from pspnet_tf.convert import apply_pretrained
+from pspnet_tf.download import fetch
 from pspnet_tf.models.presets import Preset
 from pspnet_tf.models import PSPNetSegmenter
 from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
@@ -85,7 +86,7 @@ def test_the_registry_holds_the_published_checkpoints_of_the_readme():
     names = [checkpoint.name for checkpoint in CHECKPOINTS]
     assert "pspnet_r50-d8_512x1024_80k_cityscapes" in names and "resnet50_v1c" in names
     assert all(f"`{name}`" in readme for name in names)
-    with pytest.raises(UserError, match="not a published checkpoint"):
+    with pytest.raises(UserError, match="neither a published checkpoint .* nor a preset folder"):
         PSPNetSegmenter.from_preset("pspnet_r18")
 
 
@@ -111,7 +112,7 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path, monk
     images = np.random.default_rng(2).normal(size=(1, 3, 45, 61)).astype("float32")
     expected = {"logits": torch_logits(reference, images)["logits"]}
     assert_parity(expected, keras_logits(model, images))
-    assert sorted(os.listdir(cache)) == [f"pspnet_tiny_demo-{digest}.keras",
+    assert sorted(os.listdir(cache)) == [f"pspnet_tiny_demo-{digest}",
                                          f"pspnet_tiny_demo-{digest}.pth"]
 
     again = PSPNetSegmenter.from_preset(entry.name, cache_dir=str(cache))
@@ -179,10 +180,8 @@ def test_cli_model_names_load_through_from_preset_and_its_cache(server, tmp_path
                                                                    monkeypatch):
     """evaluate/predict/export --model=NAME: the converted model already in the cache (as
     a first call leaves it) is loaded, with the dataset's classes, and nothing downloaded."""
-    from pspnet_tf.convert.download import CACHE_ENV
+    from pspnet_tf.download import CACHE_ENV
     from pspnet_tf.data.descriptors import dataset_classes
-    from pspnet_tf.models.saving import save_model
-
     monkeypatch.setenv(BASE_ENV, server.base)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     name = "pspnet_r50-d8_512x1024_80k_cityscapes"
@@ -190,7 +189,7 @@ def test_cli_model_names_load_through_from_preset_and_its_cache(server, tmp_path
     names, palette = dataset_classes("cityscapes", "")
     model = tiny_model(len(names), class_names=names, palette=palette, scale=entry.scale,
                        dataset="cityscapes", data_root=entry.data_root)
-    save_model(model, str(tmp_path / (entry.file_name[:-len(".pth")] + ".keras")))
+    model.save_to_preset(str(tmp_path / entry.file_name[:-len(".pth")]))
     described = model_from_cli_flags(f"--model={name}")
     assert described.config.data.dataset == "cityscapes"
     assert described.config.data.scale == (2048, 1024)
@@ -201,7 +200,7 @@ def test_cli_model_names_load_through_from_preset_and_its_cache(server, tmp_path
 def _serve_preset(server, monkeypatch, tmp_path, data: bytes, folder: str, name: str) -> str:
     """Serves `data` as open-mmlab's file `folder/name-<sha256 prefix>.pth` through
     $PSPNET_TF_DOWNLOAD_BASE, with the cache in tmp_path; returns the open-mmlab URL."""
-    from pspnet_tf.convert.download import CACHE_ENV
+    from pspnet_tf.download import CACHE_ENV
 
     path = f"{folder}/{name}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
     server.files[path] = data
@@ -271,9 +270,9 @@ def test_presets_are_listed_per_class_and_refused_by_the_other():
     assert list_presets() == {"ResNetV1cBackbone": ["resnet50_v1c", "resnet101_v1c"],
                               "PSPNetSegmenter": [c.name for c in CHECKPOINTS[2:]]}
     assert len(PSPNetSegmenter.list_presets()) == 12
-    with pytest.raises(UserError, match="not a published checkpoint .* as a segmenter"):
+    with pytest.raises(UserError, match="neither a published checkpoint pspnet_tf knows as a segmenter"):
         PSPNetSegmenter.from_preset("resnet50_v1c")
-    with pytest.raises(UserError, match="as a backbone; choose one of resnet50_v1c"):
+    with pytest.raises(UserError, match=r"as a backbone \(resnet50_v1c, resnet101_v1c\)"):
         ResNetV1cBackbone.from_preset("pspnet_r50-d8_512x512_20k_voc12aug")
 
 

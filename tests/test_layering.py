@@ -1,7 +1,7 @@
 """The package's imports flow one way (docs/architecture.md):
 
     entry points -> training, evaluation, inference, convert -> config -> data, models
-                 -> errors, atomic, compat, native_logs, packaged_configs, lazy_exports
+                 -> errors, atomic, compat, packaged_configs, download, torch_io, hubs
 
 Read from the source with `ast`, so that an import inside a function (a lazy import) counts
 as much as one at the top of a module. Imports under `if TYPE_CHECKING:` do not count: they
@@ -9,10 +9,8 @@ never run, and give type hints only (models/factory.py and data/splits.py name t
 that way, as config.py imports data/ and models/).
 
 An entry point is a module that no other module imports: the commands (the cli/ package,
-whose modules pyproject.toml's [project.scripts] name), the thin alias that keeps
-`python -m pspnet_tf.convert` where its users know it (it only imports its command from
-cli/), and pspnet_tf/__init__.py, the public
-API. Being imported by nothing, an entry point cannot close an import cycle wherever its
+whose modules the launcher pspnet_tf_launch runs for pyproject.toml's [project.scripts])
+and pspnet_tf/__init__.py, the public API. Being imported by nothing, an entry point cannot close an import cycle wherever its
 file sits. Only cli/ and config.py (its flag generation) import absl.flags, and no package
 has an import cycle among its own modules either.
 """
@@ -34,8 +32,8 @@ LAYERS = {
     "training": 3, "evaluation": 3, "inference": 3, "convert": 3,
     "config": 2,
     "data": 1, "models": 1,
-    "errors": 0, "atomic": 0, "compat": 0, "native_logs": 0, "packaged_configs": 0,
-    "lazy_exports": 0,
+    "errors": 0, "atomic": 0, "compat": 0, "packaged_configs": 0, "download": 0,
+    "torch_io": 0, "hubs": 0,
 }
 # Imports within one layer (importer, imported); acyclic, so the whole graph is.
 PEER_IMPORTS = {
@@ -46,10 +44,11 @@ PEER_IMPORTS = {
     ("inference", "convert"),  # --model=<published name>
     ("models", "data"),  # the preprocessor shares the data pipeline's resize and normalisation
     ("atomic", "errors"),  # a failed write's EnvironmentFault
+    ("download", "errors"), ("torch_io", "errors"), ("hubs", "errors"),  # one-line errors
 }
-# Entry points besides cli/: the public API and the aliases of commands in cli/.
+# The entry point besides cli/: the public API.
 PUBLIC_API = f"{PACKAGE}"
-ALIASES = {f"{PACKAGE}.convert.__main__"}
+LAUNCHER = "pspnet_tf_launch"  # beside the package: it runs before `import pspnet_tf`
 # The modules that may import absl.flags: the command line and the config's flag generation.
 FLAG_MODULES = (f"{PACKAGE}.cli", f"{PACKAGE}.config")
 
@@ -113,8 +112,9 @@ def is_cli(module: str) -> bool:
 
 
 def console_scripts() -> set[str]:
+    """"module:function" of every console script."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return {target.partition(":")[0] for target in pyproject["project"]["scripts"].values()}
+    return set(pyproject["project"]["scripts"].values())
 
 
 def part_of(module: str, entry_points: set[str]) -> str:
@@ -130,7 +130,7 @@ def import_graph(root: Path) -> tuple[dict[str, set[str]], set[str]]:
     files = {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
     modules = set(files)
     entry_points = {name for name in modules
-                    if name == PUBLIC_API or name in ALIASES or is_cli(name)}
+                    if name == PUBLIC_API or is_cli(name)}
     graph = {name: imported_modules(path, root, modules) for name, path in files.items()}
     return graph, entry_points
 
@@ -226,18 +226,32 @@ def module_cycles(root: Path) -> list[list[str]]:
 
 
 def misplaced_entry_points(root: Path) -> list[str]:
-    """Commands outside cli/ (console scripts, __main__ modules) and aliases that do more
-    than import their command from cli/."""
+    """Console scripts that are not the launcher's, launcher functions without their command
+    in cli/, and __main__ modules (a command runs through the launcher alone)."""
     graph, _ = import_graph(root)
-    problems = [f"the console script {target} is not in {PACKAGE}.cli"
-                for target in sorted(console_scripts()) if not is_cli(target)]
-    problems += [f"{name} runs a command outside {PACKAGE}.cli; make it an alias"
-                 for name in sorted(graph) if name.endswith(".__main__") and name not in ALIASES]
-    for alias in sorted(ALIASES & set(graph)):
-        if not graph[alias] or not all(is_cli(target) for target in graph[alias]):
-            problems.append(f"the alias {alias} imports {sorted(graph[alias])}, not a command "
-                            f"of {PACKAGE}.cli alone")
+    problems = [f"the console script {target} is not {LAUNCHER}'s"
+                for target in sorted(console_scripts()) if target.partition(":")[0] != LAUNCHER]
+    problems += [f"{LAUNCHER}:{name} has no command {PACKAGE}.cli.{name}"
+                 for name in sorted(target.partition(":")[2] for target in console_scripts())
+                 if f"{PACKAGE}.cli.{name}" not in graph]
+    problems += [f"{name} runs a command outside the launcher"
+                 for name in sorted(graph) if name.endswith(".__main__")]
     return problems
+
+
+def launcher_imports() -> list[str]:
+    """What the launcher's modules import of pspnet_tf at import time (nothing may: it must
+    run before TensorFlow loads)."""
+    found = []
+    for path in sorted((REPO / LAUNCHER).glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:  # module level only: commands are imported when they run
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PACKAGE:
+                found.append(f"{path.name}: {node.module}")
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}: {alias.name}" for alias in node.names
+                          if alias.name.split(".")[0] in (PACKAGE, "tensorflow", "keras")]
+    return found
 
 
 ROOT = REPO / PACKAGE
@@ -259,8 +273,9 @@ def test_only_cli_and_config_import_absl_flags():
     assert flag_importers(ROOT) == []
 
 
-def test_commands_live_in_cli_and_aliases_only_point_there():
+def test_commands_live_in_cli_and_run_through_the_launcher():
     assert misplaced_entry_points(ROOT) == []
+    assert launcher_imports() == []
 
 
 def test_only_training_and_cli_import_training():
@@ -330,13 +345,10 @@ def test_the_new_checks_see_a_cycle_a_flag_import_and_a_command_outside_cli(tmp_
         "from pspnet_tf.inference.deploy import export\n")
     (root / "inference" / "modes.py").write_text("from absl import flags\n")
     (root / "cli" / "convert.py").write_text("from absl import flags\n")
-    (root / "convert" / "__main__.py").write_text(
-        "from absl import app\nfrom pspnet_tf.cli import convert\nfrom pspnet_tf.inference "
-        "import modes\n")
+    (root / "convert" / "__main__.py").write_text("from pspnet_tf.cli import convert\n")
     assert module_cycles(root) == [[f"{PACKAGE}.inference.deploy",
                                     f"{PACKAGE}.inference.export_litert",
                                     f"{PACKAGE}.inference.deploy"]]
     assert flag_importers(root) == [f"{PACKAGE}.inference.modes"]
-    assert misplaced_entry_points(root) == [
-        f"the alias {PACKAGE}.convert.__main__ imports ['{PACKAGE}.cli.convert', "
-        f"'{PACKAGE}.inference.modes'], not a command of {PACKAGE}.cli alone"]
+    problems = misplaced_entry_points(root)
+    assert f"{PACKAGE}.convert.__main__ runs a command outside the launcher" in problems

@@ -10,7 +10,7 @@ import tomllib
 from importlib import metadata
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, launcher_command, tiny_model
 
 import pspnet_tf
 from pspnet_tf.packaged_configs import config_names, resolve_flagfile, resolve_flagfile_args
@@ -83,7 +83,7 @@ def test_flagfiles_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
 def test_entry_point_reads_a_shipped_flagfile_from_another_directory(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     result = subprocess.run(
-        [sys.executable, "-m", "pspnet_tf.cli.verify", "--flagfile=configs/demo.cfg"],
+        launcher_command("verify", "--flagfile=configs/demo.cfg"),
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     # demo.cfg names --data_root=data/demo, which does not exist under tmp_path.
     assert result.returncode == 2, result.stderr
@@ -110,7 +110,7 @@ def test_docs_referenced_by_readme_and_code_exist():
 
 def test_importing_the_library_changes_nothing_in_the_process():
     """No environment variable set, file descriptor 2 left where it was, Keras' global dtype
-    policy untouched: the commands' quiet start-up is pspnet_tf/cli's, not the library's."""
+    policy untouched: the commands' quiet start-up is pspnet_tf_launch's, not the library's."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("PSPNET_VERBOSE", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
     result = subprocess.run([sys.executable, "-c", IMPORT_PROGRAM], cwd=ROOT, capture_output=True,
@@ -122,14 +122,44 @@ def test_importing_the_library_changes_nothing_in_the_process():
     assert "fd 2 still reaches the terminal" in result.stderr
 
 
-def test_importing_a_package_loads_no_tensorflow_until_a_name_is_used():
-    """So that a command's start-up (cli/startup.py) runs before TensorFlow loads, although
-    `pspnet_tf`, `pspnet_tf.data` and `pspnet_tf.convert` load first."""
-    code = ("import sys, pspnet_tf, pspnet_tf.cli, pspnet_tf.data, pspnet_tf.convert\n"
-            "loaded = 'tensorflow' in sys.modules\n"
-            "pspnet_tf.data.IMAGE_MEAN, pspnet_tf.list_presets\n"
-            "print(loaded, 'tensorflow' in sys.modules, 'build_pspnet' in dir(pspnet_tf))")
+REGISTRATION_PROGRAM = """
+import importlib, inspect, json, pkgutil, sys
+import keras
+import pspnet_tf
+registered = set(keras.saving.get_custom_objects())
+model = keras.saving.load_model(sys.argv[1])
+for module in pkgutil.walk_packages(pspnet_tf.__path__, "pspnet_tf."):
+    if not module.name.startswith("pspnet_tf.cli"):
+        importlib.import_module(module.name)
+kinds = (keras.layers.Layer, keras.losses.Loss, keras.metrics.Metric, keras.optimizers.Optimizer,
+         keras.optimizers.schedules.LearningRateSchedule)
+defined = {f"pspnet_tf>{cls.__name__}" for name in list(sys.modules)
+           if name.startswith("pspnet_tf.")
+           for _, cls in inspect.getmembers(sys.modules[name], inspect.isclass)
+           if cls.__module__ == name and issubclass(cls, kinds)}
+print(json.dumps({"model": type(model).__name__, "unregistered": sorted(defined - registered),
+                  "later": sorted(set(keras.saving.get_custom_objects()) - registered)}))
+"""
+
+
+def test_import_pspnet_tf_alone_registers_every_serialisable_class(tmp_path):
+    """keras.saving.load_model after `import pspnet_tf` alone, in a fresh process; every
+    Keras layer, model, loss, metric, optimizer and schedule the package defines is registered then,
+    none only when its module is imported later."""
+    path = tmp_path / "m.keras"
+    tiny_model(num_classes=3).save(path)
+    result = subprocess.run([sys.executable, "-c", REGISTRATION_PROGRAM, str(path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"model": "PSPNetSegmenter", "unregistered": [], "later": []}
+
+
+def test_the_launcher_imports_no_tensorflow_before_the_start():
+    """So that the commands' start-up runs before TensorFlow loads."""
+    code = "import sys, pspnet_tf_launch\nprint('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=240, env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "True"]
+    assert result.stdout.split() == ["False"]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pspnet_tf.convert.torch_io import load_checkpoint, read_state_dict
+from pspnet_tf.torch_io import load_checkpoint, read_state_dict
 from pspnet_tf.errors import UserError
 
 torch = pytest.importorskip("torch")

@@ -20,10 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR")
 
 
-def _settings_after_import(module: str, environment: dict[str, str]) -> list[str]:
-    """The SETTINGS values once the command `module` has been imported."""
-    code = (f"import os; import {module}; "
-            f"print([os.environ.get(name, '') for name in {SETTINGS!r}])")
+def _settings_after_import(command: str, environment: dict[str, str]) -> list[str]:
+    """The SETTINGS values at the exit of `command --helpshort` run by the launcher."""
+    code = ("import atexit, os, sys, pspnet_tf_launch\n"
+            f"atexit.register(lambda: print([os.environ.get(name, '') for name in {SETTINGS!r}]))\n"
+            f"sys.argv = ['{command}', '--helpshort']\n"
+            f"pspnet_tf_launch.{command}()\n")
     env = {key: value for key, value in os.environ.items() if key not in SETTINGS}
     env.update(environment, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -31,16 +33,16 @@ def _settings_after_import(module: str, environment: dict[str, str]) -> list[str
     return ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module, environment, expected", [
-    ("pspnet_tf.cli.train", {}, ["1", ""]),  # oneDNN's allocator stays its pool
-    ("pspnet_tf.cli.train", {"TF_ENABLE_ONEDNN_OPTS": "0"}, ["0", ""]),  # the user's wins
-    ("pspnet_tf.cli.evaluate", {}, ["", ""]),  # inference keeps TensorFlow's default
+@pytest.mark.parametrize("command, environment, expected", [
+    ("train", {}, ["1", ""]),  # oneDNN's allocator stays its pool
+    ("train", {"TF_ENABLE_ONEDNN_OPTS": "0"}, ["0", ""]),  # the user's wins
+    ("evaluate", {}, ["", ""]),  # inference keeps TensorFlow's default
 ])
-def test_training_asks_for_onednn_before_tensorflow_starts(module, environment, expected):
-    """train.py and pspnet-train both import pspnet_tf.cli.train, whose start-up
-    (cli/startup.py) sets the variable before TensorFlow loads; the test_cli_help tests see
-    TensorFlow report oneDNN on."""
-    assert _settings_after_import(module, environment) == expected
+def test_training_asks_for_onednn_before_tensorflow_starts(command, environment, expected):
+    """train.py and pspnet-train both run pspnet_tf_launch.train, whose start-up
+    (pspnet_tf_launch/startup.py) sets the variable before TensorFlow loads; the
+    test_cli_help tests see TensorFlow report oneDNN on."""
+    assert _settings_after_import(command, environment) == expected
 
 
 @pytest.mark.parametrize("fields, tf_config, expected", [

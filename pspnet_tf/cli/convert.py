@@ -8,24 +8,20 @@
 --checkpoint may be a URL (downloaded once into $PSPNET_TF_CACHE, default
 $KERAS_HOME/pspnet_tf or ~/.keras/pspnet_tf; reads time out after
 $PSPNET_TF_DOWNLOAD_TIMEOUT seconds, default 60, and are retried, resuming).
-PyTorch is not needed (pspnet_tf.convert.torch_io reads the file). Also
+PyTorch is not needed (pspnet_tf.torch_io reads the file). Also
 `python -m pspnet_tf.convert`.
 """
 
 import time
 
-from pspnet_tf.cli import startup
+from absl import flags
 
-startup.start()  # before anything imports TensorFlow
-
-from absl import flags  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
-from pspnet_tf.convert.converter import convert_checkpoint  # noqa: E402
-from pspnet_tf.convert.pretrained import SOURCES  # noqa: E402
-from pspnet_tf.models.factory import build_model  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.convert.converter import convert_checkpoint
+from pspnet_tf.models.torch_weights import SOURCES
+from pspnet_tf.models.factory import build_model
 
 define_flags()
 define("model", flags.DEFINE_enum, "source", None, SOURCES, "mmseg: a full mmsegmentation "

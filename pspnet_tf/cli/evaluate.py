@@ -16,27 +16,23 @@ the path and what to do.
 
 import os
 
-from pspnet_tf.cli import startup
+from absl import flags
 
-startup.start()  # before anything imports TensorFlow
-
-from absl import flags  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.cli.inference_flags import (  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.cli.inference_flags import (
     define_prediction_command_flags,
     model_from_flags,
     predictor_from_flags,
 )
-from pspnet_tf.config import config_from_flags  # noqa: E402
-from pspnet_tf.data.splits import load_split  # noqa: E402
-from pspnet_tf.errors import UserError  # noqa: E402
-from pspnet_tf.atomic import check_can_create, prepare_folder  # noqa: E402
-from pspnet_tf.evaluation.evaluator import evaluate  # noqa: E402
-from pspnet_tf.evaluation.report import REPORT_MD, WorstImages, write_report  # noqa: E402
-from pspnet_tf.evaluation.tables import format_table, write_json  # noqa: E402
-from pspnet_tf.inference.outputs import PredictionWriter  # noqa: E402
+from pspnet_tf.config import config_from_flags
+from pspnet_tf.data.splits import load_split
+from pspnet_tf.errors import UserError
+from pspnet_tf.atomic import check_can_create, prepare_folder
+from pspnet_tf.evaluation.evaluator import evaluate
+from pspnet_tf.evaluation.report import REPORT_MD, WorstImages, write_report
+from pspnet_tf.evaluation.tables import format_table, write_json
+from pspnet_tf.inference.outputs import PredictionWriter
 
 define_prediction_command_flags()
 define("output", flags.DEFINE_string, "output", None, "Where to write the metrics JSON "

@@ -15,22 +15,18 @@ the path and what to do; the destination is checked before the conversion starts
 failed export leaves no partial files.
 """
 
-from pspnet_tf.cli import startup
+from absl import flags, logging
 
-startup.start()  # before anything imports TensorFlow
-
-from absl import flags, logging  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.cli.inference_flags import (  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.cli.inference_flags import (
     define_export_flags,
     define_model_flags,
     define_precision_flag,
     export_from_flags,
     model_from_flags,
 )
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
+from pspnet_tf.config import config_from_flags, define_flags
 
 define_flags()
 define_model_flags()

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 
 from absl import flags
 
-from pspnet_tf import config, native_logs
+from pspnet_tf import config
+from pspnet_tf_launch import native_logs
 from pspnet_tf.cli.console import print_on_own_line
 from pspnet_tf.cli.flag_groups import (
     GROUP_ORDER,
@@ -33,7 +34,7 @@ USAGE_EXIT_STATUS = 2  # a mistake in the command line
 
 
 def define_verbose_flag(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """--verbose, read by cli/startup.py before TensorFlow starts (defined once)."""
+    """--verbose, read by pspnet_tf_launch/startup.py before TensorFlow starts (defined once)."""
     if "verbose" not in flag_values:
         define(
             "runtime", flags.DEFINE_boolean, "verbose", False, "Show TensorFlow's C++ "

@@ -23,27 +23,23 @@ import functools
 import os
 import sys
 
-from pspnet_tf.cli import startup
+import keras
+from absl import flags
+from PIL import Image
 
-startup.start()  # before anything imports TensorFlow
-
-import keras  # noqa: E402
-from absl import flags  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.cli.inference_flags import (  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.cli.inference_flags import (
     define_prediction_command_flags,
     model_from_flags,
     predictor_from_flags,
 )
-from pspnet_tf.config import config_from_flags  # noqa: E402
-from pspnet_tf.data.images import read_image  # noqa: E402
-from pspnet_tf.errors import EnvironmentFault, UserError  # noqa: E402
-from pspnet_tf.inference.images import find_inputs  # noqa: E402
-from pspnet_tf.inference.outputs import make_output_folders, save_output, stem  # noqa: E402
-from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side  # noqa: E402
+from pspnet_tf.config import config_from_flags
+from pspnet_tf.data.images import read_image
+from pspnet_tf.errors import EnvironmentFault, UserError
+from pspnet_tf.inference.images import find_inputs
+from pspnet_tf.inference.outputs import make_output_folders, save_output, stem
+from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
 
 # What to do about an input that cannot be read or decoded (`read_image`'s remedy).
 PREDICT_REMEDY = "replace the file or leave it out of --input"

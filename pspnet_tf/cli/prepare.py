@@ -13,24 +13,20 @@ error.
 import functools
 import sys
 
-from pspnet_tf.cli import startup
+from absl import flags
 
-startup.start()  # before anything imports TensorFlow
-
-from absl import flags  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
-from pspnet_tf.data.datasets import get_dataset  # noqa: E402
-from pspnet_tf.data.preparation import (  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.data.datasets import get_dataset
+from pspnet_tf.data.preparation import (
     MASK_FIXES,
     prepare_cityscapes,
     prepare_folder_masks,
     prepare_voc_aug,
 )
-from pspnet_tf.data.tfrecord import DEFAULT_SAMPLES_PER_SHARD, write_shards  # noqa: E402
-from pspnet_tf.errors import UserError  # noqa: E402
+from pspnet_tf.data.tfrecord import DEFAULT_SAMPLES_PER_SHARD, write_shards
+from pspnet_tf.errors import UserError
 
 COMMANDS = ("voc_aug", "cityscapes", "tfrecord", "folder_masks")
 

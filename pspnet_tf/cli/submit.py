@@ -10,23 +10,19 @@ Exit status: 0 when every image was written; 2 for a problem to fix in the comma
 or the data (one `error: ...` line); 4 for a fault of the machine.
 """
 
-from pspnet_tf.cli import startup
+from absl import flags
 
-startup.start()  # before anything imports TensorFlow
-
-from absl import flags  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.cli.inference_flags import (  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.cli.inference_flags import (
     define_prediction_command_flags,
     model_from_flags,
     predictor_from_flags,
 )
-from pspnet_tf.config import config_from_flags  # noqa: E402
-from pspnet_tf.data.descriptors import get_descriptor  # noqa: E402
-from pspnet_tf.errors import UserError  # noqa: E402
-from pspnet_tf.inference.submission import check_submission_folder, write_submission  # noqa: E402
+from pspnet_tf.config import config_from_flags
+from pspnet_tf.data.descriptors import get_descriptor
+from pspnet_tf.errors import UserError
+from pspnet_tf.inference.submission import check_submission_folder, write_submission
 
 define_prediction_command_flags()
 define("data", flags.DEFINE_string, "split", "test", "The split to predict (its images only; "

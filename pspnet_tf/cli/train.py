@@ -13,16 +13,12 @@ unwritable folder, a path too long): one `error: ...` line names the path and wh
 and the same command resumes once it is fixed.
 """
 
-from pspnet_tf.cli import startup
+from absl import flags
 
-startup.start(onednn=True)  # before anything imports TensorFlow; oneDNN for training
-
-from absl import flags  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
-from pspnet_tf.training.trainer import train  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.training.trainer import train
 
 define_flags()
 # Not part of the run's config: it only decides who may hold --run_dir's lock right now.

@@ -5,17 +5,13 @@ val splits, lists EVERY problem with its file name, prints per-split counts and 
 pixel frequencies, and exits with status 2 when it found any problem.
 """
 
-from pspnet_tf.cli import startup
+from absl import flags
 
-startup.start()  # before anything imports TensorFlow
-
-from absl import flags  # noqa: E402
-
-from pspnet_tf.cli import app  # noqa: E402
-from pspnet_tf.cli.flag_groups import define  # noqa: E402
-from pspnet_tf.config import config_from_flags, define_flags  # noqa: E402
-from pspnet_tf.data.verification import format_report, verify  # noqa: E402
-from pspnet_tf.errors import UserError  # noqa: E402
+from pspnet_tf.cli import app
+from pspnet_tf.cli.flag_groups import define
+from pspnet_tf.config import config_from_flags, define_flags
+from pspnet_tf.data.verification import format_report, verify
+from pspnet_tf.errors import UserError
 
 def _main(argv: list[str]) -> None:
     config = config_from_flags()

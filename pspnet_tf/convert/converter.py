@@ -4,12 +4,11 @@ import os
 
 import keras
 
-from pspnet_tf.convert.download import fetch
-from pspnet_tf.convert.mapping import assign
-from pspnet_tf.convert.pretrained import checkpoint_weights
-from pspnet_tf.convert.torch_io import read_state_dict
+from pspnet_tf.download import fetch
 from pspnet_tf.errors import ParameterError
 from pspnet_tf.models import PSPNetSegmenter, save_weights
+from pspnet_tf.models.torch_weights import assign, checkpoint_weights
+from pspnet_tf.torch_io import read_state_dict
 
 
 def weights_model(model: PSPNetSegmenter, converted: set[str]) -> keras.Model:

@@ -1,55 +1,22 @@
 """Initialises a model from pretrained weights: converted .h5 files, PyTorch checkpoints, or
-a published checkpoint by name (pspnet_tf.convert.registry)."""
+a published checkpoint by name (pspnet_tf.models.presets)."""
 
 import h5py
 import keras
 import numpy as np
 
 from pspnet_tf.compat import legacy_h5_format
-from pspnet_tf.convert.download import fetch
-from pspnet_tf.convert.mapping import (
-    BACKBONE_PREFIX,
+from pspnet_tf.download import fetch
+from pspnet_tf.errors import ParameterError, UserError
+from pspnet_tf.models.presets import ALL_PRESETS
+from pspnet_tf.models.torch_weights import (
     assign,
-    convert_state_dict,
-    imagenet_to_backbone_keys,
+    checkpoint_weights,
+    detect_source,
     is_backbone_layer,
     list_names,
 )
-from pspnet_tf.convert.registry import find_checkpoint, is_pretrained_name
-from pspnet_tf.convert.torch_io import read_state_dict
-from pspnet_tf.errors import ParameterError, UserError
-from pspnet_tf.models.heads import is_auxiliary_layer
-
-SOURCES = ("mmseg", "resnet_v1c")
-AUX_HEAD_PREFIX = "auxiliary_head."
-
-
-def detect_source(state: dict[str, np.ndarray]) -> str:
-    """"mmseg" for a full PSPNet (keys under backbone.), else "resnet_v1c" (ImageNet)."""
-    return "mmseg" if any(key.startswith(BACKBONE_PREFIX) for key in state) else "resnet_v1c"
-
-
-def checkpoint_weights(model: keras.Model, state: dict[str, np.ndarray], path: str,
-                       source: str, allow_missing_classifier: bool = False
-                       ) -> dict[str, list[np.ndarray]]:
-    """Converts a state dict of the given source for `model` (a training-heads PSPNet).
-
-    mmseg checkpoints fill the whole model (the auxiliary head only when the checkpoint
-    has one); ImageNet ResNetV1c checkpoints fill exactly the backbone.
-    """
-    detected = detect_source(state)
-    if detected != source:
-        raise ParameterError("{path} looks like a {detected} checkpoint, not {given}; pass "
-                             "{source}={detected}", path=path, detected=detected, given=source)
-    layers = [layer for layer in model.layers if layer.weights]
-    if source == "mmseg":
-        if not any(key.startswith(AUX_HEAD_PREFIX) for key in state):
-            layers = [layer for layer in layers if not is_auxiliary_layer(layer.name)]
-    else:
-        state = imagenet_to_backbone_keys(state)
-        layers = [layer for layer in layers if is_backbone_layer(layer.name)]
-    return convert_state_dict(state, layers, path, allow_missing_classifier)
-
+from pspnet_tf.torch_io import read_state_dict
 
 def _h5_weights(model: keras.Model, path: str) -> dict[str, list[np.ndarray]]:
     """A by-name .h5 file's layers, checked against the model; the backbone must be there."""
@@ -85,8 +52,8 @@ def apply_pretrained(model: keras.Model, source: str, cache_dir: str | None = No
     Layers the file does not cover (the heads, for backbone weights) keep their random
     initialisation. Returns the names of the layers that were loaded.
     """
-    if is_pretrained_name(source):
-        source = find_checkpoint(source).resolved_url()
+    if source in ALL_PRESETS:
+        source = ALL_PRESETS[source].resolved_url()
     path = fetch(source, cache_dir)
     if path.endswith(".h5"):
         weights = _h5_weights(model, path)

@@ -1,5 +1,5 @@
-"""The model of evaluate.py, predict.py and export.py: a .keras file or a published name
-(`model`), or a .h5 weights file with the config that built it (`weights`), and the settings
+"""The model of evaluate.py, predict.py and export.py: a .keras file or a preset (`model`: a
+published name, a preset folder, an hf:// or kaggle:// handle), or a .h5 weights file with the config that built it (`weights`), and the settings
 that go with it.
 
 A .keras model written by train.py or `PSPNetSegmenter.from_preset` describes itself (dataset, data
@@ -15,13 +15,13 @@ import keras
 import numpy as np
 
 from pspnet_tf.config import ExperimentConfig
-from pspnet_tf.convert.hub import PSPNetSegmenter  # with the preset loader installed
-from pspnet_tf.convert.registry import is_pretrained_name
 from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.errors import ParameterError
 from pspnet_tf.inference.precision import with_precision
-from pspnet_tf.models import load_weights
+from pspnet_tf.hubs import is_hub_handle
+from pspnet_tf.models import PSPNetSegmenter, load_weights
 from pspnet_tf.models.factory import build_model
+from pspnet_tf.models.preset_files import is_preset_dir
 from pspnet_tf.models.saving import load_model_file
 
 # Settings a self-describing model brings; naming one in `overridden` keeps the config's.
@@ -66,12 +66,12 @@ def _described(model: keras.Model, config: ExperimentConfig,
 def load_inference_model(config: ExperimentConfig, *, model: str | None = None,
                          weights: str | None = None, precision: str | None = None,
                          overridden: Collection[str] = frozenset()) -> LoadedModel:
-    """The inference PSPNet of exactly one of `model` (a .keras file or a published name,
-    with its own settings, except those named in `overridden`) and `weights` (a .h5 file,
+    """The inference PSPNet of exactly one of `model` (a .keras file or a preset, with its own
+    settings, except those named in `overridden`) and `weights` (a .h5 file,
     built from `config`). `precision` ("float32" or "bfloat16", see inference/precision.py)
     applies to `weights`; a `model` runs in the precision it was saved in."""
     if bool(model) == bool(weights):
-        raise ParameterError("pass either {model}=PATH.keras (or a published name) or "
+        raise ParameterError("pass either {model}=PATH.keras (or a preset) or "
                              "{weights}=PATH.h5 with its {config}"
                              + (", not both" if model else ""))
     config = with_precision(config, precision)
@@ -82,5 +82,7 @@ def load_inference_model(config: ExperimentConfig, *, model: str | None = None,
     if precision not in (None, "float32"):
         raise ParameterError("{precision}={value} works with {weights} and its {config}; a "
                              "{model} runs in the precision it was saved in", value=precision)
-    network = PSPNetSegmenter.from_preset(model) if is_pretrained_name(model) else load_model_file(model)
+    is_preset = (model in PSPNetSegmenter.presets or is_hub_handle(model)
+                 or is_preset_dir(model))
+    network = PSPNetSegmenter.from_preset(model) if is_preset else load_model_file(model)
     return _described(network, config, overridden)

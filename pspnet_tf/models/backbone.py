@@ -12,7 +12,9 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.models.layers import PACKAGE, Conv2D, FusedBatchNormalization
-from pspnet_tf.models.presets import BACKBONE_PRESETS, Preset, PresetMixin, load_preset
+from pspnet_tf.models.preset_files import load_backbone
+from pspnet_tf.models.preset_loading import PresetMixin, fill_from_checkpoint
+from pspnet_tf.models.presets import BACKBONE_PRESETS, Preset
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
@@ -211,7 +213,18 @@ class ResNetV1cBackbone(PresetMixin, keras.Model):
         backbone with the ImageNet weights of `name`, D8 unless `output_stride=16` (the
         same weights: dilation changes no weight's shape)."""
         backbone = cls(preset.depth, output_stride or preset.output_stride)
-        return load_preset(preset, cache_dir, backbone) if load_weights else backbone
+        if not load_weights:
+            return backbone
+        return fill_from_checkpoint(backbone, preset, cache_dir, "resnet_v1c")
+
+    @classmethod
+    def _from_preset_folder(cls, folder: str, load_weights: bool,
+                            output_stride: int | None = None) -> "ResNetV1cBackbone":
+        """`from_preset(folder, output_stride=None, load_weights=True)`: the backbone of a
+        preset folder (a backbone's, or a segmenter's), its output stride changed to
+        `output_stride` when given (the same weights)."""
+        overrides = {} if output_stride is None else {"output_stride": output_stride}
+        return load_backbone(folder, cls, load_weights, **overrides)
 
 
 def backbone_name(depth: int) -> str:

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from pspnet_tf.models.backbone import batch_norm, conv_bn_relu
 from pspnet_tf.models.layers import (
+    AUX_PREFIX,
     AdaptiveAveragePooling2D,
     Conv2D,
     PyramidBottleneckConv,
@@ -14,14 +15,6 @@ from pspnet_tf.models.layers import (
 )
 
 PYRAMID_BINS = (1, 2, 3, 6)
-AUX_PREFIX = "aux_"  # the auxiliary head's layer names start with it
-
-
-def is_auxiliary_layer(name: str) -> bool:
-    """Whether a layer of a PSPNet belongs to the auxiliary head (training only)."""
-    return name.startswith(AUX_PREFIX)
-
-
 def _classifier(x: tf.Tensor, num_classes: int, dropout: float, prefix: str) -> tf.Tensor:
     """Dropout2d (whole channels) then a 1x1 conv with bias, as mmsegmentation's `cls_seg`."""
     if dropout > 0:

@@ -8,6 +8,12 @@ import tensorflow as tf
 from pspnet_tf.models.convolution import conv2d
 
 PACKAGE = "pspnet_tf"  # the registered names are "pspnet_tf>ClassName"
+AUX_PREFIX = "aux_"  # the auxiliary head's layer names start with it
+
+
+def is_auxiliary_layer(name: str) -> bool:
+    """Whether a layer of a PSPNet belongs to the auxiliary head (training only)."""
+    return name.startswith(AUX_PREFIX)
 
 
 def _pooling_matrix(size: tf.Tensor, bins: int, dtype: tf.DType) -> tf.Tensor:

@@ -5,24 +5,18 @@ URLs are open-mmlab's own; each file name ends with the first 8 hex digits of th
 sha256, which the download checks. $PSPNET_TF_DOWNLOAD_BASE replaces the host part
 (https://download.openmmlab.com) of every URL, for a mirror or a local test server.
 
-Downloading and converting a checkpoint is `pspnet_tf.convert`'s job, a layer above the
-models: it installs itself here as the preset loader (`set_preset_loader`) when imported,
-which `pspnet_tf.PSPNetSegmenter` and `pspnet_tf.ResNetV1cBackbone` do.
+Loading them (and preset folders) is pspnet_tf.models.preset_loading's job.
 """
 
 import dataclasses
 import os
 import posixpath
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-import keras
-
+from pspnet_tf.download import BASE_ENV, OPENMMLAB
 from pspnet_tf.errors import UserError
 
-OPENMMLAB = "https://download.openmmlab.com"
-BASE_ENV = "PSPNET_TF_DOWNLOAD_BASE"
 _MMSEG = "/mmsegmentation/v0.5/pspnet"
 _SCALES = {"voc": (2048, 512), "ade20k": (2048, 512), "cityscapes": (2048, 1024)}
 _DATA_ROOTS = {"voc": "data/VOCdevkit/VOC2012", "ade20k": "data/ADEChallengeData2016",
@@ -112,53 +106,3 @@ def find_preset(name: str, presets: Mapping[str, Preset] = ALL_PRESETS,
         raise UserError(f"{name!r} is not a published checkpoint pspnet_tf knows{hint}; choose "
                         f"one of {', '.join(presets)}")
     return presets[name]
-
-
-# (preset, cache_dir, model to fill) -> the model with the preset's weights; installed by
-# pspnet_tf.convert.
-PresetLoader = Callable[[Preset, str | None, keras.Model], keras.Model]
-_LOADER: list[PresetLoader] = []
-
-
-def set_preset_loader(loader: PresetLoader) -> None:
-    """Installs the function that downloads and converts presets (pspnet_tf.convert's)."""
-    _LOADER[:] = [loader]
-
-
-def load_preset(preset: Preset, cache_dir: str | None, model: keras.Model) -> keras.Model:
-    """`model` (a ResNetV1cBackbone, or a PSPNetSegmenter of the preset's architecture) with
-    `preset`'s weights; a segmenter comes back as the cached inference model."""
-    if not _LOADER:
-        raise RuntimeError("loading presets needs pspnet_tf.convert: use pspnet_tf.PSPNetSegmenter "
-                           "(or import pspnet_tf.convert.hub once)")
-    return _LOADER[0](preset, cache_dir, model)
-
-
-class PresetMixin:
-    """`list_presets` and `from_preset`, shared by the model classes: each names its
-    `presets` and `preset_role`, and builds the architecture of a preset record
-    (`_from_preset_record`)."""
-
-    presets: dict[str, Preset] = {}
-    preset_role = ""
-
-    @classmethod
-    def list_presets(cls) -> list[str]:
-        """The names `from_preset` accepts."""
-        return list(cls.presets)
-
-    @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True, cache_dir: str | None = None,
-                    **kwargs: Any) -> keras.Model:
-        """The model of preset `preset` (`list_presets()`), with its published weights unless
-        `load_weights=False` (the architecture only, nothing downloaded). The weights are
-        downloaded once and converted (`pspnet_tf.convert`); `cache_dir` defaults to
-        $PSPNET_TF_CACHE, else $KERAS_HOME/pspnet_tf or ~/.keras/pspnet_tf. `kwargs` are
-        the class's own options (see its `_from_preset_record`)."""
-        record = find_preset(preset, cls.presets, f" as a {cls.preset_role}")
-        return cls._from_preset_record(record, load_weights, cache_dir, **kwargs)
-
-    @classmethod
-    def _from_preset_record(cls, preset: Preset, load_weights: bool, cache_dir: str | None,
-                            **kwargs: Any) -> keras.Model:
-        raise NotImplementedError

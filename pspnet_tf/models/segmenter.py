@@ -25,7 +25,9 @@ from pspnet_tf.models.losses import SegmentationCrossEntropy
 from pspnet_tf.models.prediction import logits_at_size, network_logits, whole_image_labels
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 from pspnet_tf.data.descriptors import dataset_classes
-from pspnet_tf.models.presets import SEGMENTER_PRESETS, Preset, PresetMixin, load_preset
+from pspnet_tf.models.preset_files import load_task
+from pspnet_tf.models.preset_loading import PresetMixin, published_segmenter
+from pspnet_tf.models.presets import SEGMENTER_PRESETS, Preset
 from pspnet_tf.models.schedules import TorchSGD, make_optimizer
 
 LOGITS, AUX_LOGITS = "logits", "aux_logits"
@@ -266,55 +268,61 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         return self._late([inputs, run_early(inputs)])
 
     @classmethod
-    def published_architecture(cls, preset: Preset) -> "PSPNetSegmenter":
-        """The training-heads PSPNet a published checkpoint fills, with its dataset's classes
-        and palette and its test scale (random weights)."""
+    def published_architecture(cls, preset: Preset, auxiliary_head: bool = True
+                               ) -> "PSPNetSegmenter":
+        """The PSPNet of a published checkpoint (with the training heads unless
+        `auxiliary_head=False`), its dataset's classes and palette, its test scale and a
+        preprocessor for it (random weights)."""
         names, palette = dataset_classes(preset.dataset, preset.data_root)
         return cls(ResNetV1cBackbone(preset.depth, preset.output_stride), len(names),
                    psp_channels=preset.psp_channels, aux_channels=preset.aux_channels,
-                   auxiliary_head=True, class_names=names, palette=palette, scale=preset.scale,
-                   dataset=preset.dataset, data_root=preset.data_root, preset=preset.name)
+                   auxiliary_head=auxiliary_head, class_names=names, palette=palette,
+                   scale=preset.scale, dataset=preset.dataset, data_root=preset.data_root,
+                   preset=preset.name,
+                   preprocessor=PSPNetPreprocessor(preset.scale, name="preprocessor"))
 
     @classmethod
     def _from_preset_record(cls, preset: Preset, load_weights: bool, cache_dir: str | None,
-                            num_classes: int | None = None,
-                            class_names: Sequence[str] | None = None,
-                            palette: Sequence[Sequence[int]] | np.ndarray | None = None,
-                            auxiliary_head: bool = False) -> "PSPNetSegmenter":
+                            **kwargs: Any) -> "PSPNetSegmenter":
         """`from_preset(name, num_classes=None, class_names=None, palette=None,
-        auxiliary_head=False, load_weights=True, cache_dir=None)`.
-
-        Without `num_classes` and `class_names`: the inference PSPNet of published
-        checkpoint `name` with its dataset's classes, palette and test scale, converted and
-        cached as .keras the first time. Either way the model's `preprocessor` is a
-        `PSPNetPreprocessor` of the preset's test scale, so `fit` and `predict` take uint8
-        images. With them (to fine-tune on your own classes):
-        the published backbone and Pyramid Pooling Module with a fresh classifier for
-        `num_classes` classes (default `len(class_names)`), named `class_names` and
-        coloured `palette` (both optional); the model no longer names the preset's dataset.
-        `auxiliary_head=True` adds the training head on layer3, freshly initialised (the
-        cached preset holds the inference model only).
+        auxiliary_head=None, load_weights=True, cache_dir=None)`: the inference PSPNet of
+        published checkpoint `name` (its dataset's classes, palette, test scale and a
+        `PSPNetPreprocessor` of that scale, so `fit` and `predict` take uint8 images),
+        converted and cached as a preset folder the first time; then `for_classes(**kwargs)`.
         """
+        model = (published_segmenter(preset, cache_dir, cls.published_architecture(preset))
+                 if load_weights else cls.published_architecture(preset, auxiliary_head=False))
+        return model.for_classes(**kwargs)
+
+    @classmethod
+    def _from_preset_folder(cls, folder: str, load_weights: bool, **kwargs: Any
+                            ) -> "PSPNetSegmenter":
+        """`from_preset(folder, num_classes=None, class_names=None, palette=None,
+        auxiliary_head=None, load_weights=True)`: the segmenter `save_to_preset` wrote,
+        then `for_classes(**kwargs)`."""
+        return load_task(folder, cls, load_weights).for_classes(**kwargs)
+
+    def for_classes(self, num_classes: int | None = None,
+                    class_names: Sequence[str] | None = None,
+                    palette: Sequence[Sequence[int]] | np.ndarray | None = None,
+                    auxiliary_head: bool | None = None) -> "PSPNetSegmenter":
+        """This model for fine-tuning. With `num_classes` or `class_names`: the same
+        backbone and Pyramid Pooling Module weights with a fresh classifier for
+        `num_classes` classes (default `len(class_names)`), named `class_names` and
+        coloured `palette` (both optional; the model no longer names a dataset).
+        `auxiliary_head=True` adds the training head on layer3 where the model has none
+        (freshly initialised: published presets hold the inference model only), False
+        drops it, None keeps what the model has. With no argument: this model itself."""
         if num_classes is None and class_names is not None:
             num_classes = len(class_names)
-        own_classes = num_classes is not None
-        if own_classes:
-            names, colours, dataset, data_root = class_names, palette, None, None
-        else:
-            if class_names is not None or palette is not None:
-                raise ValueError("class_names and palette need num_classes (a new classifier)")
-            names, colours = dataset_classes(preset.dataset, preset.data_root)
-            dataset, data_root = preset.dataset, preset.data_root
-        config = {"num_classes": len(names) if num_classes is None else num_classes,
-                  "psp_channels": preset.psp_channels, "aux_channels": preset.aux_channels,
-                  "auxiliary_head": auxiliary_head, "class_names": names, "palette": colours,
-                  "scale": preset.scale, "dataset": dataset, "data_root": data_root,
-                  "preset": preset.name, "preprocessor": PSPNetPreprocessor(preset.scale, name="preprocessor")}
-        if not load_weights:
-            return cls(ResNetV1cBackbone(preset.depth, preset.output_stride), **config)
-        # The cached inference model (the published classes, no auxiliary head).
-        published = load_preset(preset, cache_dir, cls.published_architecture(preset))
-        if not own_classes and not auxiliary_head:
-            published.preprocessor = config["preprocessor"]
-            return published
-        return published.variant(fresh=(CLASSIFIER, AUX_CLASSIFIER), **config)
+        changes: dict[str, Any] = {}
+        fresh: tuple[str, ...] = ()
+        if num_classes is not None:
+            changes = {"num_classes": num_classes, "class_names": class_names,
+                       "palette": palette, "dataset": None, "data_root": None}
+            fresh = (CLASSIFIER, AUX_CLASSIFIER)
+        elif class_names is not None or palette is not None:
+            raise ValueError("class_names and palette need num_classes (a new classifier)")
+        if auxiliary_head is not None and auxiliary_head != self.auxiliary_head:
+            changes["auxiliary_head"] = auxiliary_head
+        return self.variant(fresh=fresh, **changes) if changes else self

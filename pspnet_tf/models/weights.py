@@ -13,7 +13,7 @@ import keras
 from pspnet_tf.atomic import write_atomically
 from pspnet_tf.compat import legacy_h5_format
 from pspnet_tf.errors import ParameterError, UserError
-from pspnet_tf.models.heads import is_auxiliary_layer
+from pspnet_tf.models.layers import is_auxiliary_layer
 
 
 def save_weights(model: keras.Model, path: str) -> None:

@@ -1,4 +1,5 @@
-"""Maps PyTorch state-dict keys (mmsegmentation names) onto pspnet_tf layers, strictly.
+"""Maps PyTorch state-dict keys (mmsegmentation names) onto pspnet_tf layers, strictly:
+full mmsegmentation PSPNets and ImageNet ResNetV1c backbones (`checkpoint_weights`).
 
 Keras layer names are the mmsegmentation module names with "." -> "_", so each layer's
 tensors are found by name; every tensor must be used and every weight filled with the
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 
 from pspnet_tf.errors import ParameterError, UserError
-from pspnet_tf.models.layers import PyramidBottleneckConv
+from pspnet_tf.models.layers import PyramidBottleneckConv, is_auxiliary_layer
 
 BACKBONE_PREFIX = "backbone."
 IMAGENET_CLASSIFIER_PREFIX = "fc."  # ImageNet ResNets' classifier; a segmenter has none
@@ -26,6 +27,8 @@ _HEAD_LAYERS = (
     (re.compile(r"^aux_conv_seg$"), "auxiliary_head.conv_seg"),
 )
 _SHOWN = 12  # offending names listed per kind of problem
+SOURCES = ("mmseg", "resnet_v1c")
+AUX_HEAD_PREFIX = "auxiliary_head."
 
 
 def is_backbone_layer(name: str) -> bool:
@@ -125,3 +128,31 @@ def assign(model: keras.Model, weights: dict[str, list[np.ndarray]]) -> None:
     """Sets each named layer's weights (shapes were checked by the caller)."""
     for name, values in weights.items():
         model.get_layer(name).set_weights(values)
+
+
+def detect_source(state: dict[str, np.ndarray]) -> str:
+    """"mmseg" for a full PSPNet (keys under backbone.), else "resnet_v1c" (ImageNet)."""
+    return "mmseg" if any(key.startswith(BACKBONE_PREFIX) for key in state) else "resnet_v1c"
+
+
+def checkpoint_weights(model: keras.Model, state: dict[str, np.ndarray], path: str,
+                       source: str, allow_missing_classifier: bool = False
+                       ) -> dict[str, list[np.ndarray]]:
+    """Converts a state dict of the given source for `model` (a training-heads PSPNet, or
+    a backbone for "resnet_v1c").
+
+    mmseg checkpoints fill the whole model (the auxiliary head only when the checkpoint
+    has one); ImageNet ResNetV1c checkpoints fill exactly the backbone.
+    """
+    detected = detect_source(state)
+    if detected != source:
+        raise ParameterError("{path} looks like a {detected} checkpoint, not {given}; pass "
+                             "{source}={detected}", path=path, detected=detected, given=source)
+    layers = [layer for layer in model.layers if layer.weights]
+    if source == "mmseg":
+        if not any(key.startswith(AUX_HEAD_PREFIX) for key in state):
+            layers = [layer for layer in layers if not is_auxiliary_layer(layer.name)]
+    else:
+        state = imagenet_to_backbone_keys(state)
+        layers = [layer for layer in layers if is_backbone_layer(layer.name)]
+    return convert_state_dict(state, layers, path, allow_missing_classifier)

@@ -9,14 +9,14 @@ Training also asks for the oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS=1), which T
 turns on by default only on CPUs with AVX-512 VNNI/BF16 or AMX: on an AVX2 CPU they make the
 training step faster but inference slower (docs/performance.md).
 
-Only the command modules (cli/train.py, ...) call `start`, first thing, before anything
-imports TensorFlow; importing the library changes nothing in the process.
+Only the commands' launcher (pspnet_tf_launch) calls `start`, before anything imports
+TensorFlow (`import pspnet_tf` does); importing the library changes nothing in the process.
 """
 
 import os
 import sys
 
-from pspnet_tf.native_logs import native_logs_dropped, verbose_requested
+from pspnet_tf_launch.native_logs import native_logs_dropped, verbose_requested
 
 
 def start(*, onednn: bool = False) -> None:

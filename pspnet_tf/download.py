@@ -37,9 +37,10 @@ from typing import BinaryIO, TypeVar
 
 import keras
 
-from pspnet_tf.models.presets import BASE_ENV, OPENMMLAB
 from pspnet_tf.errors import EnvironmentFault, UserError, describe_error
 
+OPENMMLAB = "https://download.openmmlab.com"  # the host of the published checkpoints
+BASE_ENV = "PSPNET_TF_DOWNLOAD_BASE"  # a mirror of it (models/presets.py)
 CACHE_ENV = "PSPNET_TF_CACHE"
 TIMEOUT_ENV = "PSPNET_TF_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
