@@ -148,6 +148,8 @@ def load_backbone(preset_dir: str, cls: type, load_weights: bool, **overrides: A
 def load_task(preset_dir: str, cls: type, load_weights: bool) -> keras.Model:
     """The segmenter of a preset folder, with its backbone's and heads' weights unless
     `load_weights=False`."""
+    if not os.path.isfile(os.path.join(preset_dir, TASK_CONFIG_FILE)):  # a backbone's folder
+        _checked_class(_read_json(preset_dir, CONFIG_FILE), cls, preset_dir)
     config = _read_json(preset_dir, TASK_CONFIG_FILE)
     _checked_class(config, cls, os.path.join(preset_dir, TASK_CONFIG_FILE))
     task = keras.saving.deserialize_keras_object(config)
