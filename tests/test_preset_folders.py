@@ -153,3 +153,20 @@ def test_upload_preset_hands_the_folder_to_the_hub_clients(tmp_path, monkeypatch
                      ("kaggle", "someone/pspnet/keras/mine", str(tmp_path / "mine"))]
     with pytest.raises(UserError, match="holds no config.json"):
         upload_preset("hf://someone/x", str(tmp_path))
+
+
+def test_keras_hubs_own_loader_reads_a_pspnet_tf_folder(tmp_path):
+    """Where keras-hub is installed (it is no dependency): its KerasPresetLoader builds the
+    same segmenter from the folder; its class methods refuse classes not its own."""
+    keras_hub = pytest.importorskip("keras_hub")
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    model = _segmenter()
+    model.save_to_preset(str(tmp_path / "mine"))
+    loader = get_preset_loader(str(tmp_path / "mine"))
+    assert loader.check_backbone_class() is ResNetV1cBackbone
+    loaded = loader.load_task(PSPNetSegmenter, load_weights=True, load_task_weights=True)
+    np.testing.assert_array_equal(loaded.predict(_pixels(3), verbose=0),
+                                  model.predict(_pixels(3), verbose=0))
+    with pytest.raises(ValueError, match="not a subclass of calling class `Backbone`"):
+        keras_hub.models.Backbone.from_preset(str(tmp_path / "mine"))

@@ -61,7 +61,7 @@ def test_dtype_is_honoured_saved_and_restored(tmp_path):
     model = segmenter(PSPNetPreprocessor((32, 24)), backbone_dtype="mixed_bfloat16")
     assert keras.config.dtype_policy().name == "float32"
     assert model.dtype_policy.name == "mixed_bfloat16"
-    assert model.backbone.get_config()["dtype"] == "mixed_bfloat16"
+    assert model.backbone.get_config()["dtype"]["config"]["name"] == "mixed_bfloat16"
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert {layer.dtype_policy.name for layer in convs} == {"mixed_bfloat16"}
     assert all(weight.dtype == "float32" for weight in model.weights)
@@ -69,7 +69,7 @@ def test_dtype_is_honoured_saved_and_restored(tmp_path):
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert loaded.get_config()["dtype"] == "mixed_bfloat16"
+    assert loaded.get_config()["dtype"]["config"]["name"] == "mixed_bfloat16"
     assert {layer.dtype_policy.name for layer in loaded.layers
             if isinstance(layer, keras.layers.Conv2D)} == {"mixed_bfloat16"}
     images = samples()[0]

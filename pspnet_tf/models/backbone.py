@@ -199,7 +199,7 @@ class ResNetV1cBackbone(PresetMixin, keras.Model):
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable, "depth": self.depth,
                 "output_stride": self.output_stride, "tap_gradients": self.tap_gradients,
-                "dtype": self.dtype_policy.name}
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None

@@ -54,16 +54,11 @@ def _write_json(path: str, value: dict) -> None:
         json.dump(value, handle, indent=4)
 
 
-def _backbone_weights_only(task: keras.Model) -> list:
-    return list(task.backbone._flatten_layers())
-
-
 def _write_files(model: keras.Model, folder: str) -> None:
     backbone = getattr(model, "backbone", None)
     if backbone is not None:
         _write_json(os.path.join(folder, TASK_CONFIG_FILE), _config(model))
-        keras.saving.save_weights(model, os.path.join(folder, TASK_WEIGHTS_FILE),
-                                  objects_to_skip=_backbone_weights_only(model))
+        model.save_task_weights(os.path.join(folder, TASK_WEIGHTS_FILE))
         if getattr(model, "preprocessor", None) is not None:
             _write_json(os.path.join(folder, PREPROCESSOR_CONFIG_FILE),
                         _config(model.preprocessor))
@@ -123,9 +118,9 @@ def _checked_class(config: dict, cls: type, path: str) -> type:
     return found
 
 
-def _load_weights(model: keras.Model, path: str, **kwargs: Any) -> None:
+def _load_weights(load: Any, path: str) -> None:
     try:
-        keras.saving.load_weights(model, path, **kwargs)
+        load(path)
     except FileNotFoundError as error:
         raise UserError(f"{path} is missing: download or save the preset again") from error
     except (ValueError, OSError) as error:
@@ -141,7 +136,7 @@ def load_backbone(preset_dir: str, cls: type, load_weights: bool, **overrides: A
     found = _checked_class(config, cls, os.path.join(preset_dir, CONFIG_FILE))
     backbone = found.from_config({**config["config"], **overrides})
     if load_weights:
-        _load_weights(backbone, os.path.join(preset_dir, MODEL_WEIGHTS_FILE))
+        _load_weights(backbone.load_weights, os.path.join(preset_dir, MODEL_WEIGHTS_FILE))
     return backbone
 
 
@@ -154,7 +149,6 @@ def load_task(preset_dir: str, cls: type, load_weights: bool) -> keras.Model:
     _checked_class(config, cls, os.path.join(preset_dir, TASK_CONFIG_FILE))
     task = keras.saving.deserialize_keras_object(config)
     if load_weights:
-        _load_weights(task.backbone, os.path.join(preset_dir, MODEL_WEIGHTS_FILE))
-        _load_weights(task, os.path.join(preset_dir, TASK_WEIGHTS_FILE),
-                      objects_to_skip=_backbone_weights_only(task))
+        _load_weights(task.backbone.load_weights, os.path.join(preset_dir, MODEL_WEIGHTS_FILE))
+        _load_weights(task.load_task_weights, os.path.join(preset_dir, TASK_WEIGHTS_FILE))
     return task

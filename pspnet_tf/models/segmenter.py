@@ -144,7 +144,7 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
                 "tap_gradients": self.tap_gradients, "recompute": self.recompute,
                 "preprocessor": (None if self.preprocessor is None else
                                  keras.saving.serialize_keras_object(self.preprocessor)),
-                "dtype": self.dtype_policy.name}
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None
@@ -172,6 +172,17 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
             if layer.weights and layer.name in own and layer.name not in fresh:
                 layer.set_weights(own[layer.name].get_weights())
         return copy
+
+    def save_task_weights(self, filepath: str) -> None:
+        """Writes the weights outside the backbone (the heads) to a `.weights.h5` file, as
+        keras-hub's tasks do (a preset folder's task.weights.h5)."""
+        keras.saving.save_weights(self, filepath,
+                                  objects_to_skip=list(self.backbone._flatten_layers()))
+
+    def load_task_weights(self, filepath: str) -> None:
+        """Reads what `save_task_weights` wrote; the backbone's weights stay as they are."""
+        keras.saving.load_weights(self, filepath,
+                                  objects_to_skip=list(self.backbone._flatten_layers()))
 
     def segment(self, image: np.ndarray | tf.Tensor) -> np.ndarray:
         """Int32 class ids [H, W] for one uint8 RGB image [H, W, 3] of any size: the whole-
