@@ -41,7 +41,6 @@ PEER_IMPORTS = {
     ("training", "inference"),  # the validation predictor, final_model.keras
     ("training", "convert"),  # --pretrained
     ("evaluation", "inference"),  # the report's overlays of the worst images
-    ("inference", "convert"),  # --model=<published name>
     ("models", "data"),  # the preprocessor shares the data pipeline's resize and normalisation
     ("atomic", "errors"),  # a failed write's EnvironmentFault
     ("download", "errors"), ("torch_io", "errors"), ("hubs", "errors"),  # one-line errors

@@ -142,3 +142,18 @@ def test_preprocessor_takes_one_image_or_a_batch():
         layer(image[..., 0])
     assert PSPNetPreprocessor((40, 20), dtype="mixed_bfloat16")(image).dtype == tf.bfloat16
     assert one.dtype == tf.float32
+
+
+def test_a_compiled_segmenter_loads_compiled_without_a_warning(tmp_path):
+    import warnings
+
+    model = segmenter(PSPNetPreprocessor((48, 40)), auxiliary_head=True)
+    model.compile(total_steps=10)
+    model.fit(tf.data.Dataset.from_tensor_slices(samples(2)).batch(2), verbose=0)
+    model.save(tmp_path / "m.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer) is TorchSGD and int(loaded.optimizer.iterations) == 1
+    assert float(loaded.optimizer.learning_rate) == float(model.optimizer.learning_rate)
+    loaded.fit(tf.data.Dataset.from_tensor_slices(samples(2)).batch(2), verbose=0)  # resumes

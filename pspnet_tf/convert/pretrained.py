@@ -27,7 +27,7 @@ def _h5_weights(model: keras.Model, path: str) -> dict[str, list[np.ndarray]]:
                       for name in names}
     except (OSError, KeyError) as error:
         raise UserError(f"{path} is not a pspnet_tf weights file ({error}); pass a .h5 "
-                        "written by train.py or python -m pspnet_tf.convert, or a .pth") from error
+                        "written by train.py or pspnet-convert, or a .pth") from error
     stored = {name: values for name, values in stored.items() if values}
     present = {layer.name: layer for layer in model.layers if layer.weights}
     unexpected = sorted(name for name in stored if name not in present)

@@ -173,6 +173,13 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
                 layer.set_weights(own[layer.name].get_weights())
         return copy
 
+    def compile_from_config(self, config: dict) -> None:
+        """What `keras.saving.load_model` calls for a compiled model's file: `compile` with
+        the saved arguments (Keras' own skips a model whose `compile` is overridden)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def save_task_weights(self, filepath: str) -> None:
         """Writes the weights outside the backbone (the heads) to a `.weights.h5` file, as
         keras-hub's tasks do (a preset folder's task.weights.h5)."""
