@@ -142,3 +142,12 @@ def test_preprocessor_takes_one_image_or_a_batch():
         layer(image[..., 0])
     assert PSPNetPreprocessor((40, 20), dtype="mixed_bfloat16")(image).dtype == tf.bfloat16
     assert one.dtype == tf.float32
+
+
+def test_a_variant_keeps_the_preprocessor_unless_given_another():
+    model = segmenter(PSPNetPreprocessor((40, 20)))
+    assert model.variant(auxiliary_head=True).preprocessor.scale == (40, 20)
+    replaced = model.variant(preprocessor=PSPNetPreprocessor((64, 32)))
+    assert replaced.preprocessor.scale == (64, 32)
+    assert segmenter().variant(preprocessor=PSPNetPreprocessor((64, 32))).preprocessor.scale \
+        == (64, 32)  # what from_preset does to the cached published model
