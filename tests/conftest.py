@@ -36,3 +36,14 @@ def torch_hidden(tmp_path) -> tuple[dict[str, str], Path]:
     (shim / "torch.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
                                    "raise ImportError('PyTorch must not be needed')\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), ROOT])}, marker
+
+
+@pytest.fixture
+def server():
+    """A local download server (tests/preset_server.py), shut down after the test."""
+    from preset_server import Server
+
+    serving = Server()
+    yield serving
+    serving.httpd.shutdown()
+    serving.httpd.server_close()

@@ -2,9 +2,7 @@
 cache) against a loopback HTTP server serving generated mmseg-layout checkpoints."""
 
 import hashlib
-import http.server
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,62 +19,11 @@ from pspnet_tf.errors import UserError
 
 torch = pytest.importorskip("torch")
 from helpers import TINY_HEADS, model_from_cli_flags, run_python, tiny_model  # noqa: E402
+from preset_server import serve_preset  # noqa: E402
 from torch_parity import (  # noqa: E402
     assert_parity, keras_logits, save_mmseg, tiny_reference, torch_logits)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-class Server:
-    """Serves `files` ({url path: bytes}) on 127.0.0.1 with Range support; records requests,
-    and `truncate` cuts the next response to a path off half-way through its body."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
-        self.truncate: set[str] = set()
-        self.ignore_range = False  # answer like a server without Range support
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.requests.append((self.path, self.headers.get("Range")))
-                if self.path not in server.files:
-                    self.send_error(404)
-                    return
-                body, start = server.files[self.path], 0
-                if self.headers.get("Range") and not server.ignore_range:
-                    start = int(self.headers["Range"].split("=")[1].rstrip("-"))
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                if self.path in server.truncate:
-                    server.truncate.discard(self.path)
-                    self.wfile.write(body[start:start + (len(body) - start) // 2])
-                    self.close_connection = True
-                    return
-                self.wfile.write(body[start:])
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def hits(self, path: str) -> int:
-        return sum(requested == path for requested, _ in self.requests)
-
-
-@pytest.fixture
-def server():
-    serving = Server()
-    yield serving
-    serving.httpd.shutdown()
-    serving.httpd.server_close()
 
 
 def test_the_registry_holds_the_published_checkpoints_of_the_readme():
@@ -197,25 +144,13 @@ def test_cli_model_names_load_through_from_preset_and_its_cache(server, tmp_path
     assert described.classes()[0] == names and server.requests == []
 
 
-def _serve_preset(server, monkeypatch, tmp_path, data: bytes, folder: str, name: str) -> str:
-    """Serves `data` as open-mmlab's file `folder/name-<sha256 prefix>.pth` through
-    $PSPNET_TF_DOWNLOAD_BASE, with the cache in tmp_path; returns the open-mmlab URL."""
-    from pspnet_tf.download import CACHE_ENV
-
-    path = f"{folder}/{name}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
-    server.files[path] = data
-    monkeypatch.setenv(BASE_ENV, server.base)
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    return OPENMMLAB + path
-
-
 def test_the_readme_quick_start_labels_an_image_with_a_preset(server, tmp_path, monkeypatch):
     """README's Python example, run on a tiny preset served like open-mmlab's files."""
     from pspnet_tf.inference.predictor import Predictor
 
     reference = tiny_reference(seed=5)
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
-    url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
+    url = serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
                         "pspnet_tiny_demo")
     monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
@@ -246,7 +181,7 @@ def test_the_backbone_preset_holds_the_imagenet_weights(server, tmp_path, monkey
              if key.startswith("backbone.")}
     state["fc.weight"] = torch.zeros(1000, 512)  # the ImageNet classifier, ignored
     torch.save(state, tmp_path / "imagenet.pth")
-    url = _serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
+    url = serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
                         "/pretrain/third_party", "resnet18_v1c")
     monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
                         Preset("resnet18_v1c", url, "resnet18_v1c"))
@@ -279,7 +214,7 @@ def test_presets_are_listed_per_class_and_refused_by_the_other():
 def _tiny_demo_preset(server, tmp_path, monkeypatch, seed: int = 5):
     reference = tiny_reference(seed=seed)
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
-    url = _serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
+    url = serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
                         "pspnet_tiny_demo")
     monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))

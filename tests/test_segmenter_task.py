@@ -157,3 +157,12 @@ def test_a_compiled_segmenter_loads_compiled_without_a_warning(tmp_path):
     assert type(loaded.optimizer) is TorchSGD and int(loaded.optimizer.iterations) == 1
     assert float(loaded.optimizer.learning_rate) == float(model.optimizer.learning_rate)
     loaded.fit(tf.data.Dataset.from_tensor_slices(samples(2)).batch(2), verbose=0)  # resumes
+
+
+def test_a_variant_keeps_the_preprocessor_unless_given_another():
+    model = segmenter(PSPNetPreprocessor((40, 20)))
+    assert model.variant(auxiliary_head=True).preprocessor.scale == (40, 20)
+    replaced = model.variant(preprocessor=PSPNetPreprocessor((64, 32)))
+    assert replaced.preprocessor.scale == (64, 32)
+    assert segmenter().variant(preprocessor=PSPNetPreprocessor((64, 32))).preprocessor.scale \
+        == (64, 32)

@@ -160,12 +160,11 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         """A new segmenter of this config with `changes` (e.g. auxiliary_head=False), holding
         copies of this one's weights for every layer it shares by name, except the layers
         named in `fresh` (e.g. the classifier, for a new class count)."""
-        config = {**self.get_config(), **changes}
+        config = {**self.get_config(), "preprocessor": self.preprocessor, **changes}
         config.pop("name")
         backbone = dict(config.pop("backbone")["config"])
         backbone.pop("name")
         backbone["tap_gradients"] = config["tap_gradients"]
-        config["preprocessor"] = self.preprocessor
         copy = PSPNetSegmenter(ResNetV1cBackbone(**backbone), **config)
         own = {layer.name: layer for layer in self.layers}
         for layer in copy.layers:
