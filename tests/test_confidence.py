@@ -2,13 +2,19 @@
 by `build_segmentation`, returned by Predictor and PSPNetSegmenter, written as PNGs and drawn as
 unknown pixels."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from helpers import DEMO_MODEL_FLAGS, DEMO_SCALE, assert_refused_in_one_line, run_command, saved
 from helpers import varied_model
 
 from pspnet_tf.errors import ParameterError
+from pspnet_tf.inference.export import METADATA_FILE
+from pspnet_tf.inference.modes import predictor_for
 from pspnet_tf.inference.predictor import Predictor
 from pspnet_tf.inference.visualize import (IGNORE_COLOUR, colorize, overlay, save_confidence_png,
                                            side_by_side)
@@ -27,6 +33,15 @@ def softmax_max(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits, np.float64)
     exponentials = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return (exponentials / exponentials.sum(axis=-1, keepdims=True)).max(axis=-1)
+
+
+def threshold_between(confidence: np.ndarray) -> float:
+    """A threshold near the median confidence, far (1e-4) from every pixel's confidence, so
+    that float differences between two graphs flip no pixel."""
+    values = np.unique(confidence)
+    gaps = np.flatnonzero(np.diff(values) > 1e-4)
+    middle = gaps[np.argmin(np.abs(gaps - len(values) // 2))]
+    return float((values[middle] + values[middle + 1]) / 2)
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +159,91 @@ def test_unknown_pixels_are_black_in_pictures_and_named_in_the_legend():
     legend = picture[:, 40:]
     assert (legend[6:20, 6:20] == PALETTE[0]).all()  # class 0's swatch, then unknown's
     assert (legend[26:40, 6:20] == IGNORE_COLOUR).all()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A 5-class model (the demo dataset's, as DEMO_MODEL_FLAGS say) and its weights file."""
+    return saved(varied_model(seed=3), tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory, image):
+    path = tmp_path_factory.mktemp("inputs") / "photo.png"
+    Image.fromarray(image).save(path)
+    return str(path)
+
+
+def test_predict_writes_confidence_pngs_and_draws_unknown_pixels_black(weights, image, photo,
+                                                                       tmp_path):
+    model, weights_file = weights
+    labels, confidence = predictor_for(model, DEMO_SCALE).predict_with_confidence(image)
+    threshold = threshold_between(confidence)
+    output = tmp_path / "predicted"
+    result = run_command("pspnet-predict", *DEMO_MODEL_FLAGS, f"--weights={weights_file}",
+                         f"--input={photo}", f"--output={output}", "--confidence=16bit",
+                         f"--confidence_threshold={threshold}", "--side_by_side")
+    assert result.returncode == 0, result.stderr[-3000:]
+    unknown = confidence < threshold
+    assert 0.2 < unknown.mean() < 0.8
+    with Image.open(output / "confidence" / "photo.png") as saved_confidence:
+        np.testing.assert_array_equal(np.asarray(saved_confidence),
+                                      np.round(confidence.astype(np.float64) * 65535))
+    with Image.open(output / "labels" / "photo.png") as saved_labels:
+        np.testing.assert_array_equal(np.asarray(saved_labels), np.where(unknown, 255, labels))
+    with Image.open(output / "overlays" / "photo.png") as picture:
+        blended = np.asarray(picture)
+    np.testing.assert_array_equal(blended[unknown], np.round(0.5 * image[unknown]))
+    with Image.open(output / "side_by_side" / "photo.png") as picture:
+        coloured = np.asarray(picture)[:image.shape[0], image.shape[1]:2 * image.shape[1]]
+    assert (coloured[unknown] == IGNORE_COLOUR).all()
+    assert not (coloured[~unknown] == IGNORE_COLOUR).all(axis=-1).any()  # no black class
+
+
+def test_predict_8bit_confidence_leaves_the_labels_as_they_were(weights, image, photo,
+                                                                tmp_path):
+    model, weights_file = weights
+    labels, confidence = predictor_for(model, DEMO_SCALE).predict_with_confidence(image)
+    result = run_command("pspnet-predict", *DEMO_MODEL_FLAGS, f"--weights={weights_file}",
+                         f"--input={photo}", f"--output={tmp_path}", "--confidence=8bit")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(tmp_path / "confidence" / "photo.png") as saved_confidence:
+        assert saved_confidence.mode == "L"
+        np.testing.assert_array_equal(np.asarray(saved_confidence),
+                                      np.round(confidence.astype(np.float64) * 255))
+    with Image.open(tmp_path / "labels" / "photo.png") as saved_labels:
+        np.testing.assert_array_equal(np.asarray(saved_labels), labels)
+    assert sorted(os.listdir(tmp_path)) == ["confidence", "labels", "overlays"]
+
+
+def test_saved_model_serves_confidence_and_the_exported_threshold(weights, tmp_path):
+    model, weights_file = weights
+    images = np.random.default_rng(6).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    predictor = predictor_for(model, DEMO_SCALE)
+    labels, confidence = zip(*(predictor.predict_with_confidence(image) for image in images))
+    labels, confidence = np.stack(labels), np.stack(confidence)
+    threshold = threshold_between(confidence)
+    result = run_command("pspnet-export", *DEMO_MODEL_FLAGS, f"--weights={weights_file}",
+                         f"--export_dir={tmp_path}", "--with_confidence",
+                         f"--confidence_threshold={threshold}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "1" / METADATA_FILE) as handle:
+        assert json.load(handle) == {"confidence_threshold": threshold, "unknown_label": 255}
+    loaded = tf.saved_model.load(str(tmp_path / "1"))
+    for name in ("serving_default", "serve_encoded"):
+        outputs = loaded.signatures[name].structured_outputs
+        assert {key: spec.dtype for key, spec in outputs.items()} == {
+            "segmentation": tf.int32, "confidence": tf.float32}
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["confidence"], confidence, rtol=1e-5, atol=1e-6)
+    expected = np.where(confidence < threshold, 255, labels)
+    assert 0.2 < np.mean(expected == 255) < 0.8
+    np.testing.assert_array_equal(served["segmentation"], expected)
+
+
+def test_a_threshold_for_a_single_file_export_is_one_error_line(weights, tmp_path):
+    result = run_command("pspnet-export", *DEMO_MODEL_FLAGS, f"--weights={weights[1]}",
+                         "--format=onnx", f"--output={tmp_path / 'm.onnx'}",
+                         "--confidence_threshold=0.5")
+    assert_refused_in_one_line(result, "--confidence_threshold is for --format=saved_model")
+    assert not os.listdir(tmp_path)

@@ -24,6 +24,7 @@ from absl import flags, logging  # noqa: E402
 from pspnet_tf.cli import app  # noqa: E402
 from pspnet_tf.cli.flag_groups import define  # noqa: E402
 from pspnet_tf.cli.inference_flags import (  # noqa: E402
+    define_confidence_threshold_flag,
     define_export_flags,
     define_model_flags,
     define_precision_flag,
@@ -36,6 +37,7 @@ define_flags()
 define_model_flags()
 define_export_flags()
 define_precision_flag()
+define_confidence_threshold_flag()
 define("output", flags.DEFINE_string, "export_dir", None, "Model folder that TF Serving "
        "watches; the SavedModel goes into its <version>/ subfolder (--format=saved_model).")
 define("output", flags.DEFINE_integer, "version", None, "Version subfolder to write (default: "
@@ -43,6 +45,8 @@ define("output", flags.DEFINE_integer, "version", None, "Version subfolder to wr
 define("output", flags.DEFINE_boolean, "with_probabilities", False, "Also output "
        "`probabilities`, the per-class softmax at the input size (float32 [batch, H, W, "
        "num_classes]).")
+define("output", flags.DEFINE_boolean, "with_confidence", False, "Also output `confidence`, "
+       "the top class's probability at the input size (float32 [batch, H, W]).")
 
 
 def main(argv: list[str]) -> None:
