@@ -1,6 +1,6 @@
 """Label maps from a PSPNet's logits: the network call, the bilinear resize of logits to the
-image size and the argmax, one band of rows at a time, so that memory does not grow with
-image size times class count. `build_segmentation` composes preprocess -> logits -> labels
+image size and the argmax (and the top class's probability), one band of rows at a time, so
+that memory does not grow with image size times class count. `build_segmentation` composes preprocess -> logits -> labels
 once for every inference path: `PSPNetSegmenter.segment`, `Predictor`
 (pspnet_tf.inference.predictor), the SavedModel export and the LiteRT/ONNX graph.
 """
