@@ -46,7 +46,9 @@ def save_confidence_png(confidence: np.ndarray, kind: str, path: str) -> None:
     """Writes probabilities p in [0, 1] (float [H, W]) as a gray PNG of CONFIDENCE_PNGS[kind]:
     round(p * 255) in 8 bits or round(p * 65535) in 16 bits."""
     dtype, top = CONFIDENCE_PNGS[kind]
-    Image.fromarray(np.round(np.asarray(confidence, np.float64) * top).astype(dtype)).save(path)
+    scaled = np.asarray(confidence).astype(np.float64)  # one temporary, scaled in place
+    scaled *= top
+    Image.fromarray(np.round(scaled, out=scaled).astype(dtype)).save(path)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,

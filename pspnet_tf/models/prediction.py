@@ -133,6 +133,10 @@ def build_segmentation(network: Callable[[tf.Tensor], tf.Tensor],
     static the network input sizes are computed here in Python, so the graph has static
     shapes.
     """
+    if not 0.0 <= confidence_threshold <= 1.0:
+        raise ParameterError("{confidence_threshold} must be in [0, 1] (0 = off), got {value}",
+                             value=confidence_threshold)
+    with_confidence = CONFIDENCE in outputs or confidence_threshold > 0
     flips = (False, True) if flip else (False,)
 
     def views(images: tf.Tensor) -> list[tf.Tensor]:
@@ -146,11 +150,6 @@ def build_segmentation(network: Callable[[tf.Tensor], tf.Tensor],
                 found.append(tf.reverse(network(tf.reverse(inputs, [2])), [2]) if mirrored
                              else network(inputs))
         return found
-
-    if not 0.0 <= confidence_threshold <= 1.0:
-        raise ParameterError("{confidence_threshold} must be in [0, 1] (0 = off), got {value}",
-                             value=confidence_threshold)
-    with_confidence = CONFIDENCE in outputs or confidence_threshold > 0
 
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
         size = tf.shape(images)[1:3]
