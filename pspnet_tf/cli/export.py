@@ -17,9 +17,12 @@ failed export leaves no partial files.
 
 from absl import flags, logging
 
+from absl import flags, logging
+
 from pspnet_tf.cli import app
 from pspnet_tf.cli.flag_groups import define
 from pspnet_tf.cli.inference_flags import (
+    define_confidence_threshold_flag,
     define_export_flags,
     define_model_flags,
     define_precision_flag,
@@ -32,6 +35,7 @@ define_flags()
 define_model_flags()
 define_export_flags()
 define_precision_flag()
+define_confidence_threshold_flag()
 define("output", flags.DEFINE_string, "export_dir", None, "Model folder that TF Serving "
        "watches; the SavedModel goes into its <version>/ subfolder (--format=saved_model).")
 define("output", flags.DEFINE_integer, "version", None, "Version subfolder to write (default: "
@@ -39,6 +43,8 @@ define("output", flags.DEFINE_integer, "version", None, "Version subfolder to wr
 define("output", flags.DEFINE_boolean, "with_probabilities", False, "Also output "
        "`probabilities`, the per-class softmax at the input size (float32 [batch, H, W, "
        "num_classes]).")
+define("output", flags.DEFINE_boolean, "with_confidence", False, "Also output `confidence`, "
+       "the top class's probability at the input size (float32 [batch, H, W]).")
 
 
 def main(argv: list[str]) -> None:

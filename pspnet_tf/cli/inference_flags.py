@@ -70,6 +70,15 @@ def define_mode_flags(flag_values: flags.FlagValues = FLAGS) -> None:
            "views (--mode=multiscale).", flag_values=flag_values)
 
 
+def define_confidence_threshold_flag(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines --confidence_threshold (call once, from an entry point)."""
+    define("evaluation/inference", flags.DEFINE_float, "confidence_threshold", 0.0, "Label "
+           "pixels whose top class's probability (the softmax of the mean logits at the "
+           "image's size) is below this 255, unknown: black in predict.py's pictures, in the "
+           "segmentation export.py's SavedModel serves; 0 = off.",
+           lower_bound=0.0, upper_bound=1.0, flag_values=flag_values)
+
+
 def define_prediction_command_flags() -> None:
     """The flags of a command that runs a model over images (evaluate, predict, submit): the
     experiment flags, --mode and its settings, the model and --precision (call once)."""
@@ -107,9 +116,12 @@ def model_from_flags(config: ExperimentConfig, values: flags.FlagValues = FLAGS
 
 def predictor_from_flags(model: keras.Model, scale: tuple[int, int], jit_compile: bool = False,
                          values: flags.FlagValues = FLAGS) -> Predictor:
-    """The Predictor of the parsed --mode and its flags (UserError for malformed values)."""
+    """The Predictor of the parsed --mode and its flags, and --confidence_threshold where
+    the command defines it (UserError for malformed values)."""
     mode = values["mode"].value
     options: dict[str, Any] = {}
+    if "confidence_threshold" in values:
+        options["confidence_threshold"] = values["confidence_threshold"].value
     if mode == "slide":
         options.update(crop=parse_numbers("crop", values["crop"].value, int, 2, DEFAULT_CROP),
                        stride=parse_numbers("stride", values["stride"].value, int, 2,
@@ -131,6 +143,8 @@ def export_from_flags(loaded: LoadedModel, values: flags.FlagValues = FLAGS) -> 
     return export_model(loaded.model, loaded.config.data.scale, values["format"].value,
                         export_dir=values["export_dir"].value, version=values["version"].value,
                         with_probabilities=values["with_probabilities"].value,
+                        with_confidence=values["with_confidence"].value,
+                        confidence_threshold=values["confidence_threshold"].value,
                         jit_compile=loaded.config.runtime.jit_compile,
                         output=values["output"].value,
                         input_size=parse_input_size(values["input_size"].value),

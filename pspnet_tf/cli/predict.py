@@ -5,6 +5,9 @@
   <output>/labels/<stem>.png        class ids as a palette PNG in the dataset's colours
   <output>/overlays/<stem>.png      the prediction blended over the image
   <output>/side_by_side/<stem>.png  image | prediction | legend (with --side_by_side)
+  <output>/confidence/<stem>.png    the top class's probability p as a gray PNG,
+                                    round(p * 255) or round(p * 65535) (--confidence=8bit|16bit)
+--confidence_threshold=T labels pixels with p < T as 255 (unknown, black in the pictures).
 Unreadable inputs are reported and skipped. Existing outputs stop the command before any
 work unless --overwrite replaces them; each file is created exclusively, so a second
 process writing the same names stops with one `error: ...` line instead of replacing the
@@ -27,9 +30,14 @@ import keras
 from absl import flags
 from PIL import Image
 
+import keras
+from absl import flags
+from PIL import Image
+
 from pspnet_tf.cli import app
 from pspnet_tf.cli.flag_groups import define
 from pspnet_tf.cli.inference_flags import (
+    define_confidence_threshold_flag,
     define_prediction_command_flags,
     model_from_flags,
     predictor_from_flags,
@@ -39,19 +47,29 @@ from pspnet_tf.data.images import read_image
 from pspnet_tf.errors import EnvironmentFault, UserError
 from pspnet_tf.inference.images import find_inputs
 from pspnet_tf.inference.outputs import make_output_folders, save_output, stem
-from pspnet_tf.inference.visualize import overlay, save_label_png, side_by_side
+from pspnet_tf.inference.visualize import (
+    CONFIDENCE_PNGS,
+    overlay,
+    save_confidence_png,
+    save_label_png,
+    side_by_side,
+)
 
 # What to do about an input that cannot be read or decoded (`read_image`'s remedy).
 PREDICT_REMEDY = "replace the file or leave it out of --input"
 
 define_prediction_command_flags()
+define_confidence_threshold_flag()
 define("data", flags.DEFINE_string, "input", None, "An image, a folder of images, or a quoted "
        "glob ('photos/**/*.jpg'); any format OpenCV reads (JPEG, PNG, GIF, BMP, TIFF, WebP, "
        "...), any size, gray, RGBA or 16-bit.")
 define("output", flags.DEFINE_string, "output", None,
-       "Folder for labels/, overlays/ and side_by_side/.")
+       "Folder for labels/, overlays/, side_by_side/ and confidence/.")
 define("output", flags.DEFINE_boolean, "side_by_side", False, "Also write image | prediction "
        "| legend of the classes present.")
+define("output", flags.DEFINE_enum, "confidence", "off", ["off", *CONFIDENCE_PNGS], "Also write "
+       "confidence/<stem>.png, the top class's probability p per pixel as a gray PNG: "
+       "round(p * 255) in 8 bits or round(p * 65535) in 16 bits.")
 define("output", flags.DEFINE_boolean, "overwrite", False, "Replace outputs that already "
        "exist (otherwise the command stops before writing anything).")
 define("output", flags.DEFINE_boolean, "allow_skips", False, "Exit with status 0, not 1, when "
@@ -62,7 +80,8 @@ define("output", flags.DEFINE_float, "alpha", 0.5, "Weight of the class colours 
 flags.mark_flags_as_required(["input", "output"])
 
 
-def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> list[dict]:
+def _output_paths(paths: list[str], output: str, with_side_by_side: bool,
+                  with_confidence: bool) -> list[dict]:
     """Per input, where each kind of output goes; inputs must have distinct file stems."""
     counts = collections.Counter(stem(path) for path in paths)
     clashes = [path for path in paths if counts[stem(path)] > 1]
@@ -70,7 +89,8 @@ def _output_paths(paths: list[str], output: str, with_side_by_side: bool) -> lis
         raise UserError(f"--input names several images with the stem {stem(clashes[0])!r} "
                         f"({', '.join(clashes[:3])}); their outputs would share a name, so "
                         "predict them into separate --output folders")
-    kinds = ["labels", "overlays"] + (["side_by_side"] if with_side_by_side else [])
+    kinds = (["labels", "overlays"] + (["side_by_side"] if with_side_by_side else [])
+             + (["confidence"] if with_confidence else []))
     return [{kind: os.path.join(output, kind, f"{stem(path)}.png") for kind in kinds}
             for path in paths]
 
@@ -88,7 +108,10 @@ def _predict_all(paths: list[str], outputs: list[dict], predictor, class_names, 
             print(f"\nskipped: {error}", file=sys.stderr)
             skipped.append(path)
         else:
-            labels = predictor.predict(image)
+            if "confidence" in targets:
+                labels, confidence = predictor.predict_with_confidence(image)
+            else:
+                labels = predictor.predict(image)
             pictures = {
                 "labels": functools.partial(save_label_png, labels, palette),
                 "overlays": Image.fromarray(overlay(image, labels, palette, values.alpha)).save,
@@ -96,6 +119,9 @@ def _predict_all(paths: list[str], outputs: list[dict], predictor, class_names, 
             if "side_by_side" in targets:
                 pictures["side_by_side"] = Image.fromarray(
                     side_by_side(image, labels, class_names, palette)).save
+            if "confidence" in targets:
+                pictures["confidence"] = functools.partial(save_confidence_png, confidence,
+                                                           values.confidence)
             for kind, write in pictures.items():
                 # Created exclusively unless --overwrite: another run's files are never
                 # replaced.
@@ -109,7 +135,8 @@ def main(argv: list[str]) -> None:
     loaded = model_from_flags(config_from_flags())
     class_names, palette = loaded.classes()
     paths = find_inputs(values.input)
-    outputs = _output_paths(paths, values.output, values.side_by_side)
+    outputs = _output_paths(paths, values.output, values.side_by_side,
+                            values.confidence != "off")
     existing = [path for targets in outputs for path in targets.values() if os.path.exists(path)]
     if existing and not values.overwrite:
         raise UserError(f"{len(existing)} outputs already exist (first: {existing[0]}); pass "

@@ -38,13 +38,15 @@ def check_new_file(path: str | None, parameter: str, suffix: str) -> str:
 
 def export_model(model: keras.Model, scale: tuple[int, int], format: str = "saved_model", *,
                  export_dir: str | None = None, version: int | None = None,
-                 with_probabilities: bool = False, jit_compile: bool = False,
+                 with_probabilities: bool = False, with_confidence: bool = False,
+                 confidence_threshold: float = 0.0, jit_compile: bool = False,
                  output: str | None = None, input_size: tuple[int, int] | None = None,
                  quantize: str | None = None, precision: str | None = None) -> str:
     """Writes `model` (test scale `scale`) in `format` and returns the line export.py prints.
 
     saved_model: into `export_dir`/`version`/ (default: the next version), optionally with
-    `probabilities` and an XLA-compiled network (`jit_compile`). litert and onnx: the new
+    `probabilities`, `confidence`, labels 255 below a `confidence_threshold` and an
+    XLA-compiled network (`jit_compile`). litert and onnx: the new
     file `output`, for images of `input_size` (H, W; required for litert, any size for onnx
     without it); litert weights `quantize`d to "float16" or "dynamic_int8". `precision` is
     the one the model was built in ("bfloat16" exports as a SavedModel only).
@@ -65,9 +67,13 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                                  "the model folder TF Serving watches")
         path = export_saved_model(model, scale, export_dir, version=version,
                                   with_probabilities=with_probabilities,
+                                  with_confidence=with_confidence,
+                                  confidence_threshold=confidence_threshold,
                                   jit_compile=jit_compile)
         return f"SavedModel written to {path} (signatures serving_default, serve_encoded)"
     for parameter, value in (("with_probabilities", with_probabilities),
+                             ("with_confidence", with_confidence),
+                             ("confidence_threshold", confidence_threshold),
                              ("jit_compile", jit_compile)):
         if value:
             raise ParameterError(f"{{{parameter}}} is for {{format}}=saved_model only, not "

@@ -8,6 +8,7 @@ gives the labels evaluate.py measures. It is written to
 """
 
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -16,9 +17,11 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
+from pspnet_tf.data.descriptors import IGNORE_INDEX
 from pspnet_tf.errors import ParameterError, environment_faults
 from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.prediction import (
+    CONFIDENCE,
     PROBABILITIES,
     SEGMENTATION,
     build_segmentation,
@@ -29,6 +32,8 @@ from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
                      "send differently sized images in separate requests")
 EMPTY_REQUEST_MESSAGE = "the request holds no images; send at least one image per request"
+# Within a version folder; TF Serving ignores assets.extra/ but for its warm-up requests.
+METADATA_FILE = os.path.join("assets.extra", "pspnet_tf.json")
 
 
 def _not_empty(batch: tf.Tensor) -> tf.Tensor:
@@ -67,6 +72,14 @@ def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
                      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
+def _write_metadata(folder: str, confidence_threshold: float) -> None:
+    """The export's settings that its signatures do not show, as METADATA_FILE in `folder`."""
+    metadata = {"confidence_threshold": confidence_threshold, "unknown_label": IGNORE_INDEX}
+    os.makedirs(os.path.join(folder, os.path.dirname(METADATA_FILE)), exist_ok=True)
+    with open(os.path.join(folder, METADATA_FILE), "w") as handle:
+        json.dump(metadata, handle, indent=2)
+
+
 def next_version(export_dir: str) -> int:
     """One more than the largest integer-named version folder in `export_dir` (1 if none)."""
     names = os.listdir(export_dir) if os.path.isdir(export_dir) else []
@@ -75,13 +88,18 @@ def next_version(export_dir: str) -> int:
 
 def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: str,
                        version: int | None = None, with_probabilities: bool = False,
-                       jit_compile: bool = False) -> str:
+                       jit_compile: bool = False, with_confidence: bool = False,
+                       confidence_threshold: float = 0.0) -> str:
     """Writes the serving SavedModel to `export_dir/<version>` and returns that path.
 
     Signatures: `serving_default` takes `images` (uint8 [batch, H, W, 3]); `serve_encoded`
     takes `image_bytes` (a [batch] string tensor of JPEG/PNG files). Both return
     `segmentation` (int32 [batch, H, W]) and, if asked, `probabilities` (float32
-    [batch, H, W, num_classes], the softmax of the logits at the input size). BatchNorms are
+    [batch, H, W, num_classes], the softmax of the logits at the input size) and
+    `confidence` (float32 [batch, H, W], the top class's probability, by bands of rows).
+    With `confidence_threshold` T > 0 the served `segmentation` is 255 ("unknown") where
+    that probability is below T; T is recorded in `<version>/assets.extra/pspnet_tf.json`
+    (METADATA_FILE). BatchNorms are
     folded into the convolutions (`fold_batchnorm`). An existing version folder is never
     replaced. The version is written beside its final name and renamed; a failed write
     leaves nothing, and the folder of a killed one is removed by the next export into
@@ -113,8 +131,10 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     if jit_compile:
         network = tf.function(network, jit_compile=True)
 
-    segment = build_segmentation(network, preprocessor, outputs=(
-        SEGMENTATION, PROBABILITIES) if with_probabilities else (SEGMENTATION,))
+    outputs = (SEGMENTATION, *((PROBABILITIES,) if with_probabilities else ()),
+               *((CONFIDENCE,) if with_confidence else ()))
+    segment = build_segmentation(network, preprocessor, outputs=outputs,
+                                 confidence_threshold=confidence_threshold)
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return segment(_not_empty(images))
@@ -135,6 +155,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     try:
         with environment_faults(path):
             archive.write_out(temporary, verbose=False)
+            _write_metadata(temporary, confidence_threshold)
             os.rename(temporary, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -23,11 +23,12 @@ def predictor_for(model: keras.Model, scale: tuple[int, int], mode: str = "whole
                   crop: tuple[int, int] = DEFAULT_CROP,
                   stride: tuple[int, int] = DEFAULT_STRIDE,
                   ratios: Sequence[float] = DEFAULT_RATIOS, flip: bool = True,
-                  jit_compile: bool = False) -> Predictor:
+                  jit_compile: bool = False, confidence_threshold: float = 0.0) -> Predictor:
     """The Predictor of `mode` on a copy of `model` with its BatchNorms folded into the
     convolutions: `whole` at the test `scale`; `slide` with `crop`-sized windows every
     `stride` pixels (height, width); `multiscale` averaging the logits of `ratios` of `scale`
-    (and their mirror images with `flip`). `jit_compile` compiles the network with XLA."""
+    (and their mirror images with `flip`). `jit_compile` compiles the network with XLA;
+    `confidence_threshold` > 0 labels pixels of lower top-class probability 255."""
     if mode not in MODES:
         raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}")
     options: dict = {}
@@ -35,4 +36,5 @@ def predictor_for(model: keras.Model, scale: tuple[int, int], mode: str = "whole
         options["window"] = (tuple(crop), tuple(stride))
     elif mode == "multiscale":
         options.update(ratios=tuple(ratios), flip=flip)
-    return Predictor(fold_batchnorm(model), scale, jit_compile=jit_compile, **options)
+    return Predictor(fold_batchnorm(model), scale, jit_compile=jit_compile,
+                     confidence_threshold=confidence_threshold, **options)

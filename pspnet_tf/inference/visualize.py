@@ -1,4 +1,5 @@
-"""Pictures of label maps: dataset-palette colouring, palette PNGs, overlays and legends."""
+"""Pictures of label maps: dataset-palette colouring, palette PNGs, overlays and legends; and
+confidence maps as gray PNGs."""
 
 import cv2
 import numpy as np
@@ -7,6 +8,10 @@ from PIL import Image
 from pspnet_tf.data.descriptors import IGNORE_INDEX
 
 IGNORE_COLOUR = (0, 0, 0)
+# Name in legends of IGNORE_INDEX pixels in a prediction (below the confidence threshold).
+UNKNOWN_NAME = "unknown"
+# {confidence PNG kind: (pixel dtype, the value of probability 1)}: a pixel is round(p * top).
+CONFIDENCE_PNGS = {"8bit": (np.uint8, 255), "16bit": (np.uint16, 65535)}
 _LEGEND_ROW = 20
 _LEGEND_SWATCH = 14
 _LEGEND_FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -24,7 +29,8 @@ def _palette_table(palette: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.
 
 def colorize(labels: np.ndarray, palette: np.ndarray,
              ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Maps an HxW label map to an HxWx3 uint8 RGB image; ignored pixels are black."""
+    """Maps an HxW label map to an HxWx3 uint8 RGB image; ignored (and unknown) pixels are
+    black."""
     return _palette_table(palette, ignore_index)[np.asarray(labels).astype(np.uint8)]
 
 
@@ -34,6 +40,15 @@ def save_label_png(labels: np.ndarray, palette: np.ndarray, path: str) -> None:
     image = Image.fromarray(np.asarray(labels).astype(np.uint8), mode="P")
     image.putpalette(_palette_table(palette).reshape(-1).tolist())
     image.save(path)
+
+
+def save_confidence_png(confidence: np.ndarray, kind: str, path: str) -> None:
+    """Writes probabilities p in [0, 1] (float [H, W]) as a gray PNG of CONFIDENCE_PNGS[kind]:
+    round(p * 255) in 8 bits or round(p * 65535) in 16 bits."""
+    dtype, top = CONFIDENCE_PNGS[kind]
+    scaled = np.asarray(confidence).astype(np.float64)  # one temporary, scaled in place
+    scaled *= top
+    Image.fromarray(np.round(scaled, out=scaled).astype(dtype)).save(path)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
@@ -54,15 +69,18 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
 
 def legend(class_ids: np.ndarray, class_names: tuple[str, ...], palette: np.ndarray,
            height: int) -> np.ndarray:
-    """A white RGB panel, at least `height` tall, with a colour swatch and name per class."""
-    names = [class_names[index] for index in class_ids]
+    """A white RGB panel, at least `height` tall, with a colour swatch and name per class
+    (IGNORE_INDEX: UNKNOWN_NAME in black)."""
+    names = [UNKNOWN_NAME if index == IGNORE_INDEX else class_names[index]
+             for index in class_ids]
+    colours = _palette_table(palette)
     text_width = max([cv2.getTextSize(name, _LEGEND_FONT, _LEGEND_FONT_SCALE, 1)[0][0]
                       for name in names] or [0])
     panel = np.full((max(height, _LEGEND_ROW * len(names) + 6), text_width + 36, 3),
                     _BACKGROUND, np.uint8)
     for row, (index, name) in enumerate(zip(class_ids, names)):
         top = 6 + row * _LEGEND_ROW
-        panel[top:top + _LEGEND_SWATCH, 6:6 + _LEGEND_SWATCH] = palette[index]
+        panel[top:top + _LEGEND_SWATCH, 6:6 + _LEGEND_SWATCH] = colours[index]
         cv2.putText(panel, name, (28, top + _LEGEND_SWATCH - 2), _LEGEND_FONT,
                     _LEGEND_FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return panel

@@ -1,6 +1,6 @@
 """Label maps from a PSPNet's logits: the network call, the bilinear resize of logits to the
-image size and the argmax, one band of rows at a time, so that memory does not grow with
-image size times class count. `build_segmentation` composes preprocess -> logits -> labels
+image size and the argmax (and the top class's probability), one band of rows at a time, so
+that memory does not grow with image size times class count. `build_segmentation` composes preprocess -> logits -> labels
 once for every inference path: `PSPNetSegmenter.segment`, `Predictor`
 (pspnet_tf.inference.predictor), the SavedModel export and the LiteRT/ONNX graph.
 """
@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pspnet_tf.data.descriptors import IGNORE_INDEX
+from pspnet_tf.errors import ParameterError
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 def network_logits(model: keras.Model, inputs: tf.Tensor) -> tf.Tensor:
@@ -63,9 +65,19 @@ def resized_rows(logits: tf.Tensor, size: tf.Tensor, top: tf.Tensor,
     return above + (below - above) * weight[:, tf.newaxis, tf.newaxis]
 
 
-def labels_at_size(views: Sequence[tf.Tensor], size: tf.Tensor) -> tf.Tensor:
+def top_probability(logits: tf.Tensor) -> tf.Tensor:
+    """Float32 [...]: the largest softmax probability of `logits` [..., C], computed as
+    1 / sum(exp(l - max l)) over the last axis without the other classes' probabilities."""
+    peak = tf.reduce_max(logits, axis=-1, keepdims=True)
+    return tf.math.reciprocal(tf.reduce_sum(tf.exp(logits - peak), axis=-1))
+
+
+def labels_at_size(views: Sequence[tf.Tensor], size: tf.Tensor, with_confidence: bool = False
+                   ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """Int32 [B, H, W] argmax of the mean of `views` (logits [B, h, w, C], any h, w each)
     resized to `size` (H, W): the labels of `logits_at_size`, averaged, argmax, exactly.
+    With `with_confidence`, (labels, confidence): also the `top_probability` of that mean,
+    float32 [B, H, W], computed per band as well.
 
     Works through bands of rows holding about BAND_BYTES of logits per view, because the
     full-size logits take H * W * C * 4 bytes per view: 21.6 GB for a 6000x6000 image with
@@ -76,31 +88,43 @@ def labels_at_size(views: Sequence[tf.Tensor], size: tf.Tensor) -> tf.Tensor:
     band = tf.cast(tf.maximum(BAND_BYTES // row_bytes, 1), tf.int32)
     count = (size[0] + band - 1) // band
 
-    def body(index: tf.Tensor, bands: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
+    def body(index: tf.Tensor, arrays: tuple[tf.TensorArray, ...]
+             ) -> tuple[tf.Tensor, tuple[tf.TensorArray, ...]]:
         top = index * band
         bottom = tf.minimum(top + band, size[0])
         rows = [resized_rows(view, size, top, bottom) for view in views]
-        labels = tf.argmax(tf.add_n(rows) / len(views), axis=-1, output_type=tf.int32)
-        return index + 1, bands.write(index, tf.transpose(labels, [1, 0, 2]))
+        mean = tf.add_n(rows) / len(views)
+        found = [tf.argmax(mean, axis=-1, output_type=tf.int32)]
+        if with_confidence:
+            found.append(top_probability(mean))
+        return index + 1, tuple(array.write(index, tf.transpose(value, [1, 0, 2]))
+                                for array, value in zip(arrays, found))
 
-    bands = tf.TensorArray(tf.int32, size=count, infer_shape=False)
-    _, bands = tf.while_loop(lambda index, _: index < count, body, (tf.constant(0), bands))
-    return tf.transpose(bands.concat(), [1, 0, 2])
+    dtypes = (tf.int32, tf.float32) if with_confidence else (tf.int32,)
+    arrays = tuple(tf.TensorArray(dtype, size=count, infer_shape=False) for dtype in dtypes)
+    _, arrays = tf.while_loop(lambda index, _: index < count, body, (tf.constant(0), arrays))
+    found = tuple(tf.transpose(array.concat(), [1, 0, 2]) for array in arrays)
+    return found if with_confidence else found[0]
 
 
-SEGMENTATION, LOGITS, PROBABILITIES = "segmentation", "logits", "probabilities"
+SEGMENTATION, LOGITS, PROBABILITIES, CONFIDENCE = (
+    "segmentation", "logits", "probabilities", "confidence")
 
 
 def build_segmentation(network: Callable[[tf.Tensor], tf.Tensor],
                        preprocessor: PSPNetPreprocessor, ratios: Sequence[float] = (1.0,),
                        flip: bool = False, banded: bool = True,
-                       outputs: Collection[str] = (SEGMENTATION,)
+                       outputs: Collection[str] = (SEGMENTATION,),
+                       confidence_threshold: float = 0.0
                        ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """The preprocess -> logits -> labels function of every inference path.
 
     It maps images [B, H, W, 3] (uint8, or float32 pixel values) to the requested `outputs`
     at the input size: SEGMENTATION (int32 [B, H, W], the argmax of the views' mean logits),
-    LOGITS (float32 [B, H, W, C], that mean) and PROBABILITIES (their softmax). The views are
+    LOGITS (float32 [B, H, W, C], that mean), PROBABILITIES (their softmax) and CONFIDENCE
+    (float32 [B, H, W], the top class's probability, `top_probability` of that mean, by bands
+    of rows with `banded`: no full-size probabilities). With `confidence_threshold` T > 0,
+    SEGMENTATION is IGNORE_INDEX (255, "unknown") where CONFIDENCE < T. The views are
     the `preprocessor`'s keep-ratio resize at each of `ratios`, each also mirrored with `flip`
     (its logits mirrored back); `network` maps preprocessed inputs to float32 logits (e.g.
     `network_logits` of a model, a sliding window, an XLA-compiled function). With `banded`
@@ -109,6 +133,10 @@ def build_segmentation(network: Callable[[tf.Tensor], tf.Tensor],
     static the network input sizes are computed here in Python, so the graph has static
     shapes.
     """
+    if not 0.0 <= confidence_threshold <= 1.0:
+        raise ParameterError("{confidence_threshold} must be in [0, 1] (0 = off), got {value}",
+                             value=confidence_threshold)
+    with_confidence = CONFIDENCE in outputs or confidence_threshold > 0
     flips = (False, True) if flip else (False,)
 
     def views(images: tf.Tensor) -> list[tf.Tensor]:
@@ -133,32 +161,46 @@ def build_segmentation(network: Callable[[tf.Tensor], tf.Tensor],
         if LOGITS in outputs or PROBABILITIES in outputs or not banded:
             resized = [logits_at_size(view, size) for view in logits]
             full_size = resized[0] if len(resized) == 1 else tf.add_n(resized) / len(resized)
-        if SEGMENTATION in outputs:
-            results[SEGMENTATION] = (labels_at_size(logits, size) if banded else
-                                     tf.argmax(full_size, axis=-1, output_type=tf.int32))
+        if SEGMENTATION in outputs or CONFIDENCE in outputs:
+            if banded:
+                found = labels_at_size(logits, size, with_confidence)
+                labels, confidence = found if with_confidence else (found, None)
+            else:
+                labels = tf.argmax(full_size, axis=-1, output_type=tf.int32)
+                confidence = top_probability(full_size) if with_confidence else None
+            if confidence_threshold > 0:
+                labels = tf.where(confidence < confidence_threshold, IGNORE_INDEX, labels)
+            results[SEGMENTATION] = labels
+            results[CONFIDENCE] = confidence
         if LOGITS in outputs:
             results[LOGITS] = full_size
         if PROBABILITIES in outputs:
             results[PROBABILITIES] = tf.nn.softmax(full_size, axis=-1)
-        return results
+        return {name: results[name] for name in outputs}
 
     return segment
 
 
-_WHOLE_IMAGE: "weakref.WeakKeyDictionary[keras.Model, tf.types.experimental.GenericFunction]" = (
-    weakref.WeakKeyDictionary())
+_WHOLE_IMAGE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
 
 
-def whole_image_labels(model: keras.Model, preprocessor: PSPNetPreprocessor,
-                       image: np.ndarray | tf.Tensor) -> np.ndarray:
-    """Int32 class ids [H, W] for a uint8 RGB image [H, W, 3]: `Predictor(model, scale)`'s
-    whole-image protocol, traced once per model."""
-    if model not in _WHOLE_IMAGE:
-        segment = build_segmentation(lambda inputs: network_logits(model, inputs), preprocessor)
+def whole_image_segmentation(model: keras.Model, preprocessor: PSPNetPreprocessor,
+                             image: np.ndarray | tf.Tensor,
+                             outputs: tuple[str, ...] = (SEGMENTATION,),
+                             confidence_threshold: float = 0.0) -> dict[str, np.ndarray]:
+    """`outputs` of `build_segmentation` for a uint8 RGB image [H, W, 3] (e.g. int32 class
+    ids [H, W]): `Predictor(model, scale)`'s whole-image protocol, traced once per model,
+    outputs and threshold."""
+    functions = _WHOLE_IMAGE.setdefault(model, {})
+    key = (outputs, float(confidence_threshold))
+    if key not in functions:
+        segment = build_segmentation(lambda inputs: network_logits(model, inputs), preprocessor,
+                                     outputs=outputs, confidence_threshold=confidence_threshold)
 
-        def labels(pixels: tf.Tensor) -> tf.Tensor:
-            return segment(pixels[tf.newaxis])[SEGMENTATION][0]
+        def one(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {name: value[0] for name, value in segment(pixels[tf.newaxis]).items()}
 
-        _WHOLE_IMAGE[model] = tf.function(  # no AutoGraph: its loop is a tf.while_loop
-            labels, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)], autograph=False)
-    return _WHOLE_IMAGE[model](tf.convert_to_tensor(image, tf.uint8)).numpy()
+        functions[key] = tf.function(  # no AutoGraph: its loop is a tf.while_loop
+            one, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)], autograph=False)
+    found = functions[key](tf.convert_to_tensor(image, tf.uint8))
+    return {name: value.numpy() for name, value in found.items()}

@@ -22,7 +22,8 @@ from pspnet_tf.models.backbone import (STAGES, ResNetV1cBackbone, dtype_policy,
 from pspnet_tf.models.heads import fcn_head, psp_head
 from pspnet_tf.models.layers import PACKAGE, ResizeLike
 from pspnet_tf.models.losses import SegmentationCrossEntropy
-from pspnet_tf.models.prediction import logits_at_size, network_logits, whole_image_labels
+from pspnet_tf.models.prediction import (CONFIDENCE, SEGMENTATION, logits_at_size,
+                                         network_logits, whole_image_segmentation)
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 from pspnet_tf.data.descriptors import dataset_classes
 from pspnet_tf.models.preset_files import load_task
@@ -190,11 +191,27 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         keras.saving.load_weights(self, filepath,
                                   objects_to_skip=list(self.backbone._flatten_layers()))
 
-    def segment(self, image: np.ndarray | tf.Tensor) -> np.ndarray:
+    def segment(self, image: np.ndarray | tf.Tensor, confidence_threshold: float = 0.0
+                ) -> np.ndarray:
         """Int32 class ids [H, W] for one uint8 RGB image [H, W, 3] of any size: the whole-
-        image protocol at the model's test scale (`pspnet_tf.inference.predictor`)."""
+        image protocol at the model's test scale (`pspnet_tf.inference.predictor`). With
+        `confidence_threshold` T > 0, pixels whose top class's probability is below T are
+        255 ("unknown")."""
+        return self._whole_image(image, (SEGMENTATION,), confidence_threshold)[SEGMENTATION]
+
+    def segment_with_confidence(self, image: np.ndarray | tf.Tensor,
+                                confidence_threshold: float = 0.0
+                                ) -> tuple[np.ndarray, np.ndarray]:
+        """(`segment(image, confidence_threshold)`, float32 [H, W] confidence): the top
+        class's probability per pixel, the softmax of the logits at the image's size, computed
+        a band of rows at a time as the labels are."""
+        found = self._whole_image(image, (SEGMENTATION, CONFIDENCE), confidence_threshold)
+        return found[SEGMENTATION], found[CONFIDENCE]
+
+    def _whole_image(self, image: np.ndarray | tf.Tensor, outputs: tuple[str, ...],
+                     confidence_threshold: float) -> dict[str, np.ndarray]:
         preprocessor = self.preprocessor or PSPNetPreprocessor(self.scale)
-        return whole_image_labels(self, preprocessor, image)
+        return whole_image_segmentation(self, preprocessor, image, outputs, confidence_threshold)
 
     def compile(self, optimizer: Any = "auto", loss: Any = "auto", loss_weights: Any = "auto",
                 total_steps: int | None = None, **kwargs: Any) -> None:
