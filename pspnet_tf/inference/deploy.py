@@ -66,7 +66,7 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
         path = export_saved_model(model, scale, export_dir, version=version,
                                   with_probabilities=with_probabilities,
                                   jit_compile=jit_compile)
-        return f"SavedModel written to {path} (signatures serving_default, serve_encoded)"
+        return f"SavedModel written to {path} (signatures serving_default, serve_encoded, serve_png)"
     for parameter, value in (("with_probabilities", with_probabilities),
                              ("jit_compile", jit_compile)):
         if value:
