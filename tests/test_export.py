@@ -162,6 +162,50 @@ def test_a_large_image_gets_compact_replies_with_the_same_labels(exported):
     assert tf.make_tensor_proto(png).ByteSize() < tf.make_tensor_proto(labels).ByteSize()
 
 
+def test_the_docs_grpc_client_takes_the_replies_of_a_1280x960_photo(exported, tmp_path,
+                                                                    monkeypatch):
+    """docs/serving.md's gRPC code, against the export loaded here: a stand-in for the stub
+    runs each request as TF Serving does (signature, inputs, output_filter) and refuses a
+    reply over gRPC's default limit, as a client's channel would."""
+    grpc = pytest.importorskip("grpc")
+    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    stubs = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+    signatures = tf.saved_model.load(os.path.join(exported, "1")).signatures
+    replies = []
+
+    class Stub:
+        def __init__(self, channel):
+            pass
+
+        def Predict(self, request, timeout):
+            outputs = signatures[request.model_spec.signature_name](**{
+                key: tf.make_ndarray(value) for key, value in request.inputs.items()})
+            reply = predict_pb2.PredictResponse()
+            for key, value in outputs.items():
+                if not request.output_filter or key in request.output_filter:
+                    reply.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            assert reply.ByteSize() < GRPC_DEFAULT_LIMIT
+            replies.append(reply)
+            return reply
+
+    monkeypatch.setattr(stubs, "PredictionServiceStub", Stub)
+    monkeypatch.setattr(grpc, "insecure_channel", lambda target: target)
+    image = np.random.default_rng(10).integers(0, 256, (960, 1280, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    (tmp_path / "photo.jpg").write_bytes(jpeg)
+    monkeypatch.chdir(tmp_path)
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "serving.md")).read()
+    [code] = [block.split("```")[0] for block in docs.split("```python\n")[1:]
+              if "prediction_service_pb2_grpc" in block]
+    namespace = {}
+    exec(code, namespace)
+    assert [list(reply.outputs) for reply in replies] == [["segmentation"],
+                                                          [SEGMENTATION_PNG]]
+    served = signatures["serving_default"](images=decode_image(jpeg, "photo.jpg")[np.newaxis])
+    np.testing.assert_array_equal(namespace["labels"], served["segmentation"][0])
+    assert namespace["labels"].dtype == np.uint8
+
+
 def test_label_dtype_is_the_smallest_that_keeps_a_value_free():
     assert [label_dtype(count) for count in (1, 255, 256, 65535)] == [
         tf.uint8, tf.uint8, tf.uint16, tf.uint16]

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
 from pspnet_tf.errors import ParameterError, environment_faults
+from pspnet_tf.inference.warmup import write_warmup_requests
 from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.prediction import (
     PROBABILITIES,
@@ -27,7 +28,6 @@ from pspnet_tf.models.prediction import (
     build_segmentation,
     network_logits,
 )
-from pspnet_tf.inference.warmup import write_warmup_requests
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
 # The client sees "assertion failed: [MESSAGE]" (the Assert op's own prefix) and nothing else.
