@@ -400,6 +400,12 @@ def test_tf_serving_answers_rest_and_grpc(weights, exported, tmp_path):
                     raise
                 time.sleep(1)
         np.testing.assert_array_equal(answer["predictions"][0]["segmentation"], expected)
+        # serve_png's output ends with "_bytes", so REST sends the PNG as {"b64": ...}.
+        body = json.dumps({"signature_name": "serve_png", "instances": [
+            {"b64": base64.b64encode(png_bytes(image).tobytes()).decode()}]}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, body), timeout=30) as r:
+            png = base64.b64decode(json.load(r)["predictions"][0]["b64"])
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
 
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         request = predict_pb2.PredictRequest()
