@@ -2,8 +2,8 @@
 
     python benchmarks/inference.py [--runs=5] [--rounds=2] [--threads=N] [--size=512] [--bf16]
 
-Task: one uint8 RGB image (batch 1, 512x512, 21 classes) to int32 class ids, i.e. normalise,
-network, argmax. Rows: the PyTorch reference of the same architecture (tests/torch_reference.py,
+Task: one uint8 RGB image (batch 1, 512x512, 21 classes) to class ids (int32; uint8 from
+the SavedModels), i.e. normalise, network, argmax. Rows: the PyTorch reference of the same architecture (tests/torch_reference.py,
 mmsegmentation's module layout, eval mode, inference_mode); our exported SavedModel's
 serving_default (loaded with tf.saved_model.load, as TF Serving does), also exported with
 --jit_compile (the network compiled by XLA); our Predictor (what evaluate.py and predict.py

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from tensorflow.core.framework.tensor_pb2 import TensorProto
 from helpers import DEMO_MODEL_FLAGS as CONFIG
 from helpers import DEMO_SCALE as SCALE
 from helpers import saved, several_classes, tiny_model, varied_model
@@ -23,7 +24,9 @@ from pspnet_tf.inference.deploy import export_model
 from pspnet_tf.inference.export import (
     EMPTY_REQUEST_MESSAGE,
     SAME_SIZE_MESSAGE,
+    SEGMENTATION_PNG,
     export_saved_model,
+    label_dtype,
     next_version,
 )
 from pspnet_tf.inference.predictor import Predictor
@@ -99,15 +102,17 @@ def test_fresh_process_gets_exactly_the_project_labels(weights, exported, tmp_pa
     served = np.load(output)
     assert str(served["imported"]) == "False"
     assert os.listdir(exported) == ["1"]
-    outputs = {"segmentation": ["int32", [None, None, None]],
+    outputs = {"segmentation": ["uint8", [None, None, None]],
                "probabilities": ["float32", [None, None, None, NUM_CLASSES]]}
     assert json.loads(str(served["signatures"])) == {
         "serving_default": {"inputs": {"images": ["uint8", [None, None, None, 3]]},
                             "outputs": outputs},
-        "serve_encoded": {"inputs": {"image_bytes": ["string", [None]]}, "outputs": outputs}}
+        "serve_encoded": {"inputs": {"image_bytes": ["string", [None]]}, "outputs": outputs},
+        "serve_png": {"inputs": {"image_bytes": ["string", [None]]},
+                      "outputs": {SEGMENTATION_PNG: ["string", [None]]}}}
     predictor = Predictor(model, SCALE)
     expected = several_classes(np.stack([predictor.predict(image) for image in images]))
-    assert served["pixels"].dtype == np.int32 and served["pixels"].shape == (2, 37, 53)
+    assert served["pixels"].dtype == np.uint8 and served["pixels"].shape == (2, 37, 53)
     np.testing.assert_array_equal(served["pixels"], expected)
     np.testing.assert_array_equal(served["encoded"], expected)
     # JPEGs decode to the very pixels the project's reader (OpenCV) gives.
@@ -115,15 +120,184 @@ def test_fresh_process_gets_exactly_the_project_labels(weights, exported, tmp_pa
     np.testing.assert_array_equal(served["jpeg"][0], from_jpeg)
     probabilities = tf.nn.softmax(np.stack([predictor.logits(image) for image in images]))
     np.testing.assert_allclose(served["probabilities"], probabilities, atol=1e-5)
-    assert SAME_SIZE_MESSAGE in str(served["mixed"])
+    assert_only_the_project_message(str(served["mixed"]), SAME_SIZE_MESSAGE)
 
 
-def test_an_empty_batch_gets_a_clear_error_from_both_signatures(exported):
+def assert_only_the_project_message(error: str, message: str) -> None:
+    """What a client gets for bad input holds `message` as the Assert op's line, without the
+    op's own comparison details (the tensors and values it compared)."""
+    assert f"\nassertion failed: [{message}]\n" in error, error
+    assert "did not hold" not in error and "Condition" not in error, error
+
+
+def test_an_empty_batch_gets_a_clear_error_from_every_signature(exported):
     signatures = tf.saved_model.load(os.path.join(exported, "1")).signatures
-    with pytest.raises(tf.errors.InvalidArgumentError, match=EMPTY_REQUEST_MESSAGE):
-        signatures["serving_default"](images=tf.zeros([0, 21, 26, 3], tf.uint8))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=EMPTY_REQUEST_MESSAGE):
-        signatures["serve_encoded"](image_bytes=tf.constant([], tf.string))
+    empty = {"serving_default": {"images": tf.zeros([0, 21, 26, 3], tf.uint8)},
+             "serve_encoded": {"image_bytes": tf.constant([], tf.string)},
+             "serve_png": {"image_bytes": tf.constant([], tf.string)}}
+    for name, inputs in empty.items():
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            signatures[name](**inputs)
+        assert_only_the_project_message(error.value.message, EMPTY_REQUEST_MESSAGE)
+
+
+# gRPC's default limit on a message a client receives (grpc.max_receive_message_length).
+GRPC_DEFAULT_LIMIT = 4 * 2**20
+
+
+def test_a_large_image_gets_compact_replies_with_the_same_labels(exported):
+    """A 1280x960 image: int32 ids would be over gRPC's default 4 MiB; uint8 and PNG fit."""
+    signatures = tf.saved_model.load(os.path.join(exported, "1")).signatures
+    image = np.random.default_rng(8).integers(0, 256, (960, 1280, 3), dtype=np.uint8)
+    labels = signatures["serving_default"](images=tf.constant(image[np.newaxis]))[
+        "segmentation"].numpy()
+    several_classes(labels)
+    png = signatures["serve_png"](image_bytes=tf.constant([png_bytes(image).tobytes()]))[
+        SEGMENTATION_PNG]
+    decoded = np.asarray(Image.open(io.BytesIO(png.numpy()[0])))
+    assert decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, labels[0])
+    assert tf.make_tensor_proto(labels.astype(np.int32)).ByteSize() > GRPC_DEFAULT_LIMIT
+    assert tf.make_tensor_proto(labels).ByteSize() < GRPC_DEFAULT_LIMIT / 3
+    assert tf.make_tensor_proto(png).ByteSize() < tf.make_tensor_proto(labels).ByteSize()
+
+
+def test_the_docs_grpc_client_takes_the_replies_of_a_1280x960_photo(exported, tmp_path,
+                                                                    monkeypatch):
+    """docs/serving.md's gRPC code, against the export loaded here: a stand-in for the stub
+    runs each request as TF Serving does (signature, inputs, output_filter) and refuses a
+    reply over gRPC's default limit, as a client's channel would."""
+    grpc = pytest.importorskip("grpc")
+    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    stubs = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+    signatures = tf.saved_model.load(os.path.join(exported, "1")).signatures
+    replies = []
+
+    class Stub:
+        def __init__(self, channel):
+            pass
+
+        def Predict(self, request, timeout):
+            outputs = signatures[request.model_spec.signature_name](**{
+                key: tf.make_ndarray(value) for key, value in request.inputs.items()})
+            reply = predict_pb2.PredictResponse()
+            for key, value in outputs.items():
+                if not request.output_filter or key in request.output_filter:
+                    reply.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            assert reply.ByteSize() < GRPC_DEFAULT_LIMIT
+            replies.append(reply)
+            return reply
+
+    monkeypatch.setattr(stubs, "PredictionServiceStub", Stub)
+    monkeypatch.setattr(grpc, "insecure_channel", lambda target: target)
+    image = np.random.default_rng(10).integers(0, 256, (960, 1280, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    (tmp_path / "photo.jpg").write_bytes(jpeg)
+    monkeypatch.chdir(tmp_path)
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "serving.md")).read()
+    [code] = [block.split("```")[0] for block in docs.split("```python\n")[1:]
+              if "prediction_service_pb2_grpc" in block]
+    namespace = {}
+    exec(code, namespace)
+    assert [list(reply.outputs) for reply in replies] == [["segmentation"],
+                                                          [SEGMENTATION_PNG]]
+    served = signatures["serving_default"](images=decode_image(jpeg, "photo.jpg")[np.newaxis])
+    np.testing.assert_array_equal(namespace["labels"], served["segmentation"][0])
+    assert namespace["labels"].dtype == np.uint8
+
+
+def test_label_dtype_is_the_smallest_that_keeps_a_value_free():
+    assert [label_dtype(count) for count in (1, 255, 256, 65535)] == [
+        tf.uint8, tf.uint8, tf.uint16, tf.uint16]
+    with pytest.raises(UserError, match=r"^the model has num_classes=65536 classes"):
+        label_dtype(65536)
+
+
+@pytest.mark.slow
+def test_more_than_255_classes_serve_uint16_labels_and_16_bit_pngs(tmp_path):
+    model = varied_model(num_classes=300)
+    loaded = tf.saved_model.load(export_saved_model(model, SCALE, str(tmp_path)))
+    image = np.random.default_rng(9).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    labels = loaded.signatures["serving_default"](images=tf.constant(image[np.newaxis]))[
+        "segmentation"].numpy()
+    assert labels.dtype == np.uint16
+    np.testing.assert_array_equal(labels[0], Predictor(model, SCALE).predict(image))
+    png = loaded.signatures["serve_png"](image_bytes=tf.constant([png_bytes(image).tobytes()]))
+    decoded = cv2.imdecode(np.frombuffer(png[SEGMENTATION_PNG].numpy()[0], np.uint8),
+                           cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(decoded, labels[0])
+
+
+def serving_messages():
+    """PredictionLog and its parts, declared here from tensorflow_serving/apis' .proto files
+    (the field numbers of prediction_log.proto, predict.proto, model.proto) in a private pool,
+    with the TensorProto values as bytes (the same wire format); the official classes, where
+    installed, are checked by the next test."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    file = descriptor_pb2.FileDescriptorProto(name="warmup_test.proto", package="test",
+                                              syntax="proto3")
+    string, message, optional = (descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+                                 descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                                 descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    bytes_type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+
+    def declare(name, *fields):
+        declared = file.message_type.add(name=name)
+        for field_name, number, kind, type_name, label in fields:
+            declared.field.add(name=field_name, number=number, type=kind, label=label,
+                               type_name=type_name)
+        return declared
+
+    declare("ModelSpec", ("name", 1, string, None, optional),
+            ("signature_name", 3, string, None, optional))
+    request = declare("PredictRequest", ("model_spec", 1, message, ".test.ModelSpec", optional),
+                      ("inputs", 2, message, ".test.PredictRequest.InputsEntry",
+                       descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED))
+    entry = request.nested_type.add(name="InputsEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=string, label=optional)
+    entry.field.add(name="value", number=2, type=bytes_type, label=optional)
+    declare("PredictLog", ("request", 1, message, ".test.PredictRequest", optional))
+    declare("PredictionLog", ("predict_log", 6, message, ".test.PredictLog", optional))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("test.PredictionLog"))
+
+
+def warmup_records(exported):
+    path = os.path.join(exported, "1", "assets.extra", "tf_serving_warmup_requests")
+    return [record.numpy() for record in tf.data.TFRecordDataset(path)]
+
+
+def test_warmup_requests_run_every_signature_once(exported):
+    """TF Serving replays assets.extra/tf_serving_warmup_requests at load: one request per
+    signature, each a valid input of that signature."""
+    signatures = tf.saved_model.load(os.path.join(exported, "1")).signatures
+    logs = [serving_messages().FromString(record) for record in warmup_records(exported)]
+    requests = [log.predict_log.request for log in logs]
+    assert [request.model_spec.signature_name for request in requests] == [
+        "serving_default", "serve_encoded", "serve_png"]
+    assert sorted(signatures.keys()) == sorted(request.model_spec.signature_name
+                                               for request in requests)
+    for request in requests:
+        inputs = {key: tf.make_ndarray(TensorProto.FromString(value))
+                  for key, value in request.inputs.items()}
+        assert [len(value) for value in inputs.values()] == [1]  # one image
+        outputs = signatures[request.model_spec.signature_name](**inputs)
+        assert all(output.shape[0] == 1 for output in outputs.values())
+
+
+def test_warmup_requests_parse_with_tensorflow_serving_api(exported):
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    logs = [prediction_log_pb2.PredictionLog.FromString(record)
+            for record in warmup_records(exported)]
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 3
+    requests = [log.predict_log.request for log in logs]
+    assert [(request.model_spec.signature_name, list(request.inputs)) for request in requests] == [
+        ("serving_default", ["images"]), ("serve_encoded", ["image_bytes"]),
+        ("serve_png", ["image_bytes"])]
+    assert tf.make_ndarray(requests[0].inputs["images"]).shape == (1, 64, 64, 3)
 
 
 def test_every_weight_is_stored_once(weights, exported):
@@ -226,6 +400,12 @@ def test_tf_serving_answers_rest_and_grpc(weights, exported, tmp_path):
                     raise
                 time.sleep(1)
         np.testing.assert_array_equal(answer["predictions"][0]["segmentation"], expected)
+        # serve_png's output ends with "_bytes", so REST sends the PNG as {"b64": ...}.
+        body = json.dumps({"signature_name": "serve_png", "instances": [
+            {"b64": base64.b64encode(png_bytes(image).tobytes()).decode()}]}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, body), timeout=30) as r:
+            png = base64.b64decode(json.load(r)["predictions"][0]["b64"])
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
 
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         request = predict_pb2.PredictRequest()

@@ -70,7 +70,7 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                                   with_confidence=with_confidence,
                                   confidence_threshold=confidence_threshold,
                                   jit_compile=jit_compile)
-        return f"SavedModel written to {path} (signatures serving_default, serve_encoded)"
+        return f"SavedModel written to {path} (signatures serving_default, serve_encoded, serve_png)"
     for parameter, value in (("with_probabilities", with_probabilities),
                              ("with_confidence", with_confidence),
                              ("confidence_threshold", confidence_threshold),

@@ -3,8 +3,10 @@
 The serving graph holds the whole-image protocol of `Predictor` (keep-ratio resize to the
 test scale, normalisation, logits resized back to the input size and argmax, by bands of
 rows as `labels_at_size` does), built by the same `build_segmentation`, so a served model
-gives the labels evaluate.py measures. It is written to
-`<export_dir>/<version>/`, the layout TF Serving watches for new versions.
+gives the labels evaluate.py measures. The class ids leave it in the smallest type that
+holds them (uint8 up to 255 classes), or PNG-encoded, so that replies fit gRPC's default
+4 MiB message. It is written to `<export_dir>/<version>/`, the layout TF Serving watches for
+new versions, with warm-up requests for every signature (inference/warmup.py).
 """
 
 import functools
@@ -14,11 +16,13 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
 from pspnet_tf.data.descriptors import IGNORE_INDEX
 from pspnet_tf.errors import ParameterError, environment_faults
+from pspnet_tf.inference.warmup import write_warmup_requests
 from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.prediction import (
     CONFIDENCE,
@@ -29,17 +33,22 @@ from pspnet_tf.models.prediction import (
 )
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
 
+# The client sees "assertion failed: [MESSAGE]" (the Assert op's own prefix) and nothing else.
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
                      "send differently sized images in separate requests")
 EMPTY_REQUEST_MESSAGE = "the request holds no images; send at least one image per request"
 # Within a version folder; TF Serving ignores assets.extra/ but for its warm-up requests.
 METADATA_FILE = os.path.join("assets.extra", "pspnet_tf.json")
+SEGMENTATION_PNG = "segmentation_png_bytes"  # "_bytes": TF Serving's REST API sends it as b64
+# One small image per signature in the warm-up requests. Its size does not matter to the
+# network, which runs at the keep-ratio resize to the test scale (docs/serving.md).
+WARMUP_SIZE = 64
 
 
 def _not_empty(batch: tf.Tensor) -> tf.Tensor:
     """`batch`, checked to hold at least one image before anything uses it (otherwise the
     first failing op would report something unrelated, e.g. a convolution's filter depth)."""
-    check = tf.debugging.assert_positive(tf.shape(batch)[0], message=EMPTY_REQUEST_MESSAGE)
+    check = tf.debugging.Assert(tf.shape(batch)[0] > 0, [EMPTY_REQUEST_MESSAGE])
     with tf.control_dependencies([check]):
         return tf.identity(batch)
 
@@ -64,7 +73,7 @@ def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
 
     def decode_one(data: tf.Tensor) -> tf.Tensor:
         image = _decode(data)
-        same = tf.debugging.assert_equal(tf.shape(image), first, message=SAME_SIZE_MESSAGE)
+        same = tf.debugging.Assert(tf.reduce_all(tf.shape(image) == first), [SAME_SIZE_MESSAGE])
         with tf.control_dependencies([same]):
             return tf.identity(image)
 
@@ -78,6 +87,36 @@ def _write_metadata(folder: str, confidence_threshold: float) -> None:
     os.makedirs(os.path.join(folder, os.path.dirname(METADATA_FILE)), exist_ok=True)
     with open(os.path.join(folder, METADATA_FILE), "w") as handle:
         json.dump(metadata, handle, indent=2)
+
+
+def label_dtype(num_classes: int) -> tf.DType:
+    """The type the served class ids leave in: uint8 for up to 255 classes, else uint16 (up
+    to 65535), each keeping its largest value free for a client's "unknown" or "ignore"."""
+    for dtype in (tf.uint8, tf.uint16):
+        if num_classes <= dtype.max:
+            return dtype
+    raise ParameterError("the model has {num_classes}={value} classes; a served label map "
+                         "holds at most 65535", value=num_classes)
+
+
+def encode_png(labels: tf.Tensor) -> tf.Tensor:
+    """Class ids [batch, H, W] (uint8 or uint16) -> a [batch] string tensor of grayscale PNG
+    files of the same bit depth, each pixel its class id."""
+    return tf.map_fn(lambda label_map: tf.io.encode_png(label_map[..., tf.newaxis]), labels,
+                     fn_output_signature=tf.TensorSpec([], tf.string))
+
+
+def _warmup_requests() -> dict[str, dict[str, np.ndarray]]:
+    """The inputs of one request per signature: a black WARMUP_SIZE square image."""
+    pixels = np.zeros((1, WARMUP_SIZE, WARMUP_SIZE, 3), np.uint8)
+    png = np.array([tf.io.encode_png(pixels[0]).numpy()], object)
+    return {"serving_default": {"images": pixels}, "serve_encoded": {"image_bytes": png},
+            "serve_png": {"image_bytes": png}}
+
+
+def _class_count(model: keras.Model) -> int:
+    shape = model.output_shape
+    return (shape["logits"] if isinstance(shape, dict) else shape)[-1]
 
 
 def next_version(export_dir: str) -> int:
@@ -94,12 +133,15 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
 
     Signatures: `serving_default` takes `images` (uint8 [batch, H, W, 3]); `serve_encoded`
     takes `image_bytes` (a [batch] string tensor of JPEG/PNG files). Both return
-    `segmentation` (int32 [batch, H, W]) and, if asked, `probabilities` (float32
-    [batch, H, W, num_classes], the softmax of the logits at the input size) and
+    `segmentation` ([batch, H, W] class ids, of `label_dtype`) and, if asked, `probabilities`
+    (float32 [batch, H, W, num_classes], the softmax of the logits at the input size) and
     `confidence` (float32 [batch, H, W], the top class's probability, by bands of rows).
     With `confidence_threshold` T > 0 the served `segmentation` is 255 ("unknown") where
     that probability is below T; T is recorded in `<version>/assets.extra/pspnet_tf.json`
-    (METADATA_FILE). BatchNorms are
+    (METADATA_FILE). `serve_png` takes `image_bytes` and returns `segmentation_png_bytes`,
+    the same class ids as one PNG file per image (`encode_png`).
+    `assets.extra/tf_serving_warmup_requests` holds one small request per signature.
+    BatchNorms are
     folded into the convolutions (`fold_batchnorm`). An existing version folder is never
     replaced. The version is written beside its final name and renamed; a failed write
     leaves nothing, and the folder of a killed one is removed by the next export into
@@ -126,6 +168,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     prepare_folder(export_dir, "export_dir")
     check_can_create(path)
     preprocessor = PSPNetPreprocessor(scale)
+    dtype = label_dtype(_class_count(model))
     model = fold_batchnorm(model)
     network = functools.partial(network_logits, model)
     if jit_compile:
@@ -136,11 +179,21 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     segment = build_segmentation(network, preprocessor, outputs=outputs,
                                  confidence_threshold=confidence_threshold)
 
+    labels_only = build_segmentation(network, preprocessor,
+                                     confidence_threshold=confidence_threshold)
+
+    def compact(outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {**outputs, SEGMENTATION: tf.cast(outputs[SEGMENTATION], dtype)}
+
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return segment(_not_empty(images))
+        return compact(segment(_not_empty(images)))
 
     def serve_encoded(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        return segment(decode_batch(image_bytes))
+        return compact(segment(decode_batch(image_bytes)))
+
+    def serve_png(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        labels = compact(labels_only(decode_batch(image_bytes)))[SEGMENTATION]
+        return {SEGMENTATION_PNG: encode_png(labels)}
 
     archive = keras.export.ExportArchive()
     # No archive.track(model): it would store every weight a second time, next to the
@@ -149,6 +202,8 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
         tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     archive.add_endpoint("serve_encoded", serve_encoded, input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes")])
+    archive.add_endpoint("serve_png", serve_png, input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes")])
     # Written beside the target and renamed, so TF Serving never sees a half-written version;
     # the partial folder of a failed write is removed, that of a killed one by the next export.
     temporary = tempfile.mkdtemp(dir=export_dir, prefix=temporary_prefix(path))
@@ -156,6 +211,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
         with environment_faults(path):
             archive.write_out(temporary, verbose=False)
             _write_metadata(temporary, confidence_threshold)
+            write_warmup_requests(temporary, _warmup_requests())
             os.rename(temporary, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

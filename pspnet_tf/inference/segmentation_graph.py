@@ -1,7 +1,8 @@
 """The single-file deployment graph that LiteRT and ONNX export convert.
 
 The graph keeps the serving contract of `serving_default`: input `images`, uint8
-[1, H, W, 3] RGB; output `segmentation`, int32 [1, H, W]; keep-ratio resize to the test
+[1, H, W, 3] RGB; output `segmentation`, [1, H, W] (int32 here: the SavedModel's uint8 is
+for the size of a reply over the network); keep-ratio resize to the test
 scale, normalisation, the network (BatchNorms folded), logits resized back to the input size
 and argmax inside. For a fixed input size every size is computed here in Python, so the
 graph holds no float64 size arithmetic (which LiteRT has no builtin kernels for) and every
