@@ -1,7 +1,8 @@
 /* Runs one request on a SavedModel the way tensorflow_model_server does, with no Python:
  * TensorFlow's C API loads the "serve" MetaGraph into a session (TF_LoadSessionFromSavedModel,
  * the C++ SavedModelBundle loader TF Serving uses), feeds one uint8 [1, H, W, 3] image to a
- * signature's input tensor and prints the fetched int32 labels, space-separated, on stdout.
+ * signature's input tensor twice (two requests) and prints the fetched int32 labels,
+ * space-separated, on stdout.
  *
  * Like tensorflow_model_server, it disables XLA compilation unless given
  * --xla_cpu_compilation_enabled=true: the server's main() calls
@@ -13,7 +14,7 @@
  *            [--xla_cpu_compilation_enabled=true]
  * INPUT_TENSOR and OUTPUT_TENSOR are the SignatureDef's tensor names ("op:index"); PIXELS is a
  * file of HEIGHT * WIDTH * 3 bytes. Exit status 2 and the TensorFlow error on stderr when the
- * load or the request fails. tests/test_serving_c_api.py compiles and runs it. */
+ * load or a request fails ("request N failed: ..."). tests/test_serving_c_api.py compiles and runs it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,9 +71,20 @@ int main(int argc, char **argv) {
       TF_LoadSessionFromSavedModel(options, NULL, argv[1], tags, 1, graph, NULL, status);
   check(status, "TF_LoadSessionFromSavedModel");
   TF_Output input = tensor_named(graph, argv[2]), output = tensor_named(graph, argv[3]);
+  /* Two requests, as a server answers one after another: the second shows whether a
+     failure of the first (e.g. a compilation) persists. */
   TF_Tensor *labels = NULL;
-  TF_SessionRun(session, NULL, &input, &image, 1, &output, &labels, 1, NULL, 0, NULL, status);
-  check(status, "TF_SessionRun");
+  int failed = 0;
+  for (int request = 1; request <= 2; ++request) {
+    if (labels) TF_DeleteTensor(labels);
+    labels = NULL;
+    TF_SessionRun(session, NULL, &input, &image, 1, &output, &labels, 1, NULL, 0, NULL, status);
+    if (TF_GetCode(status) != TF_OK) {
+      fprintf(stderr, "request %d failed: %s\n", request, TF_Message(status));
+      failed = 1;
+    }
+  }
+  if (failed) return 2;
   if (TF_TensorType(labels) != TF_INT32) {
     fprintf(stderr, "the output is not int32 but TF_DataType %d\n", TF_TensorType(labels));
     return 2;
