@@ -50,8 +50,10 @@ def exports(tmp_path_factory) -> dict[str, str]:
     model = varied_model()
     root = tmp_path_factory.mktemp("exports")
     for name, jit_compile in (("plain", False), ("jit_compile", True)):
-        export_model(model, SCALE, "saved_model", export_dir=str(root / name),
-                     jit_compile=jit_compile)
+        line = export_model(model, SCALE, "saved_model", export_dir=str(root / name),
+                            jit_compile=jit_compile)
+        # What export.py prints says what TF Serving needs, for the XLA export only.
+        assert (XLA_ENABLED in line) == jit_compile, line
     return {name: str(root / name / "1") for name in ("plain", "jit_compile")}
 
 

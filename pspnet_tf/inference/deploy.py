@@ -66,7 +66,11 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
         path = export_saved_model(model, scale, export_dir, version=version,
                                   with_probabilities=with_probabilities,
                                   jit_compile=jit_compile)
-        return f"SavedModel written to {path} (signatures serving_default, serve_encoded)"
+        line = f"SavedModel written to {path} (signatures serving_default, serve_encoded)"
+        if jit_compile:
+            line += ("; its network is XLA-compiled: TF Serving runs it only if started with "
+                     "--xla_cpu_compilation_enabled=true (docs/serving.md)")
+        return line
     for parameter, value in (("with_probabilities", with_probabilities),
                              ("jit_compile", jit_compile)):
         if value:
