@@ -35,6 +35,8 @@ def server(tmp_path_factory) -> str:
     include, lib = tf.sysconfig.get_include(), tf.sysconfig.get_lib()
     if not os.path.exists(os.path.join(include, "tensorflow", "c", "c_api.h")):
         pytest.skip(f"this TensorFlow install has no C API headers under {include}")
+    if not os.path.exists(os.path.join(lib, "libtensorflow_cc.so.2")):
+        pytest.skip(f"this TensorFlow install has no libtensorflow_cc.so.2 in {lib} (not Linux?)")
     binary = str(tmp_path_factory.mktemp("c_api") / "serve_saved_model")
     build = subprocess.run(
         [compiler, "-O1", "-o", binary, SOURCE, f"-I{include}", f"-L{lib}",

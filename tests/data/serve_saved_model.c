@@ -1,4 +1,4 @@
-/* Runs one request on a SavedModel the way tensorflow_model_server does, with no Python:
+/* Runs requests on a SavedModel the way tensorflow_model_server does, with no Python:
  * TensorFlow's C API loads the "serve" MetaGraph into a session (TF_LoadSessionFromSavedModel,
  * the C++ SavedModelBundle loader TF Serving uses), feeds one uint8 [1, H, W, 3] image to a
  * signature's input tensor twice (two requests) and prints the fetched int32 labels,
@@ -14,7 +14,8 @@
  *            [--xla_cpu_compilation_enabled=true]
  * INPUT_TENSOR and OUTPUT_TENSOR are the SignatureDef's tensor names ("op:index"); PIXELS is a
  * file of HEIGHT * WIDTH * 3 bytes. Exit status 2 and the TensorFlow error on stderr when the
- * load or a request fails ("request N failed: ..."). tests/test_serving_c_api.py compiles and runs it. */
+ * load or a request fails ("request N failed: ..."). tests/test_serving_c_api.py compiles
+ * and runs it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
