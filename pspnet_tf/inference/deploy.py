@@ -70,7 +70,11 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                                   with_confidence=with_confidence,
                                   confidence_threshold=confidence_threshold,
                                   jit_compile=jit_compile)
-        return f"SavedModel written to {path} (signatures serving_default, serve_encoded, serve_png)"
+        line = f"SavedModel written to {path} (signatures serving_default, serve_encoded, serve_png)"
+        if jit_compile:
+            line += ("; its network is XLA-compiled: TF Serving runs it only if started with "
+                     "--xla_cpu_compilation_enabled=true (docs/serving.md)")
+        return line
     for parameter, value in (("with_probabilities", with_probabilities),
                              ("with_confidence", with_confidence),
                              ("confidence_threshold", confidence_threshold),
