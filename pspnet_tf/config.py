@@ -172,8 +172,9 @@ class RuntimeConfig(Section):
     jit_compile: bool = setting(
         False, "Compile with XLA: the training step in train.py, the network in evaluate.py "
         "and predict.py, and in export.py's SavedModel, which TF Serving then runs only if "
-        "started with --xla_cpu_compilation_enabled=true (without it every request fails: "
-        "XLA compilation disabled).", resumable=True)
+        "started with --xla_cpu_compilation_enabled=true (without it every run of the network "
+        "fails, XLA compilation disabled, so its warm-up requests fail the load).",
+        resumable=True)
     tap_gradients: str = setting(
         "auto", "Training: compute the stride-1 convolutions' gradients by matrix products per "
         "kernel tap, faster on CPUs (same forward values). auto: on where TensorFlow sees no "

@@ -149,9 +149,9 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
 
     `jit_compile` marks the network for XLA (compiled on first use of each network input
     size), which serves faster on CPUs (docs/performance.md); TF Serving then needs
-    `--xla_cpu_compilation_enabled=true` (experimental there): without it the model loads
-    but every request fails with "XLA compilation disabled" (docs/serving.md). So it is not
-    the default.
+    `--xla_cpu_compilation_enabled=true` (experimental there): without it every run of the
+    network fails with "XLA compilation disabled", the warm-up requests at load included
+    (docs/serving.md). So it is not the default.
     """
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ParameterError("{export_dir}={path} is a file, not a folder; pass a new or "
