@@ -118,8 +118,8 @@ def test_the_jit_compile_export_runs_only_with_xla_enabled(server, exports, imag
     export = exports["jit_compile"]
     got = labels_of(serve(server, export, image, XLA_ENABLED), image[0].shape[:2])
     np.testing.assert_array_equal(got, python_labels(export, image[0]))
-    # TF Serving's default: every run fails (the C API runs no warm-up, so the session loads); no fallback to the
-    # network without XLA, whatever TF_XLA_FLAGS says.
+    # TF Serving's default: every run fails (the C API runs no warm-up, so the session
+    # loads); no fallback to the network without XLA, whatever TF_XLA_FLAGS says.
     for xla_flags in (None, "--tf_xla_cpu_global_jit", AUTO_JIT):
         refused = serve(server, export, image, xla_flags=xla_flags)
         assert refused.returncode == 2, (xla_flags, refused.stdout[-300:])
