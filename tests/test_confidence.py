@@ -233,8 +233,11 @@ def test_saved_model_serves_confidence_and_the_exported_threshold(weights, tmp_p
     for name in ("serving_default", "serve_encoded"):
         outputs = loaded.signatures[name].structured_outputs
         assert {key: spec.dtype for key, spec in outputs.items()} == {
-            "segmentation": tf.int32, "confidence": tf.float32}
+            "segmentation": tf.uint8, "confidence": tf.float32}
     served = loaded.signatures["serving_default"](images=tf.constant(images))
+    png = loaded.signatures["serve_png"](image_bytes=tf.constant(
+        [tf.io.encode_png(image).numpy() for image in images]))["segmentation_png_bytes"]
+    np.testing.assert_array_equal(tf.io.decode_png(png[0])[..., 0], served["segmentation"][0])
     np.testing.assert_allclose(served["confidence"], confidence, rtol=1e-5, atol=1e-6)
     expected = np.where(confidence < threshold, 255, labels)
     assert 0.2 < np.mean(expected == 255) < 0.8
