@@ -1,7 +1,7 @@
 /* Runs requests on a SavedModel the way tensorflow_model_server does, with no Python:
  * TensorFlow's C API loads the "serve" MetaGraph into a session (TF_LoadSessionFromSavedModel,
  * the C++ SavedModelBundle loader TF Serving uses), feeds one uint8 [1, H, W, 3] image to a
- * signature's input tensor twice (two requests) and prints the fetched int32 labels,
+ * signature's input tensor twice (two requests) and prints the fetched labels (uint8 or uint16),
  * space-separated, on stdout.
  *
  * Like tensorflow_model_server, it disables XLA compilation unless given
@@ -86,13 +86,17 @@ int main(int argc, char **argv) {
     }
   }
   if (failed) return 2;
-  if (TF_TensorType(labels) != TF_INT32) {
-    fprintf(stderr, "the output is not int32 but TF_DataType %d\n", TF_TensorType(labels));
+  size_t count = TF_TensorElementCount(labels);
+  const void *data = TF_TensorData(labels);
+  if (TF_TensorType(labels) != TF_UINT8 && TF_TensorType(labels) != TF_UINT16) {
+    fprintf(stderr, "the output is not uint8 or uint16 but TF_DataType %d\n",
+            TF_TensorType(labels));
     return 2;
   }
-  const int32_t *values = TF_TensorData(labels);
-  for (int64_t i = 0, count = TF_TensorElementCount(labels); i < count; ++i) {
-    printf(i ? " %d" : "%d", values[i]);
+  for (size_t i = 0; i < count; ++i) {
+    int value = TF_TensorType(labels) == TF_UINT8 ? ((const uint8_t *)data)[i]
+                                                   : ((const uint16_t *)data)[i];
+    printf(i ? " %d" : "%d", value);
   }
   printf("\n");
   return 0;
