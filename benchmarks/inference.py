@@ -1,6 +1,7 @@
 """Inference of PSPNet R-50-D8 on the CPU: pspnet_tf vs a PyTorch reference, in one run.
 
     python benchmarks/inference.py [--runs=5] [--rounds=2] [--threads=N] [--size=512] [--bf16]
+                                   [--rows=exported,onnxruntime]
 
 Task: one uint8 RGB image (batch 1, 512x512, 21 classes) to class ids (int32; uint8 from
 the SavedModels), i.e. normalise, network, argmax. Rows: the PyTorch reference of the same architecture (tests/torch_reference.py,
@@ -22,7 +23,9 @@ estimated peak of cores x clock x FLOP/cycle. Needs torch (the [dev] extra). Pri
 model and flags, then `ratio=<our slower default path (exported or Predictor) / PyTorch>`,
 `ratio_ort=<our fastest float32 path (TensorFlow or LiteRT; not our ONNX file, which measures
 ONNX Runtime) / ONNX Runtime>` and, on hosts with bfloat16 units,
-`ratio_bf16=<our bfloat16 SavedModel / PyTorch bfloat16>`.
+`ratio_bf16=<our bfloat16 SavedModel / PyTorch bfloat16>`, and
+`ratio_exported_ort=<our default SavedModel / ONNX Runtime>`. `--rows` times only the named
+rows (of those available here); the ratios whose rows are left out are not printed.
 """
 
 import argparse
@@ -263,7 +266,8 @@ def main() -> None:
                                              *QUANTIZED_ROWS, *BF16_ROWS, "export"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--export_dir", help=argparse.SUPPRESS)
-    parser.add_argument("--rows", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", help="comma-separated rows to time (default: every row "
+                        "available on this host), e.g. exported,onnxruntime")
     args = parser.parse_args()
     if args.worker == "export":
         export(args.export_dir, args.size, args.rows.split(","))
@@ -285,6 +289,12 @@ def main() -> None:
     if has_bf16 or args.bf16:
         rows.update({row: label if has_bf16 else f"{label} (emulated)"
                      for row, label in BF16_ROWS.items()})
+    available = set(rows)
+    if args.rows:
+        chosen = args.rows.split(",")
+        if set(chosen) - set(rows):
+            parser.error(f"--rows={args.rows}: choose from {','.join(rows)}")
+        rows = {row: label for row, label in rows.items() if row in chosen}
     script = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory() as scratch:
         run_worker(script, ["--worker=export", f"--export_dir={scratch}", f"--size={args.size}",
@@ -303,7 +313,8 @@ def main() -> None:
           f"{'peak MB':>9}{'file MB':>9}")
     for row, label in rows.items():
         rate = gflop / seconds[row]
-        print(f"{label:<{width}}{seconds[row]:>9.3f}{seconds[row] / seconds['pytorch']:>10.3f}"
+        torch = f"{seconds[row] / seconds['pytorch']:.3f}" if "pytorch" in seconds else "-"
+        print(f"{label:<{width}}{seconds[row]:>9.3f}{torch:>10}"
               f"{rate:>9.1f}{100 * rate / peak:>7.1f}%{best[row]['peak_mb']:>9.0f}"
               f"{'-' if sizes[row] is None else f'{sizes[row]:.1f}':>9}")
     print(f"peak FP32 estimate {peak:.0f} GFLOP/s ({how}); "
@@ -315,17 +326,20 @@ def main() -> None:
                                         ("LiteRT (ai-edge-litert)",
                                          {**LITERT_ROWS, **QUANTIZED_ROWS}),
                                         ("bfloat16 (no bfloat16 units; --bf16 forces)", BF16_ROWS))
-               if not set(group) <= set(rows)]
+               if not set(group) <= available]
     if missing:
         print(f"rows left out: {'; '.join(missing)}")
-    ours = max(seconds["exported"], seconds["predictor"])
-    print(f"ratio={ours / seconds['pytorch']:.3f}")
-    if "onnxruntime" in seconds:
+    if {"exported", "predictor", "pytorch"} <= set(seconds):
+        ours = max(seconds["exported"], seconds["predictor"])
+        print(f"ratio={ours / seconds['pytorch']:.3f}")
+    if "onnxruntime" in seconds and set(seconds) & {*ROWS, *LITERT_ROWS} - {"pytorch"}:
         fastest = min(seconds[row] for row in (*ROWS, *LITERT_ROWS)
                       if row in seconds and row != "pytorch")
         print(f"ratio_ort={fastest / seconds['onnxruntime']:.3f}")
-    if has_bf16:
+    if {"exported_bf16", "pytorch_bf16"} <= set(seconds):
         print(f"ratio_bf16={seconds['exported_bf16'] / seconds['pytorch_bf16']:.3f}")
+    if {"exported", "onnxruntime"} <= set(seconds):
+        print(f"ratio_exported_ort={seconds['exported'] / seconds['onnxruntime']:.3f}")
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ def plain_bottleneck(kernel, features, pooled):
     return tf.nn.conv2d(tf.concat([features, *upsampled], -1), kernel, 1, "SAME")
 
 
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("height, width", [(64, 64), (7, 10), (1, 1), (2, 5)])
-def test_pyramid_bottleneck_equals_upsample_concat_conv(height, width):
+def test_pyramid_bottleneck_equals_upsample_concat_conv(height, width, training):
     rng = np.random.default_rng(0)
     features = tf.constant(rng.normal(size=(2, height, width, 6)), tf.float32)
     pooled = [tf.constant(rng.normal(size=(2, bins, bins, 4)), tf.float32)
@@ -73,7 +74,7 @@ def test_pyramid_bottleneck_equals_upsample_concat_conv(height, width):
     layer = PyramidBottleneckConv(5)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([features, *pooled])
-        fused = layer([features, *pooled])
+        fused = layer([features, *pooled], training=training)
         plain = plain_bottleneck(layer.kernel, features, pooled)
         weights = tf.constant(rng.normal(size=fused.shape), tf.float32)
         fused_loss, plain_loss = (tf.reduce_sum(out * weights) for out in (fused, plain))
@@ -95,12 +96,26 @@ def test_pyramid_bottleneck_kernel_gradient_is_one_concatenation():
     @tf.function
     def kernel_gradient(features, pooled):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer([features, *pooled]))
+            loss = tf.reduce_sum(layer([features, *pooled], training=True))
         return tape.gradient(loss, layer.kernel)
 
     graph = kernel_gradient.get_concrete_function(features, pooled).graph
     op_types = {op.type for op in graph.get_operations()}
     assert "StridedSliceGrad" not in op_types and "ConcatV2" in op_types
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pyramid_bottleneck_convolves_features_by_one_matrix_product_in_inference(training):
+    # On CPUs the convolution op ran this layer's 2048-channel features at about half the
+    # speed of a matrix product (docs/performance.md); training keeps the op and its gradient.
+    features = tf.random.normal((1, 8, 8, 6))
+    pooled = [tf.random.normal((1, bins, bins, 4)) for bins in (1, 2, 3, 6)]
+    layer = PyramidBottleneckConv(5)
+    graph = tf.function(lambda *inputs: layer(list(inputs), training=training)
+                        ).get_concrete_function(features, *pooled).graph
+    op_types = [op.type for op in graph.get_operations()]
+    assert ("Conv2D" in op_types) == training
+    assert ("MatMul" in op_types) != training
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])

@@ -6,10 +6,10 @@ for the size of a reply over the network); keep-ratio resize to the test
 scale, normalisation, the network (BatchNorms folded), logits resized back to the input size
 and argmax inside. For a fixed input size every size is computed here in Python, so the
 graph holds no float64 size arithmetic (which LiteRT has no builtin kernels for) and every
-shape in it is static; the LiteRT converter then turns the einsums of the pyramid layers into
-fully-connected and batch-matmul ops. (Frozen, the network alone also converts with unknown
-H, W and ran within 6.6e-7 of Keras on the tiny test model, so the layers need no second
-formulation.)
+shape in it is static; the LiteRT converter then turns the einsums and matrix products of
+the pyramid layers into fully-connected and batch-matmul ops. (Frozen, the network alone also
+converts with unknown H, W and ran within 6.6e-7 of Keras on the tiny test model, so the
+layers need no second formulation.)
 """
 
 import keras

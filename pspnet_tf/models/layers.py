@@ -37,6 +37,9 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
 
     Written as two matrix products so that it has a gradient (ResizeArea has none) and
     follows the feature size seen at run time, not the one seen when the model was built.
+    Each is a plain (broadcast) matmul over the inputs' memory layout as it is: the same
+    products as einsums, which transposed the features first and took about four times as
+    long on CPUs (docs/performance.md).
     """
 
     def __init__(self, bins: int, **kwargs: Any) -> None:
@@ -47,8 +50,11 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         shape = tf.shape(inputs)
         rows = _pooling_matrix(shape[1], self.bins, inputs.dtype)
         cols = _pooling_matrix(shape[2], self.bins, inputs.dtype)
-        pooled = tf.einsum("ih,bhwc->biwc", rows, inputs)
-        return tf.einsum("jw,biwc->bijc", cols, pooled)
+        # [bins, H] x [B, H, W * C] -> [B, bins, W * C], then [bins, W] x [B * bins, W, C].
+        pooled = tf.matmul(rows, tf.reshape(inputs, tf.stack([shape[0], shape[1], -1])))
+        pooled = tf.reshape(pooled, tf.stack([shape[0] * self.bins, shape[2], shape[3]]))
+        return tf.reshape(tf.matmul(cols, pooled),
+                          tf.stack([shape[0], self.bins, self.bins, shape[3]]))
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], self.bins, self.bins, input_shape[3])
@@ -84,6 +90,34 @@ def _shifted_interpolation_matrices(out_size: tf.Tensor, in_size: tf.Tensor,
     return tf.stack([padded[shift:shift + out_size] for shift in range(3)])
 
 
+def _convolution_by_taps(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """The 3x3 'same' stride-1 convolution of `inputs` [B, H, W, C] with `kernel`
+    (3, 3, C, F) as one matrix product and a shifted sum.
+
+    The product of each pixel's channels with all nine taps' kernels gives nine maps
+    [B, H, W, F]; output pixel (y, x) adds map (i, j) at (y + i - 1, x + j - 1), zero outside
+    (the 'same' padding). This holds B x H x W x 9F values at once (75 MB for R-50-D8's PPM
+    bottleneck at 512x512).
+    """
+    shape = tf.shape(inputs)
+    channels, filters = kernel.shape[2], kernel.shape[3]
+    matrix = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [channels, 9 * filters])
+    # Four dimensions (maps side by side in the channels), as LiteRT slices at most five.
+    taps = tf.reshape(tf.matmul(tf.reshape(inputs, [-1, channels]), matrix),
+                      tf.concat([shape[:3], [9 * filters]], 0))
+    windows = {-1: slice(None, -1), 0: slice(None), 1: slice(1, None)}
+    shifted = []
+    for i in range(3):
+        for j in range(3):
+            rows, cols, tap = i - 1, j - 1, 3 * i + j
+            # Rows [max(rows, 0), H + min(rows, 0)) of map (i, j), moved up by `rows` (and
+            # likewise for columns) into a map of the output's size.
+            window = taps[:, windows[rows], windows[cols], tap * filters:(tap + 1) * filters]
+            shifted.append(tf.pad(window, [[0, 0], [max(-rows, 0), max(rows, 0)],
+                                           [max(-cols, 0), max(cols, 0)], [0, 0]]))
+    return tf.add_n(shifted)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PyramidBottleneckConv(keras.layers.Layer):
     """PSPNet's bottleneck: a 3x3 'same' convolution, no bias, over
@@ -97,9 +131,13 @@ class PyramidBottleneckConv(keras.layers.Layer):
     channels, filters)) has the shape and layout of the plain convolution's, so checkpoints
     load unchanged.
 
-    Called on [features, pooled_1, ..., pooled_n]; pooled maps may have any size. The
-    features' convolution takes the tap gradient (`pspnet_tf.models.convolution`) when the
-    config field `tap_gradient` is set, as `Conv2D` does.
+    Called on [features, pooled_1, ..., pooled_n]; pooled maps may have any size. In
+    training the features' convolution is a convolution op, which takes the tap gradient
+    (`pspnet_tf.models.convolution`) when the config field `tap_gradient` is set, as
+    `Conv2D` does. Otherwise (inference) it is one matrix product of the features with all
+    nine taps' kernels, whose nine output maps are summed shifted (`_convolution_by_taps`):
+    the same values up to float rounding, and on CPUs much faster for this layer's 2048
+    input channels than the convolution op (docs/performance.md).
     """
 
     KERNEL_SIZE = (3, 3)
@@ -129,13 +167,14 @@ class PyramidBottleneckConv(keras.layers.Layer):
             return conv2d(inputs, kernel, "SAME")
         return tf.nn.convolution(inputs, kernel, padding="SAME")
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+    def call(self, inputs: list[tf.Tensor], training: bool | None = None) -> tf.Tensor:
         features, *branches = inputs
         # One split, not a slice per input: the kernel gradient is then one concatenation
         # instead of a kernel-sized gradient per slice summed (5 x 75 MB for R-50-D8).
         features_kernel, *branch_kernels = tf.split(
             self.kernel, [x.shape[-1] for x in inputs], axis=2)
-        outputs = self.convolution_op(features, features_kernel)
+        outputs = (self.convolution_op(features, features_kernel) if training
+                   else _convolution_by_taps(features, features_kernel))
         size = tf.shape(features)[1:3]
         for pooled, kernel in zip(branches, branch_kernels):
             taps = tf.einsum("bstc,ijcf->bstijf", pooled, kernel)
