@@ -2,8 +2,8 @@
 
 --model / --weights and --precision give `load_inference_model`'s arguments, --mode and its
 --crop, --stride, --ratios, --flip `predictor_for`'s, and --format with its --output,
---input_size, --quantize, --representative_images `export_model`'s. Malformed values become one UserError naming
-the flag.
+--input_size, --quantize (and --representative_images, the calibration images' count)
+`export_model`'s. Malformed values become one UserError naming the flag.
 """
 
 from collections.abc import Sequence
