@@ -1,5 +1,6 @@
 """LiteRT (TensorFlow Lite) export: one .tflite file on the builtin op set, no Flex ops."""
 
+import warnings
 from collections.abc import Iterable
 
 import keras
@@ -72,7 +73,10 @@ def litert_bytes(model: keras.Model, scale: tuple[int, int], input_size: tuple[i
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = lambda: _calibration_batches(calibration_images,
                                                                         input_size)
-    return converter.convert()
+    with warnings.catch_warnings():
+        # The calibration runs on tf.lite.Interpreter, which warns of its own deprecation.
+        warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated", UserWarning)
+        return converter.convert()
 
 
 def export_litert(model: keras.Model, scale: tuple[int, int], output: str,
