@@ -117,8 +117,10 @@ def test_litert_quantized_files_are_smaller_and_run(weights):
     expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
     full = len(litert_bytes(model, SCALE, SIZE))
     assert full > 0.9 * 4 * model.count_params()  # the float32 weights are in the file
-    for quantize, largest in (("float16", 0.51), ("dynamic_int8", 0.26)):
-        data = litert_bytes(model, SCALE, SIZE, quantize)
+    calibration = [images(SIZE, seed)[0] for seed in range(8)]
+    for quantize, largest in (("float16", 0.51), ("dynamic_int8", 0.26), ("int8", 0.27)):
+        data = litert_bytes(model, SCALE, SIZE, quantize,
+                            calibration if quantize == "int8" else None)
         assert len(data) < largest * full, quantize
         runner = litert.Interpreter(model_content=data).get_signature_runner()
         labels = runner(images=pixels)["segmentation"][0]
