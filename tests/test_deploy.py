@@ -181,6 +181,11 @@ def test_int8_needs_its_calibration_images_and_only_it_takes_them(tmp_path):
         with pytest.raises(UserError, match="calibration_images go with quantize=int8"):
             export_model(tiny_model(), SCALE, "litert", output=str(tmp_path / "m.tflite"),
                          input_size=(8, 8), quantize=quantize, calibration_images=images)
+    with pytest.raises(UserError, match=re.escape("must be uint8 [8, 8, 3] images (the "
+                                                  "input_size), got uint8 [9, 9, 3]")):
+        export_model(tiny_model(), SCALE, "litert", output=str(tmp_path / "m.tflite"),
+                     input_size=(8, 8), quantize="int8",
+                     calibration_images=[np.zeros((9, 9, 3), np.uint8)])
     assert os.listdir(tmp_path) == []
 
 

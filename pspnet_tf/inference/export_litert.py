@@ -1,7 +1,7 @@
 """LiteRT (TensorFlow Lite) export: one .tflite file on the builtin op set, no Flex ops."""
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import keras
 import numpy as np
@@ -27,7 +27,8 @@ def _frozen(module: tf.Module) -> tf.Module:
     return wrapper
 
 
-def _calibration_batches(images: Iterable[np.ndarray], input_size: tuple[int, int]):
+def _calibration_batches(images: Iterable[np.ndarray], input_size: tuple[int, int]
+                         ) -> Iterator[dict[str, np.ndarray]]:
     """The converter's representative dataset: each of `images` (uint8 [H, W, 3] at
     `input_size`) as the graph's input, a batch of one; ParameterError for none or a wrong
     size (before the converter would fail on it with a message of its own)."""
@@ -69,7 +70,9 @@ def litert_bytes(model: keras.Model, scale: tuple[int, int], input_size: tuple[i
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
-        # Every op int8 (the conversion fails rather than leave one in float32).
+        # LiteRT's int8 op set only: int8 weights and activations in every op that has an
+        # int8 kernel; the converter keeps the preprocessor's ROUND and MINIMUM (no int8
+        # kernels) in float32 between a DEQUANTIZE and a QUANTIZE.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = lambda: _calibration_batches(calibration_images,
                                                                         input_size)
