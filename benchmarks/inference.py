@@ -10,7 +10,8 @@ serving_default (loaded with tf.saved_model.load, as TF Serving does), also expo
 --jit_compile (the network compiled by XLA); our Predictor (what evaluate.py and predict.py
 run), also with the network compiled by XLA; the reference exported to ONNX (torch.onnx dynamo
 exporter) run by ONNX Runtime; our export.py --format=litert file run by ai-edge-litert
-(XNNPACK), also with --quantize=float16 and dynamic_int8; our export.py --format=onnx file run
+(XNNPACK), also with --quantize=float16, dynamic_int8 and int8 (full integer, calibrated on
+CALIBRATION_IMAGES random images); our export.py --format=onnx file run
 by ONNX Runtime (the last three groups when their packages are installed: onnx, onnxscript,
 onnxruntime; ai-edge-litert; tf2onnx); and, on hosts with bfloat16 units (avx512_bf16 /
 amx_bf16 in /proc/cpuinfo) or with --bf16, PyTorch under autocast(bfloat16) and our
@@ -22,7 +23,8 @@ loaded. Achieved GFLOP/s count R-50-D8's 178.6 GMACs at 512x512 as 357.2 GFLOP, 
 estimated peak of cores x clock x FLOP/cycle. Needs torch (the [dev] extra). Prints the CPU
 model and flags, then `ratio=<our slower default path (exported or Predictor) / PyTorch>`,
 `ratio_ort=<our fastest float32 path (TensorFlow or LiteRT; not our ONNX file, which measures
-ONNX Runtime) / ONNX Runtime>` and, on hosts with bfloat16 units,
+ONNX Runtime) / ONNX Runtime>`, `ratio_int8=<our --quantize=int8 LiteRT file / ONNX Runtime
+(float32)>` and, on hosts with bfloat16 units,
 `ratio_bf16=<our bfloat16 SavedModel / PyTorch bfloat16>`, and
 `ratio_exported_ort=<our default SavedModel / ONNX Runtime>`. `--rows` times only the named
 rows (of those available here); the ratios whose rows are left out are not printed.
@@ -63,7 +65,10 @@ LITERT_ROWS = {"litert": "pspnet_tf LiteRT file (XNNPACK)"}
 QUANTIZED_ROWS = {
     "litert_float16": "pspnet_tf LiteRT file, --quantize=float16",
     "litert_dynamic_int8": "pspnet_tf LiteRT file, --quantize=dynamic_int8",
+    "litert_int8": "pspnet_tf LiteRT file, --quantize=int8",
 }
+# Random pixels, as the weights are random: the int8 kernels' times do not depend on values.
+CALIBRATION_IMAGES = 8
 BF16_ROWS = {
     "pytorch_bf16": "PyTorch reference, autocast(bfloat16)",
     "exported_bf16": "pspnet_tf SavedModel, --precision=bfloat16",
@@ -205,11 +210,17 @@ def export(export_dir: str, size: int, rows: list[str]) -> None:
             export_saved_model(model, (size, size), artifact_path(export_dir, row), version=1,
                                jit_compile=jit_compile)
     keras.mixed_precision.set_global_policy("float32")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    calibration = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                   for _ in range(CALIBRATION_IMAGES)]
     for row, quantize in (("litert", None), ("litert_float16", "float16"),
-                          ("litert_dynamic_int8", "dynamic_int8")):
+                          ("litert_dynamic_int8", "dynamic_int8"), ("litert_int8", "int8")):
         if row in rows:
             export_litert(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
-                          artifact_path(export_dir, row), (size, size), quantize)
+                          artifact_path(export_dir, row), (size, size), quantize,
+                          calibration if quantize == "int8" else None)
     if "onnx" in rows:
         export_onnx(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
                     artifact_path(export_dir, "onnx"), (size, size))
@@ -336,6 +347,8 @@ def main() -> None:
         fastest = min(seconds[row] for row in (*ROWS, *LITERT_ROWS)
                       if row in seconds and row != "pytorch")
         print(f"ratio_ort={fastest / seconds['onnxruntime']:.3f}")
+    if {"litert_int8", "onnxruntime"} <= set(seconds):
+        print(f"ratio_int8={seconds['litert_int8'] / seconds['onnxruntime']:.3f}")
     if {"exported_bf16", "pytorch_bf16"} <= set(seconds):
         print(f"ratio_bf16={seconds['exported_bf16'] / seconds['pytorch_bf16']:.3f}")
     if {"exported", "onnxruntime"} <= set(seconds):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from helpers import run_command, run_python, saved, several_classes, tiny_model,
 from pspnet_tf.config import ExperimentConfig
 from pspnet_tf.errors import UserError
 from pspnet_tf.cli.inference_flags import parse_input_size
+from pspnet_tf.data.datasets import get_dataset
+from pspnet_tf.inference.calibration import calibration_images
 from pspnet_tf.inference.deploy import export_model
 from pspnet_tf.inference.export_litert import litert_bytes
 from pspnet_tf.inference.precision import with_precision
@@ -114,12 +117,76 @@ def test_litert_quantized_files_are_smaller_and_run(weights):
     expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
     full = len(litert_bytes(model, SCALE, SIZE))
     assert full > 0.9 * 4 * model.count_params()  # the float32 weights are in the file
-    for quantize, largest in (("float16", 0.51), ("dynamic_int8", 0.26)):
-        data = litert_bytes(model, SCALE, SIZE, quantize)
+    calibration = [images(SIZE, seed)[0] for seed in range(8)]
+    for quantize, largest in (("float16", 0.51), ("dynamic_int8", 0.26), ("int8", 0.27)):
+        data = litert_bytes(model, SCALE, SIZE, quantize,
+                            calibration if quantize == "int8" else None)
         assert len(data) < largest * full, quantize
         runner = litert.Interpreter(model_content=data).get_signature_runner()
         labels = runner(images=pixels)["segmentation"][0]
         assert agreement(labels, expected) > 0.99, quantize
+
+
+def _tensor_dtypes(interpreter, op: dict) -> list[str]:
+    return [interpreter._get_tensor_details(index, 0)["dtype"].__name__
+            for index in op["inputs"] if index >= 0]
+
+
+def test_litert_int8_file_is_full_integer_and_agrees_with_float(weights, demo_root, tmp_path):
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    model, path = weights
+    output = str(tmp_path / "int8.tflite")
+    result = export(f"--weights={path}", f"--data_root={demo_root}", "--format=litert",
+                    "--quantize=int8", "--representative_images=4",
+                    f"--input_size={SIZE[0]},{SIZE[1]}", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    interpreter = litert.Interpreter(model_path=output)
+    interpreter.allocate_tensors()
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+    convolutions = [op for op in ops if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(convolutions) > 20
+    for op in convolutions:  # input and weights int8 (and an int32 bias where there is one)
+        assert _tensor_dtypes(interpreter, op)[:2] == ["int8", "int8"], op
+    # float32 only where the uint8 pixels enter and the preprocessor rounds them
+    floating = {op["op_name"] for op in ops if "float32" in _tensor_dtypes(interpreter, op)}
+    assert floating <= {"QUANTIZE", "ROUND", "MINIMUM"}, floating
+    runner = interpreter.get_signature_runner()
+    assert runner.get_input_details()["images"]["dtype"] == np.uint8
+    assert runner.get_output_details()["segmentation"]["dtype"] == np.int32
+    predictor = Predictor(model, SCALE)
+    for image in calibration_images(ExperimentConfig.from_fields(
+            dataset="demo", data_root=demo_root, num_classes=NUM_CLASSES, train_split="val"),
+            2, SIZE):
+        expected = several_classes(predictor.predict(image))
+        labels = runner(images=image[None])["segmentation"][0]
+        assert agreement(labels, expected) > 0.95
+
+
+def test_calibration_images_are_evenly_spaced_training_images_at_the_input_size(demo_root):
+    config = ExperimentConfig.from_fields(dataset="demo", data_root=demo_root, num_classes=5)
+    dataset = get_dataset("demo", demo_root, "train")  # 16 images
+    images = list(calibration_images(config, 4, (20, 30)))
+    assert [image.shape for image in images] == [(20, 30, 3)] * 4
+    assert all(image.dtype == np.uint8 for image in images)
+    for image, index in zip(images, (0, 5, 10, 15)):
+        source = dataset.read_image(dataset.samples[index].image_path)
+        np.testing.assert_array_equal(image, cv2.resize(source, (30, 20)))  # W, H
+    assert len(list(calibration_images(config, 100, (8, 8)))) == 16  # all of a smaller split
+    with pytest.raises(UserError, match="representative_images must be >= 1"):
+        calibration_images(config, 0, (8, 8))
+
+
+def test_int8_needs_its_calibration_images_and_only_it_takes_them(tmp_path):
+    for quantize, images in (("int8", None), (None, [np.zeros((8, 8, 3), np.uint8)])):
+        with pytest.raises(UserError, match="calibration_images go with quantize=int8"):
+            export_model(tiny_model(), SCALE, "litert", output=str(tmp_path / "m.tflite"),
+                         input_size=(8, 8), quantize=quantize, calibration_images=images)
+    with pytest.raises(UserError, match=re.escape("must be uint8 [8, 8, 3] images (the "
+                                                  "input_size), got uint8 [9, 9, 3]")):
+        export_model(tiny_model(), SCALE, "litert", output=str(tmp_path / "m.tflite"),
+                     input_size=(8, 8), quantize="int8",
+                     calibration_images=[np.zeros((9, 9, 3), np.uint8)])
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.slow  # 70-140 s on the shared 2-core CPU, most of it tf2onnx's einsum search

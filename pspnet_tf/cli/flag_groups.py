@@ -35,10 +35,10 @@ FIELD_COMMANDS = {
     "num_classes": (*SECTION_COMMANDS["model"], "verify"),
     "dataset": COMMANDS,
     "data_root": COMMANDS,
-    "train_split": ("train", "verify", "prepare"),
+    "train_split": ("train", "export", "verify", "prepare"),  # export: --quantize=int8
     "val_split": ("train", "evaluate", "verify", "prepare"),
     "scale": ("train", *_INFERENCE),
-    "tfrecord_dir": ("train", "evaluate"),
+    "tfrecord_dir": ("train", "evaluate", "export"),
     "reduce_zero_label": ("train", "evaluate", "verify"),
     "mixed_precision": ("train", *_INFERENCE),  # inference: --precision's default
     "jit_compile": ("train", *_INFERENCE),

@@ -2,8 +2,8 @@
 
 --model / --weights and --precision give `load_inference_model`'s arguments, --mode and its
 --crop, --stride, --ratios, --flip `predictor_for`'s, and --format with its --output,
---input_size, --quantize `export_model`'s. Malformed values become one UserError naming
-the flag.
+--input_size, --quantize (and --representative_images, the calibration images' count)
+`export_model`'s. Malformed values become one UserError naming the flag.
 """
 
 from collections.abc import Sequence
@@ -14,6 +14,7 @@ from absl import flags
 
 from pspnet_tf.cli.flag_groups import define
 from pspnet_tf.config import ExperimentConfig, define_flags, parse_numbers
+from pspnet_tf.inference.calibration import calibration_images
 from pspnet_tf.inference.deploy import FORMATS, QUANTIZATIONS, export_model
 from pspnet_tf.inference.loading import LoadedModel, load_inference_model
 from pspnet_tf.inference.modes import (
@@ -98,9 +99,15 @@ def define_export_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     define("output", flags.DEFINE_list, "input_size", None, "HEIGHT,WIDTH of the images the "
            "file accepts (required for litert; onnx accepts any size without it).",
            flag_values=flag_values)
-    define("output", flags.DEFINE_enum, "quantize", None, list(QUANTIZATIONS), "LiteRT weight "
-           "quantization: float16 weights, or int8 weights with dynamic-range int8 kernels "
-           "(default: float32).", flag_values=flag_values)
+    define("output", flags.DEFINE_enum, "quantize", None, list(QUANTIZATIONS), "LiteRT "
+           "quantization: float16 weights; int8 weights with dynamic-range int8 kernels "
+           "(dynamic_int8); or int8 weights and activations, full integer, calibrated on "
+           "--representative_images training images (int8). Default: float32.",
+           flag_values=flag_values)
+    define("output", flags.DEFINE_integer, "representative_images", 100, "--quantize=int8: "
+           "how many images of --train_split (evenly spaced over it, resized to "
+           "--input_size) calibrate the int8 activation ranges.", lower_bound=1,
+           flag_values=flag_values)
 
 
 def model_from_flags(config: ExperimentConfig, values: flags.FlagValues = FLAGS
@@ -140,6 +147,11 @@ def parse_input_size(values: Sequence[str] | None) -> tuple[int, int] | None:
 
 def export_from_flags(loaded: LoadedModel, values: flags.FlagValues = FLAGS) -> str:
     """Writes the loaded model as --format asks and returns the line export.py prints."""
+    input_size = parse_input_size(values["input_size"].value)
+    calibration = None
+    if values["quantize"].value == "int8" and values["format"].value == "litert" and input_size:
+        calibration = calibration_images(loaded.config, values["representative_images"].value,
+                                         input_size)
     return export_model(loaded.model, loaded.config.data.scale, values["format"].value,
                         export_dir=values["export_dir"].value, version=values["version"].value,
                         with_probabilities=values["with_probabilities"].value,
@@ -147,5 +159,5 @@ def export_from_flags(loaded: LoadedModel, values: flags.FlagValues = FLAGS) -> 
                         confidence_threshold=values["confidence_threshold"].value,
                         jit_compile=loaded.config.runtime.jit_compile,
                         output=values["output"].value,
-                        input_size=parse_input_size(values["input_size"].value),
-                        quantize=values["quantize"].value, precision=values["precision"].value)
+                        input_size=input_size, quantize=values["quantize"].value,
+                        precision=values["precision"].value, calibration_images=calibration)

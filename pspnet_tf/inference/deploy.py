@@ -3,15 +3,17 @@
 """
 
 import os
+from collections.abc import Iterable
 
 import keras
+import numpy as np
 
 from pspnet_tf.atomic import check_can_create, remove_stale_temporaries
 from pspnet_tf.errors import ParameterError
 
 FORMATS = ("saved_model", "litert", "onnx")
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
-QUANTIZATIONS = ("float16", "dynamic_int8")
+QUANTIZATIONS = ("float16", "dynamic_int8", "int8")
 
 
 def check_new_file(path: str | None, parameter: str, suffix: str) -> str:
@@ -41,15 +43,18 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                  with_probabilities: bool = False, with_confidence: bool = False,
                  confidence_threshold: float = 0.0, jit_compile: bool = False,
                  output: str | None = None, input_size: tuple[int, int] | None = None,
-                 quantize: str | None = None, precision: str | None = None) -> str:
+                 quantize: str | None = None, precision: str | None = None,
+                 calibration_images: Iterable[np.ndarray] | None = None) -> str:
     """Writes `model` (test scale `scale`) in `format` and returns the line export.py prints.
 
     saved_model: into `export_dir`/`version`/ (default: the next version), optionally with
     `probabilities`, `confidence`, labels 255 below a `confidence_threshold` and an
     XLA-compiled network (`jit_compile`). litert and onnx: the new
     file `output`, for images of `input_size` (H, W; required for litert, any size for onnx
-    without it); litert weights `quantize`d to "float16" or "dynamic_int8". `precision` is
-    the one the model was built in ("bfloat16" exports as a SavedModel only).
+    without it); litert weights `quantize`d to "float16" or "dynamic_int8", or the whole
+    network to "int8" with activation ranges calibrated on `calibration_images` (uint8
+    [H, W, 3] of `input_size`, e.g. inference/calibration.py's). `precision` is the one the
+    model was built in ("bfloat16" exports as a SavedModel only).
     """
     if format not in FORMATS:
         raise ParameterError("unknown export {format} {value!r}; choose one of {choices}",
@@ -94,7 +99,7 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
         if input_size is None:
             raise ParameterError("{input_size}=(HEIGHT, WIDTH) is required for "
                                  "{format}=litert (LiteRT runs a graph of fixed size)")
-        export_litert(model, scale, output, input_size, quantize)
+        export_litert(model, scale, output, input_size, quantize, calibration_images)
     else:
         from pspnet_tf.inference.export_onnx import export_onnx
 
