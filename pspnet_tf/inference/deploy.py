@@ -1,5 +1,6 @@
-"""Export in one of three formats: a TF Serving SavedModel folder, or one LiteRT or ONNX file
-(the single-file graph of inference/segmentation_graph.py), each checked before any work.
+"""Export in one of four formats: a TF Serving SavedModel folder, one LiteRT or ONNX file, or
+an OpenVINO IR (.xml and .bin) (the single-file graph of inference/segmentation_graph.py), each
+checked before any work.
 """
 
 import os
@@ -9,8 +10,8 @@ import keras
 from pspnet_tf.atomic import check_can_create, remove_stale_temporaries
 from pspnet_tf.errors import ParameterError
 
-FORMATS = ("saved_model", "litert", "onnx")
-SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+FORMATS = ("saved_model", "litert", "onnx", "openvino")
+SUFFIXES = {"litert": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 QUANTIZATIONS = ("float16", "dynamic_int8")
 
 
@@ -44,8 +45,9 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
     """Writes `model` (test scale `scale`) in `format` and returns the line export.py prints.
 
     saved_model: into `export_dir`/`version`/ (default: the next version), optionally with
-    `probabilities` and an XLA-compiled network (`jit_compile`). litert and onnx: the new
-    file `output`, for images of `input_size` (H, W; required for litert, any size for onnx
+    `probabilities` and an XLA-compiled network (`jit_compile`). litert, onnx and openvino:
+    the new file `output` (for openvino the .xml, with its weights in the .bin beside it),
+    for images of `input_size` (H, W; required for litert, any size for onnx and openvino
     without it); litert weights `quantize`d to "float16" or "dynamic_int8". `precision` is
     the one the model was built in ("bfloat16" exports as a SavedModel only).
     """
@@ -72,6 +74,10 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
         if value:
             raise ParameterError(f"{{{parameter}}} is for {{format}}=saved_model only, not "
                                  "{format}={value}", value=format)
+    if precision == "bfloat16" and format == "openvino":
+        raise ParameterError("{precision}=bfloat16 is for {format}=saved_model only: "
+                             "OpenVINO's runtime picks bfloat16 itself where the CPU has it "
+                             "(INFERENCE_PRECISION_HINT), from the float32 IR")
     if precision == "bfloat16":
         raise ParameterError("{precision}=bfloat16 is for {format}=saved_model only: the "
                              "{value} runtime has no bfloat16 kernels for this network"
@@ -85,6 +91,11 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
             raise ParameterError("{input_size}=(HEIGHT, WIDTH) is required for "
                                  "{format}=litert (LiteRT runs a graph of fixed size)")
         export_litert(model, scale, output, input_size, quantize)
+    elif format == "openvino":
+        from pspnet_tf.inference.export_openvino import export_openvino, weights_file
+
+        export_openvino(model, scale, output, input_size)
+        output = f"{output} and {weights_file(output)}"
     else:
         from pspnet_tf.inference.export_onnx import export_onnx
 
