@@ -97,6 +97,24 @@ def images(size: tuple[int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (1, *size, 3), dtype=np.uint8)
 
 
+ANY_SIZES = {"odd": SIZE, "tall": (61, 29), "scale": SCALE}  # images(size, seed 0, 1, 2)
+
+
+def served_in_a_fresh_process(client: str, model_file: str, folder) -> dict[str, np.ndarray]:
+    """What `client` (ONNX_CLIENT, OPENVINO_CLIENT) saved for `model_file` and one image of
+    each of ANY_SIZES, in a fresh interpreter checked to import neither TensorFlow nor
+    pspnet_tf and to name the input `images` and the output `segmentation`."""
+    inputs, served = str(folder / "in.npz"), str(folder / "out.npz")
+    np.savez(inputs, **{key: images(size, seed) for seed, (key, size) in
+                        enumerate(ANY_SIZES.items())})
+    result = run("-c", client, model_file, inputs, served)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = dict(np.load(served))
+    assert str(served["imported"]) == "False"
+    assert list(served["names"]) == ["images", "segmentation"]
+    return served
+
+
 def test_litert_file_runs_on_builtin_ops_in_a_fresh_process_with_predictor_labels(
         weights, tmp_path):
     pytest.importorskip("ai_edge_litert")
@@ -145,18 +163,10 @@ def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, 
     output = str(tmp_path / "pspnet.onnx")
     result = export(f"--weights={path}", "--format=onnx", f"--output={output}")
     assert result.returncode == 0, result.stderr[-3000:]
-    sizes = {"odd": SIZE, "tall": (61, 29), "scale": SCALE}
-    inputs, served = str(tmp_path / "in.npz"), str(tmp_path / "out.npz")
-    np.savez(inputs, **{key: images(size, seed) for seed, (key, size) in
-                        enumerate(sizes.items())})
-    result = run("-c", ONNX_CLIENT, output, inputs, served)
-    assert result.returncode == 0, result.stderr[-3000:]
-    served = np.load(served)
-    assert str(served["imported"]) == "False"
-    assert list(served["names"]) == ["images", "segmentation"]
+    served = served_in_a_fresh_process(ONNX_CLIENT, output, tmp_path)
     assert list(served["types"]) == ["tensor(uint8)", "tensor(int32)"]
     predictor = Predictor(model, SCALE)
-    for seed, (key, size) in enumerate(sizes.items()):
+    for seed, (key, size) in enumerate(ANY_SIZES.items()):
         expected = several_classes(predictor.predict(images(size, seed)[0]))
         assert agreement(served[key][0], expected) >= 0.999, key
 
@@ -171,19 +181,11 @@ def test_openvino_ir_takes_any_size_in_a_fresh_process_with_the_saved_model_labe
     assert f"openvino model written to {output} and {tmp_path / 'pspnet.bin'}" in result.stdout
     assert sorted(os.listdir(tmp_path)) == ["pspnet.bin", "pspnet.xml"]  # no temporaries
     assert os.path.getsize(tmp_path / "pspnet.bin") > 0.9 * 4 * model.count_params()  # float32
-    sizes = {"odd": SIZE, "tall": (61, 29), "scale": SCALE}
-    inputs, served = str(tmp_path / "in.npz"), str(tmp_path / "out.npz")
-    np.savez(inputs, **{key: images(size, seed) for seed, (key, size) in
-                        enumerate(sizes.items())})
-    result = run("-c", OPENVINO_CLIENT, output, inputs, served)
-    assert result.returncode == 0, result.stderr[-3000:]
-    served = np.load(served)
-    assert str(served["imported"]) == "False"
-    assert list(served["names"]) == ["images", "segmentation"]
+    served = served_in_a_fresh_process(OPENVINO_CLIENT, output, tmp_path)
     assert list(served["types"]) == ["u8", "i32"]
     assert export(f"--weights={path}", f"--export_dir={tmp_path / 'saved'}").returncode == 0
     serving = tf.saved_model.load(str(tmp_path / "saved" / "1")).signatures["serving_default"]
-    for seed, (key, size) in enumerate(sizes.items()):
+    for seed, (key, size) in enumerate(ANY_SIZES.items()):
         expected = serving(images=tf.constant(images(size, seed)))["segmentation"].numpy()
         # Another runtime's kernels (oneDNN's, not TensorFlow's): a pixel whose two best
         # logits tie within rounding may differ.
