@@ -220,7 +220,7 @@ def test_openvino_is_refused_beside_an_existing_weights_file_and_without_the_pac
      "jit_compile is for format=saved_model only"),
     ({"format": "openvino", "output": "m.onnx"}, "output=m.onnx must end with .xml"),
     ({"format": "openvino", "output": "m.xml", "precision": "bfloat16"},
-     "precision=bfloat16 is for format=saved_model only: OpenVINO's runtime picks"),
+     "precision=bfloat16 is for format=saved_model only: OpenVINO's runtime runs"),
     ({"format": "tflite"}, "unknown export format 'tflite'"),
 ])
 def test_bad_export_arguments_are_one_clear_error(arguments, message, tmp_path, monkeypatch):

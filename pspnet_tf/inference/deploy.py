@@ -76,8 +76,8 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                                  "{format}={value}", value=format)
     if precision == "bfloat16" and format == "openvino":
         raise ParameterError("{precision}=bfloat16 is for {format}=saved_model only: "
-                             "OpenVINO's runtime picks bfloat16 itself where the CPU has it "
-                             "(INFERENCE_PRECISION_HINT), from the float32 IR")
+                             "OpenVINO's runtime runs the float32 IR in bfloat16 when "
+                             "INFERENCE_PRECISION_HINT asks (its default on CPUs with AMX)")
     if precision == "bfloat16":
         raise ParameterError("{precision}=bfloat16 is for {format}=saved_model only: the "
                              "{value} runtime has no bfloat16 kernels for this network"
