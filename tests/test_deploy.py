@@ -192,6 +192,21 @@ def test_openvino_ir_takes_any_size_in_a_fresh_process_with_the_saved_model_labe
         assert agreement(served[key], several_classes(expected)) >= 0.999, key
 
 
+def test_openvino_ir_of_a_fixed_input_size_has_static_shapes_and_predictor_labels(
+        weights, tmp_path):
+    openvino = pytest.importorskip("openvino")
+    model, _ = weights
+    output = str(tmp_path / "fixed.xml")
+    assert "[1, 37x53, 3]" in export_model(model, SCALE, "openvino", output=output,
+                                           input_size=SIZE)
+    compiled = openvino.Core().compile_model(output, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert [str(port.get_partial_shape()) for port in (*compiled.inputs, *compiled.outputs)] == [
+        "[1,37,53,3]", "[1,37,53]"]
+    pixels = images(SIZE, seed=8)
+    expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
+    assert agreement(compiled(pixels)["segmentation"][0], expected) >= 0.999
+
+
 def test_openvino_is_refused_beside_an_existing_weights_file_and_without_the_package(
         tmp_path, monkeypatch):
     weights_file = tmp_path / "model.bin"
