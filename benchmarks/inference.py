@@ -28,6 +28,11 @@ ONNX Runtime) / ONNX Runtime>`, `ratio_int8=<our --quantize=int8 LiteRT file / O
 `ratio_bf16=<our bfloat16 SavedModel / PyTorch bfloat16>`, and
 `ratio_exported_ort=<our default SavedModel / ONNX Runtime>`. `--rows` times only the named
 rows (of those available here); the ratios whose rows are left out are not printed.
+
+With openvino installed, also our export.py --format=openvino IR run by OpenVINO's CPU plugin
+in float32 (INFERENCE_PRECISION_HINT=f32, INFERENCE_NUM_THREADS threads) and, on hosts with
+bfloat16 units, in bfloat16 (OpenVINO's default where the CPU has AMX), and then
+`ratio_openvino=<our OpenVINO IR in float32 / ONNX Runtime>`.
 """
 
 import argparse
@@ -62,6 +67,7 @@ ROWS = {
 ORT_ROWS = {"onnxruntime": "PyTorch reference as ONNX, ONNX Runtime"}
 OUR_ONNX_ROWS = {"onnx": "pspnet_tf ONNX file (--format=onnx), ONNX Runtime"}
 LITERT_ROWS = {"litert": "pspnet_tf LiteRT file (XNNPACK)"}
+OPENVINO_ROWS = {"openvino": "pspnet_tf OpenVINO IR (--format=openvino), f32"}
 QUANTIZED_ROWS = {
     "litert_float16": "pspnet_tf LiteRT file, --quantize=float16",
     "litert_dynamic_int8": "pspnet_tf LiteRT file, --quantize=dynamic_int8",
@@ -73,6 +79,7 @@ BF16_ROWS = {
     "pytorch_bf16": "PyTorch reference, autocast(bfloat16)",
     "exported_bf16": "pspnet_tf SavedModel, --precision=bfloat16",
 }
+OPENVINO_BF16_ROWS = {"openvino_bf16": "pspnet_tf OpenVINO IR, bf16"}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", *BF16_FLAGS)
 
@@ -137,6 +144,15 @@ def _litert_runner(image, threads: int, path: str):
     return lambda: runner(images=image[None])["segmentation"]
 
 
+def _openvino_runner(image, threads: int, path: str, precision: str):
+    import openvino
+
+    compiled = openvino.Core().compile_model(path, "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads})
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == precision
+    return lambda: compiled(image[None])["segmentation"]
+
+
 def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
     if row.startswith("exported"):  # plain TensorFlow, as TF Serving runs it
         use_tensorflow_threads(threads)
@@ -168,6 +184,9 @@ def worker(row: str, runs: int, threads: int, size: int, export_dir: str) -> Non
         run = _onnxruntime_runner(image, threads, artifact_path(export_dir, row))
     elif row.startswith("litert"):
         run = _litert_runner(image, threads, artifact_path(export_dir, row))
+    elif row.startswith("openvino"):
+        run = _openvino_runner(image, threads, artifact_path(export_dir, row),
+                               "bf16" if row == "openvino_bf16" else "f32")
     else:
         run = _tensorflow_runner(image, threads, row, export_dir)
     report(time_calls(run, runs, warm_up=2))
@@ -180,13 +199,15 @@ def artifact_path(export_dir: str, row: str) -> str:
         return os.path.join(export_dir, files[row])
     if row.startswith("litert"):
         return os.path.join(export_dir, f"{row}.tflite")
+    if row.startswith("openvino"):  # both precisions run the one float32 IR
+        return os.path.join(export_dir, "pspnet.xml")
     return os.path.join(export_dir, row)
 
 
 def export(export_dir: str, size: int, rows: list[str]) -> None:
     """Exports a randomly initialised R-50-D8 the way export.py does, for each row that
     needs a file: SavedModels (float32, XLA, bfloat16), LiteRT files (float32, quantized),
-    our ONNX file, the reference as ONNX."""
+    our ONNX file, our OpenVINO IR, the reference as ONNX."""
     if "onnxruntime" in rows:
         import torch
 
@@ -224,17 +245,23 @@ def export(export_dir: str, size: int, rows: list[str]) -> None:
     if "onnx" in rows:
         export_onnx(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
                     artifact_path(export_dir, "onnx"), (size, size))
+    if "openvino" in rows:
+        from pspnet_tf.inference.export_openvino import export_openvino
+
+        export_openvino(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8), (size, size),
+                        artifact_path(export_dir, "openvino"), (size, size))
 
 
 def artifact_mb(export_dir: str, row: str) -> float | None:
     """The size of what `row` loads (a SavedModel folder, or a file with the weights file that
-    torch.onnx's dynamo exporter writes beside it), None for in-process rows (PyTorch,
-    Predictor)."""
+    torch.onnx's dynamo exporter or OpenVINO writes beside it), None for in-process rows
+    (PyTorch, Predictor)."""
     path = artifact_path(export_dir, row)
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(parent, name))
                    for parent, _, names in os.walk(path) for name in names) / 2**20
-    files = [name for name in (path, path + ".data") if os.path.isfile(name)]
+    files = [name for name in (path, path + ".data", path.removesuffix(".xml") + ".bin")
+             if os.path.isfile(name)]
     return sum(os.path.getsize(name) for name in files) / 2**20 if files else None
 
 
@@ -274,7 +301,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also run the bfloat16 rows on "
                         "hosts without bfloat16 units (emulated: slow, and no ratio_bf16)")
     parser.add_argument("--worker", choices=[*ROWS, *ORT_ROWS, *OUR_ONNX_ROWS, *LITERT_ROWS,
-                                             *QUANTIZED_ROWS, *BF16_ROWS, "export"],
+                                             *QUANTIZED_ROWS, *BF16_ROWS, *OPENVINO_ROWS,
+                                             *OPENVINO_BF16_ROWS, "export"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--export_dir", help=argparse.SUPPRESS)
     parser.add_argument("--rows", help="comma-separated rows to time (default: every row "
@@ -297,9 +325,13 @@ def main() -> None:
     if _installed("ai_edge_litert"):
         rows.update(LITERT_ROWS)
         rows.update(QUANTIZED_ROWS)
+    if _installed("openvino"):
+        rows.update(OPENVINO_ROWS)
     if has_bf16 or args.bf16:
         rows.update({row: label if has_bf16 else f"{label} (emulated)"
                      for row, label in BF16_ROWS.items()})
+    if has_bf16 and _installed("openvino"):
+        rows.update(OPENVINO_BF16_ROWS)
     available = set(rows)
     if args.rows:
         chosen = args.rows.split(",")
@@ -336,6 +368,7 @@ def main() -> None:
                                          OUR_ONNX_ROWS),
                                         ("LiteRT (ai-edge-litert)",
                                          {**LITERT_ROWS, **QUANTIZED_ROWS}),
+                                        ("OpenVINO (openvino)", OPENVINO_ROWS),
                                         ("bfloat16 (no bfloat16 units; --bf16 forces)", BF16_ROWS))
                if not set(group) <= available]
     if missing:
@@ -347,6 +380,8 @@ def main() -> None:
         fastest = min(seconds[row] for row in (*ROWS, *LITERT_ROWS)
                       if row in seconds and row != "pytorch")
         print(f"ratio_ort={fastest / seconds['onnxruntime']:.3f}")
+    if {"openvino", "onnxruntime"} <= set(seconds):
+        print(f"ratio_openvino={seconds['openvino'] / seconds['onnxruntime']:.3f}")
     if {"litert_int8", "onnxruntime"} <= set(seconds):
         print(f"ratio_int8={seconds['litert_int8'] / seconds['onnxruntime']:.3f}")
     if {"exported_bf16", "pytorch_bf16"} <= set(seconds):

@@ -32,7 +32,7 @@ CONSOLE_SCRIPTS = {
                         "--mode=<whole|slide|multiscale>  (default: whole)"],
     "pspnet-predict": ["--input  (default: required)", "--alpha  (default: 0.5)", *MODEL],
     "pspnet-export": ["--export_dir  (default: none)", *MODEL,
-                      "--format=<saved_model|litert|onnx>  (default: saved_model)"],
+                      "--format=<saved_model|litert|onnx|openvino>  (default: saved_model)"],
     "pspnet-convert": ["--source=<mmseg|resnet_v1c>  (default: required)", *MODEL,
                        "--allow_missing_classifier  (default: false)"],
     "pspnet-verify": ["--splits  (default: \"\")"],

@@ -1,5 +1,5 @@
-"""export.py --format=litert|onnx and --precision: files their own runtimes load in a fresh
-process and that give Predictor's labels."""
+"""export.py --format=litert|onnx|openvino and --precision: files their own runtimes load in
+a fresh process and that give Predictor's (or the SavedModel's) labels."""
 
 import json
 import os
@@ -59,6 +59,21 @@ ONNX_CLIENT = textwrap.dedent("""
              imported=str(any(name.split(".")[0] in ("pspnet_tf", "tensorflow")
                               for name in sys.modules)))
 """)
+# OpenVINO picks bfloat16 on CPUs with AMX unless told f32; the labels are compared in f32.
+OPENVINO_CLIENT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import openvino
+    model, inputs, output = sys.argv[1:]
+    compiled = openvino.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    data = np.load(inputs)
+    results = {key: compiled(data[key])["segmentation"] for key in data}
+    (first,), (out,) = compiled.inputs, compiled.outputs
+    np.savez(output, **results, names=[first.any_name, out.any_name],
+             types=[first.element_type.get_type_name(), out.element_type.get_type_name()],
+             imported=str(any(name.split(".")[0] in ("pspnet_tf", "tensorflow")
+                              for name in sys.modules)))
+""")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -83,6 +98,24 @@ def weights(tmp_path_factory):
 
 def images(size: tuple[int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+
+
+ANY_SIZES = {"odd": SIZE, "tall": (61, 29), "scale": SCALE}  # images(size, seed 0, 1, 2)
+
+
+def served_in_a_fresh_process(client: str, model_file: str, folder) -> dict[str, np.ndarray]:
+    """What `client` (ONNX_CLIENT, OPENVINO_CLIENT) saved for `model_file` and one image of
+    each of ANY_SIZES, in a fresh interpreter checked to import neither TensorFlow nor
+    pspnet_tf and to name the input `images` and the output `segmentation`."""
+    inputs, served = str(folder / "in.npz"), str(folder / "out.npz")
+    np.savez(inputs, **{key: images(size, seed) for seed, (key, size) in
+                        enumerate(ANY_SIZES.items())})
+    result = run("-c", client, model_file, inputs, served)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = dict(np.load(served))
+    assert str(served["imported"]) == "False"
+    assert list(served["names"]) == ["images", "segmentation"]
+    return served
 
 
 def test_litert_file_runs_on_builtin_ops_in_a_fresh_process_with_predictor_labels(
@@ -197,20 +230,62 @@ def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, 
     output = str(tmp_path / "pspnet.onnx")
     result = export(f"--weights={path}", "--format=onnx", f"--output={output}")
     assert result.returncode == 0, result.stderr[-3000:]
-    sizes = {"odd": SIZE, "tall": (61, 29), "scale": SCALE}
-    inputs, served = str(tmp_path / "in.npz"), str(tmp_path / "out.npz")
-    np.savez(inputs, **{key: images(size, seed) for seed, (key, size) in
-                        enumerate(sizes.items())})
-    result = run("-c", ONNX_CLIENT, output, inputs, served)
-    assert result.returncode == 0, result.stderr[-3000:]
-    served = np.load(served)
-    assert str(served["imported"]) == "False"
-    assert list(served["names"]) == ["images", "segmentation"]
+    served = served_in_a_fresh_process(ONNX_CLIENT, output, tmp_path)
     assert list(served["types"]) == ["tensor(uint8)", "tensor(int32)"]
     predictor = Predictor(model, SCALE)
-    for seed, (key, size) in enumerate(sizes.items()):
+    for seed, (key, size) in enumerate(ANY_SIZES.items()):
         expected = several_classes(predictor.predict(images(size, seed)[0]))
         assert agreement(served[key][0], expected) >= 0.999, key
+
+
+def test_openvino_ir_takes_any_size_in_a_fresh_process_with_the_saved_model_labels(
+        weights, tmp_path):
+    pytest.importorskip("openvino")
+    model, path = weights
+    output = str(tmp_path / "pspnet.xml")
+    result = export(f"--weights={path}", "--format=openvino", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"openvino model written to {output} and {tmp_path / 'pspnet.bin'}" in result.stdout
+    assert sorted(os.listdir(tmp_path)) == ["pspnet.bin", "pspnet.xml"]  # no temporaries
+    assert os.path.getsize(tmp_path / "pspnet.bin") > 0.9 * 4 * model.count_params()  # float32
+    served = served_in_a_fresh_process(OPENVINO_CLIENT, output, tmp_path)
+    assert list(served["types"]) == ["u8", "i32"]
+    assert export(f"--weights={path}", f"--export_dir={tmp_path / 'saved'}").returncode == 0
+    serving = tf.saved_model.load(str(tmp_path / "saved" / "1")).signatures["serving_default"]
+    for seed, (key, size) in enumerate(ANY_SIZES.items()):
+        expected = serving(images=tf.constant(images(size, seed)))["segmentation"].numpy()
+        # Another runtime's kernels (oneDNN's, not TensorFlow's): a pixel whose two best
+        # logits tie within rounding may differ.
+        assert agreement(served[key], several_classes(expected)) >= 0.999, key
+
+
+def test_openvino_ir_of_a_fixed_input_size_has_static_shapes_and_predictor_labels(
+        weights, tmp_path):
+    openvino = pytest.importorskip("openvino")
+    model, _ = weights
+    output = str(tmp_path / "fixed.xml")
+    assert "[1, 37x53, 3]" in export_model(model, SCALE, "openvino", output=output,
+                                           input_size=SIZE)
+    compiled = openvino.Core().compile_model(output, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert [str(port.get_partial_shape()) for port in (*compiled.inputs, *compiled.outputs)] == [
+        "[1,37,53,3]", "[1,37,53]"]
+    pixels = images(SIZE, seed=8)
+    expected = several_classes(Predictor(model, SCALE).predict(pixels[0]))
+    assert agreement(compiled(pixels)["segmentation"][0], expected) >= 0.999
+
+
+def test_openvino_is_refused_beside_an_existing_weights_file_and_without_the_package(
+        tmp_path, monkeypatch):
+    weights_file = tmp_path / "model.bin"
+    weights_file.write_bytes(b"an earlier model's weights")
+    with pytest.raises(UserError, match="the weights file .*model.bin of output=.* already "
+                       "exists"):
+        export_model(tiny_model(), SCALE, "openvino", output=str(tmp_path / "model.xml"))
+    assert weights_file.read_bytes() == b"an earlier model's weights"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(UserError, match=r"pip install openvino \(the project's \[deploy\]"):
+        export_model(tiny_model(), SCALE, "openvino", output=str(tmp_path / "new.xml"))
+    assert os.listdir(tmp_path) == ["model.bin"]
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -225,6 +300,9 @@ def test_onnx_file_takes_any_size_in_onnxruntime_with_predictor_labels(weights, 
     ({"format": "saved_model"}, "export_dir is required"),
     ({"format": "onnx", "output": "m.onnx", "jit_compile": True},
      "jit_compile is for format=saved_model only"),
+    ({"format": "openvino", "output": "m.onnx"}, "output=m.onnx must end with .xml"),
+    ({"format": "openvino", "output": "m.xml", "precision": "bfloat16"},
+     "precision=bfloat16 is for format=saved_model only: OpenVINO's runtime runs"),
     ({"format": "tflite"}, "unknown export format 'tflite'"),
 ])
 def test_bad_export_arguments_are_one_clear_error(arguments, message, tmp_path, monkeypatch):

@@ -1,12 +1,13 @@
 """Exports trained weights as a SavedModel that TF Serving runs as is, or as one LiteRT or
-ONNX file.
+ONNX file or an OpenVINO IR.
 
 `python export.py --flagfile=configs/voc_r50.cfg --weights=runs/voc_r50/final_weights.h5
 --export_dir=exported/voc_r50` writes exported/voc_r50/<version>/ with the signatures
 `serving_default` (uint8 pixels), `serve_encoded` (JPEG/PNG bytes) and `serve_png` (PNG
 label maps) and TF Serving warm-up requests; `--format=litert
 --input_size=512,512 --output=voc_r50.tflite` or `--format=onnx --output=voc_r50.onnx` write
-one file with serving_default's contract; see docs/deployment.md (the formats) and
+one file with serving_default's contract (`--format=openvino --output=voc_r50.xml`: the
+.xml and its weights voc_r50.bin); see docs/deployment.md (the formats) and
 docs/serving.md (TF Serving).
 
 Exit status: 0 when the export was written; 2 for a problem to fix in the command or the

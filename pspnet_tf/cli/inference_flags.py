@@ -93,11 +93,13 @@ def define_export_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The flags export.py adds for formats beyond the SavedModel."""
     define("output", flags.DEFINE_enum, "format", "saved_model", FORMATS, "saved_model: a TF "
            "Serving model folder (--export_dir); litert: one .tflite file (--output, "
-           "--input_size); onnx: one .onnx file (--output).", flag_values=flag_values)
-    define("output", flags.DEFINE_string, "output", None, "The .tflite or .onnx file to write "
-           "(--format=litert or onnx); never overwritten.", flag_values=flag_values)
+           "--input_size); onnx: one .onnx file (--output); openvino: an OpenVINO IR, the .xml "
+           "file --output and its .bin beside it.", flag_values=flag_values)
+    define("output", flags.DEFINE_string, "output", None, "The .tflite, .onnx or .xml file to "
+           "write (--format=litert, onnx or openvino); never overwritten.",
+           flag_values=flag_values)
     define("output", flags.DEFINE_list, "input_size", None, "HEIGHT,WIDTH of the images the "
-           "file accepts (required for litert; onnx accepts any size without it).",
+           "file accepts (required for litert; onnx and openvino accept any size without it).",
            flag_values=flag_values)
     define("output", flags.DEFINE_enum, "quantize", None, list(QUANTIZATIONS), "LiteRT "
            "quantization: float16 weights; int8 weights with dynamic-range int8 kernels "

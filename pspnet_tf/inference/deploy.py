@@ -1,5 +1,6 @@
-"""Export in one of three formats: a TF Serving SavedModel folder, or one LiteRT or ONNX file
-(the single-file graph of inference/segmentation_graph.py), each checked before any work.
+"""Export in one of four formats: a TF Serving SavedModel folder, one LiteRT or ONNX file, or
+an OpenVINO IR (.xml and .bin) (the single-file graph of inference/segmentation_graph.py), each
+checked before any work.
 """
 
 import os
@@ -11,8 +12,8 @@ import numpy as np
 from pspnet_tf.atomic import check_can_create, remove_stale_temporaries
 from pspnet_tf.errors import ParameterError
 
-FORMATS = ("saved_model", "litert", "onnx")
-SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+FORMATS = ("saved_model", "litert", "onnx", "openvino")
+SUFFIXES = {"litert": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 QUANTIZATIONS = ("float16", "dynamic_int8", "int8")
 
 
@@ -49,12 +50,13 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
 
     saved_model: into `export_dir`/`version`/ (default: the next version), optionally with
     `probabilities`, `confidence`, labels 255 below a `confidence_threshold` and an
-    XLA-compiled network (`jit_compile`). litert and onnx: the new
-    file `output`, for images of `input_size` (H, W; required for litert, any size for onnx
-    without it); litert weights `quantize`d to "float16" or "dynamic_int8", or the whole
-    network to "int8" with activation ranges calibrated on `calibration_images` (uint8
-    [H, W, 3] of `input_size`, e.g. inference/calibration.py's). `precision` is the one the
-    model was built in ("bfloat16" exports as a SavedModel only).
+    XLA-compiled network (`jit_compile`). litert, onnx and openvino: the new file `output`
+    (for openvino the .xml, with its weights in the .bin beside it), for images of
+    `input_size` (H, W; required for litert, any size for onnx and openvino without it);
+    litert weights `quantize`d to "float16" or "dynamic_int8", or the whole network to
+    "int8" with activation ranges calibrated on `calibration_images` (uint8 [H, W, 3] of
+    `input_size`, e.g. inference/calibration.py's). `precision` is the one the model was
+    built in ("bfloat16" exports as a SavedModel only).
     """
     if format not in FORMATS:
         raise ParameterError("unknown export {format} {value!r}; choose one of {choices}",
@@ -75,7 +77,8 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                                   with_confidence=with_confidence,
                                   confidence_threshold=confidence_threshold,
                                   jit_compile=jit_compile)
-        line = f"SavedModel written to {path} (signatures serving_default, serve_encoded, serve_png)"
+        line = (f"SavedModel written to {path} (signatures serving_default, serve_encoded, "
+                "serve_png)")
         if jit_compile:
             line += ("; its network is XLA-compiled: TF Serving runs it only if started with "
                      "--xla_cpu_compilation_enabled=true (docs/serving.md)")
@@ -87,6 +90,10 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
         if value:
             raise ParameterError(f"{{{parameter}}} is for {{format}}=saved_model only, not "
                                  "{format}={value}", value=format)
+    if precision == "bfloat16" and format == "openvino":
+        raise ParameterError("{precision}=bfloat16 is for {format}=saved_model only: "
+                             "OpenVINO's runtime runs the float32 IR in bfloat16 when "
+                             "INFERENCE_PRECISION_HINT asks (its default on CPUs with AMX)")
     if precision == "bfloat16":
         raise ParameterError("{precision}=bfloat16 is for {format}=saved_model only: the "
                              "{value} runtime has no bfloat16 kernels for this network"
@@ -100,6 +107,11 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
             raise ParameterError("{input_size}=(HEIGHT, WIDTH) is required for "
                                  "{format}=litert (LiteRT runs a graph of fixed size)")
         export_litert(model, scale, output, input_size, quantize, calibration_images)
+    elif format == "openvino":
+        from pspnet_tf.inference.export_openvino import export_openvino, weights_file
+
+        export_openvino(model, scale, output, input_size)
+        output = f"{output} and {weights_file(output)}"
     else:
         from pspnet_tf.inference.export_onnx import export_onnx
 

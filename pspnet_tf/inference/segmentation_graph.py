@@ -1,4 +1,4 @@
-"""The single-file deployment graph that LiteRT and ONNX export convert.
+"""The single-file deployment graph that LiteRT, ONNX and OpenVINO export convert.
 
 The graph keeps the serving contract of `serving_default`: input `images`, uint8
 [1, H, W, 3] RGB; output `segmentation`, [1, H, W] (int32 here: the SavedModel's uint8 is
