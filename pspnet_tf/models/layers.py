@@ -115,7 +115,11 @@ def _convolution_by_taps(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
             window = taps[:, windows[rows], windows[cols], tap * filters:(tap + 1) * filters]
             shifted.append(tf.pad(window, [[0, 0], [max(-rows, 0), max(rows, 0)],
                                            [max(-cols, 0), max(cols, 0)], [0, 0]]))
-    return tf.add_n(shifted)
+    # Added one by one, not by add_n: LiteRT's full-integer conversion has int8 ADD, no ADD_N.
+    total = shifted[0]
+    for window in shifted[1:]:
+        total = total + window
+    return total
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
