@@ -68,7 +68,7 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
         changed = changed_fields(_read_saved_config(path), config)
         if not changed:
             return True
-        if _holds_checkpoints(run_dir):
+        if holds_checkpoints(run_dir):
             details = ", ".join(f"{key}: {old} -> {new}" for key, old, new in changed)
             raise ParameterError(
                 "{run_dir}={path} holds a run with another config ({details}); pass a new "
@@ -109,7 +109,8 @@ def _read_saved_config(path: str) -> dict:
                 path=path, error=error) from error
 
 
-def _holds_checkpoints(run_dir: str) -> bool:
+def holds_checkpoints(run_dir: str) -> bool:
+    """Whether the run in `run_dir` has trained: its checkpoints/ holds a checkpoint file."""
     directory = os.path.join(run_dir, CHECKPOINTS_DIR)
     return os.path.isdir(directory) and any(name.startswith("ckpt-")
                                             for name in os.listdir(directory))
