@@ -168,6 +168,18 @@ def test_train_py_counts_optimizer_steps_and_records_the_setting(demo_root, tmp_
     assert "gradient_accumulation_steps: 2 -> 1" in changed.stderr
 
 
+def test_a_split_smaller_than_one_step_is_one_line_naming_both_flags(demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_command("pspnet-train", *TINY, "--batch_size=4",
+                         "--gradient_accumulation_steps=8", f"--data_root={demo_root}",
+                         f"--run_dir={run_dir}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: split train has 16 images, fewer than the 32 of one training step "
+        "(--batch_size x --gradient_accumulation_steps); lower either")
+    assert not run_dir.exists()
+
+
 @pytest.mark.slow  # a fresh process, over a minute on a loaded 2-core CPU
 def test_two_cpu_replicas_accumulate_as_one_device_steps_the_whole_batch():
     """MirroredStrategy over two CPUs, 2 micro-batches of 4 (2 per replica) per step, equals
