@@ -112,14 +112,15 @@ def test_micro_batches_equal_the_whole_batch_with_the_stages_recomputed():
     assert_same_steps(accumulated, trained(config)[0], initial)
 
 
-@pytest.mark.parametrize("policy", [
-    "mixed_bfloat16",
-    pytest.param("mixed_float16", marks=pytest.mark.slow),  # emulated on CPUs, slow
+@pytest.mark.parametrize("changes", [
+    {"mixed_precision": "mixed_bfloat16"},
+    pytest.param({"mixed_precision": "mixed_float16"}, marks=pytest.mark.slow),  # emulated
+    pytest.param({"jit_compile": True}, marks=pytest.mark.slow),  # XLA: minutes on 2 cores
 ])
-def test_mixed_precision_accumulates_finite_steps(policy):
-    config = CONFIG.replace(mixed_precision=policy, gradient_accumulation_steps=2)
+def test_mixed_precision_and_xla_accumulate_finite_steps(changes):
+    config = CONFIG.replace(**changes, gradient_accumulation_steps=2)
     model, history, initial = trained(config)
-    if policy == "mixed_float16":
+    if config.runtime.mixed_precision == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(history["loss"]).all()
     assert int(model.optimizer.iterations.numpy()) == STEPS
