@@ -15,6 +15,10 @@ AttributeError deep inside training or a weight file written differently.
   file, and TensorFlow has no public equivalent.
 - `MultiWorkerStrategyForKerasFit`: TensorFlow's MultiWorkerMirroredStrategy with a
   `reduce` that takes what Keras 3's `fit` passes it.
+- `loss_tracker`, `unscale_loss_for_distribution`: the `Mean` of the total loss that Keras'
+  `fit` reports as `loss`, and the factor Keras' train step takes out of the loss it adds
+  to it under a strategy (the gradient-accumulating train step, models/accumulation.py,
+  does what Keras' own train step does per micro-batch).
 - `peer_is_up`: whether another task of the cluster still answers, with the eager context's
   `check_collective_ops_peer_health` (MultiWorkerMirroredStrategy's own health check; no
   public equivalent).
@@ -25,6 +29,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
+from keras.src.losses.loss import unscale_loss_for_distribution
 from tensorflow.python.eager import context
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -33,8 +38,10 @@ __all__ = [
     "check_internals",
     "convert_variables_to_constants_v2",
     "legacy_h5_format",
+    "loss_tracker",
     "optimizer_variable_index",
     "peer_is_up",
+    "unscale_loss_for_distribution",
 ]
 
 _H5_FUNCTIONS = ("save_weights_to_hdf5_group", "load_attributes_from_hdf5_group",
@@ -44,6 +51,11 @@ _H5_FUNCTIONS = ("save_weights_to_hdf5_group", "load_attributes_from_hdf5_group"
 def optimizer_variable_index(optimizer: keras.optimizers.Optimizer, variable: Any) -> int:
     """The index of `variable`'s slots in the optimizer's slot lists (e.g. `momentums`)."""
     return optimizer._get_variable_index(variable)
+
+
+def loss_tracker(model: keras.Model) -> keras.metrics.Mean:
+    """The compiled `model`'s tracker of the loss `fit` logs as `loss`."""
+    return model._loss_tracker
 
 
 class MultiWorkerStrategyForKerasFit(tf.distribute.MultiWorkerMirroredStrategy):
@@ -90,6 +102,12 @@ def _broken_internals() -> list[str]:
             broken.append("Optimizer._get_variable_index no longer indexes the slot lists")
     except AttributeError:
         broken.append("Optimizer._get_variable_index")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    if not isinstance(getattr(model, "_loss_tracker", None), keras.metrics.Mean):
+        broken.append("Model._loss_tracker (the Mean of the logged loss)")
+    if not callable(unscale_loss_for_distribution):
+        broken.append("keras.src.losses.loss.unscale_loss_for_distribution")
     if not callable(convert_variables_to_constants_v2):
         broken.append("tensorflow.python.framework.convert_to_constants")
     if not callable(getattr(context.Context, "check_collective_ops_peer_health", None)):

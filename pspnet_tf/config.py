@@ -125,6 +125,12 @@ class OptimizerConfig(Section):
     help_group: ClassVar[str] = "optimisation"
 
     batch_size: int = setting(16, "Global batch size, split across replicas.", lower=1)
+    gradient_accumulation_steps: int = setting(
+        1, "Micro-batches of --batch_size per optimizer step: their gradients are averaged "
+        "into one step, for an effective batch of N x --batch_size at the memory of one "
+        "micro-batch. Every step count (an epoch's training images // (N x --batch_size), "
+        "the poly schedule over --epochs of them, --checkpoint_every_steps) is of optimizer "
+        "steps; BatchNorm normalises each micro-batch alone (docs/training.md).", lower=1)
     epochs: int = setting(60, "Training epochs.", lower=1)
     learning_rate: float = setting(0.01, "Base SGD learning rate.", lower=0.0)
     end_learning_rate: float = setting(1e-4, "Learning rate the poly schedule ends at.",
@@ -148,6 +154,11 @@ class OptimizerConfig(Section):
         "exceeds this many times the median of its last 20 reported values: a loss growing "
         "by orders of magnitude without reaching NaN; 0 turns the check off (NaN and "
         "infinite losses always stop it).", lower=0.0, resumable=True)
+
+    @property
+    def step_batch_size(self) -> int:
+        """Samples per optimizer step: the micro-batches of one step together."""
+        return self.batch_size * self.gradient_accumulation_steps
 
 
 @dataclasses.dataclass(frozen=True)

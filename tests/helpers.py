@@ -254,6 +254,12 @@ def console_scripts() -> dict[str, str]:
         return tomllib.load(handle)["project"]["scripts"]
 
 
+class Killed(BaseException):
+    """Raised by a test's patch at a chosen moment of an in-process run (`run_command`) to
+    stand for a `kill -9` there: nothing of the run handles it (it is no Exception), so what
+    the run wrote until then is what a kill would leave, but its lock."""
+
+
 def run_command(command: str, *args: str, env: dict[str, str] | None = None
                 ) -> subprocess.CompletedProcess:
     """Runs an installed command (`pspnet-train`, ..., as pyproject.toml names it) in this

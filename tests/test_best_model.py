@@ -12,11 +12,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY, h5_weights, run_command
+from helpers import TINY, Killed, h5_weights, run_command
 from helpers import run_deterministically as run
 from test_train import logged, start_training, stop, wait_until
 
 from pspnet_tf.data.demo import DEMO_CLASS_NAMES
+from pspnet_tf.training import trainer
 from pspnet_tf.errors import UserError
 from pspnet_tf.training.best import (BEST_MODEL, BEST_STATE, BEST_WEIGHTS, BestModelKeeper,
                                      metric_key, metric_value)
@@ -161,6 +162,16 @@ def best_files(run_dir: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
     return state(run_dir), metrics["best"], h5_weights(os.path.join(run_dir, BEST_WEIGHTS))
 
 
+def assert_same_best(run_dir: str, expected_dir: str) -> None:
+    """best.json, metrics.json's `best` and best_weights.h5 (to 1e-6) as in expected_dir."""
+    (got_state, got_best, got_weights), (state_, best_, weights) = (
+        best_files(run_dir), best_files(expected_dir))
+    assert got_state == pytest.approx(state_) and got_best == pytest.approx(best_)
+    assert got_weights.keys() == weights.keys()
+    for name, expected in weights.items():
+        np.testing.assert_allclose(got_weights[name], expected, rtol=0, atol=1e-6, err_msg=name)
+
+
 def improvements(scores: list[float], min_delta: float) -> list[bool]:
     """Whether each validation beat the best before it by more than min_delta."""
     found, best = [], None
@@ -181,7 +192,7 @@ def test_interrupted_after_a_new_best_and_after_a_worse_epoch_resumes_exactly(
     whole_dir = str(tmp_path / "whole")
     result = run("train.py", *args, f"--run_dir={whole_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    whole_state, whole_best, whole_weights = best_files(whole_dir)
+    whole_state, whole_best, _ = best_files(whole_dir)
     scores = [row["val_mIoU"] for row in history(whole_dir)]
     improved = improvements(scores, 0.005 if early_stop else 0.0)
     assert whole_state["epoch"] == max(epoch for epoch, up in enumerate(improved, 1) if up)
@@ -207,11 +218,7 @@ def test_interrupted_after_a_new_best_and_after_a_worse_epoch_resumes_exactly(
     result = run("train.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    got_state, got_best, got_weights = best_files(run_dir)
-    assert got_state == pytest.approx(whole_state) and got_best == pytest.approx(whole_best)
-    assert got_weights.keys() == whole_weights.keys()
-    for name, expected in whole_weights.items():
-        np.testing.assert_allclose(got_weights[name], expected, rtol=0, atol=1e-6, err_msg=name)
+    assert_same_best(run_dir, whole_dir)
     assert len(history(run_dir)) == len(scores)  # stopped (early or not) at the same epoch
     if early_stop:  # relaunched once stopped early: trains no further, keeps best_model
         mtime = os.path.getmtime(os.path.join(run_dir, BEST_MODEL))
@@ -219,6 +226,64 @@ def test_interrupted_after_a_new_best_and_after_a_worse_epoch_resumes_exactly(
         assert result.returncode == 0, result.stderr[-3000:]
         assert len(history(run_dir)) == len(scores)
         assert os.path.getmtime(os.path.join(run_dir, BEST_MODEL)) == mtime
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_root, tmp_path_factory) -> str:
+    """The tiny demo run (helpers.TINY: 2 epochs), run in this process."""
+    run_dir = str(tmp_path_factory.mktemp("best") / "whole")
+    result = run_command("pspnet-train", *TINY, f"--data_root={demo_root}",
+                         f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.slow  # two tiny runs in this process, about a minute on a loaded 2-core CPU
+@pytest.mark.parametrize("written", [BEST_MODEL, BEST_WEIGHTS])
+def test_killed_after_the_best_files_before_best_json_resumes_with_a_consistent_best(
+        uninterrupted, demo_root, tmp_path, monkeypatch, written):
+    """The moments the atomic writes leave between a new best's files and its best.json:
+    a kill after best_model.keras or after best_weights.h5 (the new best's) with best.json
+    still the previous state. The epoch's history row is not written yet, so the rerun
+    repeats that epoch's end: it validates the same weights again, finds the same new best
+    and ends with the best.json, metrics.json `best` and best_weights.h5 of an uninterrupted
+    run."""
+    new_best = state(uninterrupted)["epoch"]  # the last improvement, killed at
+    run_dir = str(tmp_path / "killed")
+    args = [*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}"]
+    saved_weights, saved_model = trainer.save_weights, trainer.save_final_model
+
+    def killed_after(path: str) -> None:
+        rows = os.path.exists(os.path.join(run_dir, "history.csv")) and history(run_dir)
+        if os.path.basename(path) == written and len(rows or []) == new_best - 1:
+            raise Killed
+
+    def save_weights(model, path):
+        saved_weights(model, path)
+        killed_after(path)
+
+    def save_final_model(model, config, val_set, path):
+        saved_model(model, config, val_set, path)
+        killed_after(path)
+
+    monkeypatch.setattr(trainer, "save_weights", save_weights)
+    monkeypatch.setattr(trainer, "save_final_model", save_final_model)
+    with pytest.raises(Killed):
+        run_command("pspnet-train", *args)
+    monkeypatch.undo()
+    assert os.path.exists(os.path.join(run_dir, written))
+    before = state(run_dir) if os.path.exists(os.path.join(run_dir, BEST_STATE)) else None
+    assert before is None or before["last_validated_epoch"] == new_best - 1
+
+    result = run_command("pspnet-train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_best(run_dir, uninterrupted)
+    got_model, whole_model = (keras.saving.load_model(os.path.join(folder, BEST_MODEL))
+                              for folder in (run_dir, uninterrupted))
+    for got, expected in zip(got_model.weights, whole_model.weights, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0, atol=1e-6,
+                                   err_msg=got.path)
+    assert len(history(run_dir)) == 2
 
 
 def history(run_dir: str) -> list[dict[str, float]]:

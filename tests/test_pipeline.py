@@ -101,7 +101,8 @@ def test_step_range_outside_the_schedule_is_rejected(train_set):
 
 
 def test_batch_larger_than_the_split_is_a_user_error(train_set):
-    with pytest.raises(UserError, match="split train has 10 images.*lower batch_size$"):
+    with pytest.raises(UserError, match=r"split train has 10 images, fewer than the 11 .*"
+                       r"\(batch_size x gradient_accumulation_steps\); lower either$"):
         build_train_dataset(train_set, crop_size=CROP, scale=(128, 32), global_batch_size=11,
                             epochs=1, seed=0)
 

@@ -199,12 +199,11 @@ def logged(run_dir: str, text: str) -> bool:
     return os.path.exists(path) and text in open(path).read()
 
 
-@pytest.mark.slow  # over a minute on a 2-core CPU
-def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(finished_run, demo_root,
-                                                                   tmp_path):
+def sigkill_mid_epoch_then_rerun(args: list[str], tmp_path) -> str:
+    """Trains with `args` in tmp_path/killed, checkpointing every step, kills it with
+    SIGKILL mid-epoch, reruns the same command to its end and returns the run directory."""
     run_dir = str(tmp_path / "killed")
-    args = [*TINY, f"--data_root={demo_root}", f"--run_dir={run_dir}",
-            "--checkpoint_every_steps=1"]
+    args = [*args, f"--run_dir={run_dir}", "--checkpoint_every_steps=1"]
     process = start_training(args, str(tmp_path / "stderr"))
     wait_until(process, lambda: latest_step(run_dir) >= 1)
     stop(process, signal.SIGKILL)
@@ -217,8 +216,30 @@ def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(finished_run,
     resumed_at = int(log.split("resumed from")[1].split("at step ")[1].split()[0])
     assert resumed_at == killed_at
     assert latest_step(run_dir) == STEPS
+    return run_dir
+
+
+@pytest.mark.slow  # over a minute on a 2-core CPU
+def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(finished_run, demo_root,
+                                                                   tmp_path):
+    run_dir = sigkill_mid_epoch_then_rerun([*TINY, f"--data_root={demo_root}"], tmp_path)
     assert_same_training(run_dir, finished_run[0])
     assert_same_history(run_dir, finished_run[0])
+
+
+@pytest.mark.slow  # over two minutes on a 2-core CPU
+def test_sigkill_with_gradient_accumulation_then_rerun_matches_an_uninterrupted_run(
+        demo_root, tmp_path):
+    """2 micro-batches of 2 per step: the same 4 steps per epoch as TINY's batches of 4;
+    checkpoints, and so the resume, fall on optimizer steps."""
+    args = [*TINY, f"--data_root={demo_root}", "--batch_size=2",
+            "--gradient_accumulation_steps=2"]
+    uninterrupted = str(tmp_path / "uninterrupted")
+    result = run("train.py", *args, f"--run_dir={uninterrupted}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = sigkill_mid_epoch_then_rerun(args, tmp_path)
+    assert_same_training(run_dir, uninterrupted)
+    assert_same_history(run_dir, uninterrupted)
 
 
 @pytest.mark.slow  # over a minute on a 2-core CPU

@@ -23,8 +23,9 @@ def steps_per_epoch(dataset: SegmentationDataset, global_batch_size: int) -> int
     """Full global batches per epoch (the remainder of each shuffled epoch is dropped)."""
     steps = len(dataset.samples) // global_batch_size
     if steps == 0:
-        raise ParameterError("split {split} has {count} images, fewer than the batch size "
-                             "{size}; lower {batch_size}", split=dataset.split,
+        raise ParameterError("split {split} has {count} images, fewer than the {size} of one "
+                             "training step ({batch_size} x {gradient_accumulation_steps}); "
+                             "lower either", split=dataset.split,
                              count=len(dataset.samples), size=global_batch_size)
     return steps
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pspnet_tf.models.accumulation import accumulated_train_step
 from pspnet_tf.models.backbone import (STAGES, ResNetV1cBackbone, dtype_policy,
                                        set_tap_gradients)
 from pspnet_tf.models.heads import fcn_head, psp_head
@@ -128,6 +129,7 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         self.preset = preset
         self.tap_gradients = tap_gradients
         self.recompute = recompute
+        self.gradient_accumulation_steps = 1  # compile() sets it
         set_tap_gradients(self, tap_gradients)
         if recompute:
             # keras.Function runs part of the graph between given tensors; no layer is copied.
@@ -214,13 +216,21 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         return whole_image_segmentation(self, preprocessor, image, outputs, confidence_threshold)
 
     def compile(self, optimizer: Any = "auto", loss: Any = "auto", loss_weights: Any = "auto",
-                total_steps: int | None = None, **kwargs: Any) -> None:
+                total_steps: int | None = None, gradient_accumulation_steps: int = 1,
+                **kwargs: Any) -> None:
         """Keras' `compile` with the recipe's defaults (docs/recipe.md) for every "auto":
         `SegmentationCrossEntropy` (label 255 ignored) on the logits and, with the auxiliary
         head, on the auxiliary logits weighted 0.4; `TorchSGD` (PyTorch's SGD, momentum 0.9,
         L2 weight decay 5e-4) at learning rate 0.01, on the poly schedule to 1e-4 over
-        `total_steps` optimizer steps when given, else constant. Other arguments pass to
-        `keras.Model.compile`."""
+        `total_steps` optimizer steps when given, else constant.
+        `gradient_accumulation_steps=N` > 1: `fit` cuts each batch into N equal
+        micro-batches and makes one optimizer step from their mean gradient
+        (`pspnet_tf.models.accumulation`); batches must hold a multiple of N samples.
+        Other arguments pass to `keras.Model.compile`."""
+        if gradient_accumulation_steps < 1:
+            raise ValueError("gradient_accumulation_steps must be at least 1, got "
+                             f"{gradient_accumulation_steps}")
+        self.gradient_accumulation_steps = int(gradient_accumulation_steps)
         if optimizer == "auto":
             optimizer = (TorchSGD(0.01, momentum=0.9, l2_weight_decay=5e-4)
                          if total_steps is None else make_optimizer(0.01, total_steps))
@@ -263,6 +273,13 @@ class PSPNetSegmenter(PresetMixin, keras.Model):
         data must already be the network's (normalised images)."""
         return super().fit(self._preprocessed(x), y, validation_data=self._preprocessed(
             validation_data), **kwargs)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        """Keras' train step, or with `compile(gradient_accumulation_steps=N)`, N > 1, one
+        optimizer step from N micro-batches of `data`."""
+        if self.gradient_accumulation_steps == 1:
+            return super().train_step(data)
+        return accumulated_train_step(self, data, self.gradient_accumulation_steps)
 
     def predict_step(self, data: Any) -> tf.Tensor:
         """With a `preprocessor`: uint8 images [B, H, W, 3] -> float32 logits of the main

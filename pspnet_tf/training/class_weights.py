@@ -1,5 +1,7 @@
 """Class weights for the loss: given per class, or `auto` from the training split's pixel
-frequencies, computed once and kept in run_dir/class_weights.json so a resume reuses them.
+frequencies, computed once and kept in run_dir/class_weights.json so a resume reuses them
+(a run that stopped before its first checkpoint trained with none, so its rerun counts them
+again: its data may have been fixed since).
 
 `auto` uses ENet's inverse-log weighting (Paszke et al. 2016), w_c = 1 / ln(1.02 + p_c) with
 p_c the fraction of labelled training pixels of class c, then scales all weights so that
@@ -18,6 +20,7 @@ import numpy as np
 from pspnet_tf.data.datasets import SegmentationDataset
 from pspnet_tf.errors import UserError
 from pspnet_tf.evaluation.tables import write_json
+from pspnet_tf.training.run_dir import holds_checkpoints
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
 AUTO = "auto"
@@ -55,13 +58,13 @@ def parse_class_weights(text: str, num_classes: int) -> list[float] | None:
 
 def resolve_class_weights(text: str, train_set: SegmentationDataset,
                           run_dir: str) -> list[float] | None:
-    """The weights `text` asks for; `auto` reads run_dir's class_weights.json when a previous
-    start of the run wrote one, else counts the training split's pixels (then
+    """The weights `text` asks for; `auto` reads run_dir's class_weights.json when the run
+    trained with it (`_trained_with`), else counts the training split's pixels (then
     `save_class_weights` keeps them)."""
     if text != AUTO:
         return parse_class_weights(text, train_set.num_classes)
-    path = os.path.join(run_dir, CLASS_WEIGHTS_FILE)
-    if os.path.exists(path):
+    path = _trained_with(run_dir)
+    if path:
         with open(path) as saved:
             weights = json.load(saved)["weights"]
         if len(weights) != train_set.num_classes:
@@ -73,8 +76,16 @@ def resolve_class_weights(text: str, train_set: SegmentationDataset,
 
 def save_class_weights(weights: list[float], train_set: SegmentationDataset,
                        run_dir: str) -> None:
-    """Writes run_dir/class_weights.json (class names and weights) unless it exists."""
-    path = os.path.join(run_dir, CLASS_WEIGHTS_FILE)
-    if not os.path.exists(path):
+    """Writes run_dir/class_weights.json (class names and weights) unless the run trained
+    with the one there."""
+    if not _trained_with(run_dir):
         write_json({"formula": "1/ln(1.02 + p_c), scaled to sum_c p_c w_c = 1",
-                    "classes": list(train_set.class_names), "weights": weights}, path)
+                    "classes": list(train_set.class_names), "weights": weights},
+                   os.path.join(run_dir, CLASS_WEIGHTS_FILE))
+
+
+def _trained_with(run_dir: str) -> str | None:
+    """run_dir's class_weights.json when the run trained with it (it holds checkpoints),
+    else None (no file, or one left by a start that stopped before its first checkpoint)."""
+    path = os.path.join(run_dir, CLASS_WEIGHTS_FILE)
+    return path if os.path.exists(path) and holds_checkpoints(run_dir) else None

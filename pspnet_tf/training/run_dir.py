@@ -71,7 +71,7 @@ def prepare_run_dir(config: ExperimentConfig) -> bool:
                                  " choose another {run_dir}", path=path, error=error) from error
         if not changed:
             return True
-        if _holds_checkpoints(run_dir):
+        if holds_checkpoints(run_dir):
             details = ", ".join(f"{key}: {old} -> {new}" for key, old, new in changed)
             raise ParameterError(
                 "{run_dir}={path} holds a run with another config ({details}); pass a new "
@@ -96,7 +96,8 @@ def _read_saved_config(path: str) -> dict:
                 path=path, error=error) from error
 
 
-def _holds_checkpoints(run_dir: str) -> bool:
+def holds_checkpoints(run_dir: str) -> bool:
+    """Whether the run in `run_dir` has trained: its checkpoints/ holds a checkpoint file."""
     directory = os.path.join(run_dir, CHECKPOINTS_DIR)
     return os.path.isdir(directory) and any(name.startswith("ckpt-")
                                             for name in os.listdir(directory))

@@ -100,9 +100,10 @@ def build_training_model(config: ExperimentConfig) -> PSPNetSegmenter:
 
 def compile_for_training(model: keras.Model, config: ExperimentConfig, total_steps: int,
                          class_weights: list[float] | None = None) -> None:
-    """SGD + poly schedule, main and 0.4-weighted aux losses (both with `class_weights` and
-    the config's OHEM), optional XLA; slots built now so that a checkpoint restores into
-    them."""
+    """SGD + poly schedule over `total_steps` optimizer steps, main and 0.4-weighted aux
+    losses (both with `class_weights` and the config's OHEM), optional XLA, and the config's
+    gradient accumulation (each batch fit gets is one optimizer step of that many
+    micro-batches); slots built now so that a checkpoint restores into them."""
     settings = config.optimizer
 
     def loss() -> SegmentationCrossEntropy:
@@ -118,6 +119,7 @@ def compile_for_training(model: keras.Model, config: ExperimentConfig, total_ste
         loss={"logits": loss(), "aux_logits": loss()},
         loss_weights={"logits": 1.0, "aux_logits": settings.aux_loss_weight},
         jit_compile=config.runtime.jit_compile,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
     )
     model.optimizer.build(model.trainable_variables)  # a LossScaleOptimizer under float16
 
@@ -202,7 +204,7 @@ def _train(config: ExperimentConfig, held_until_done: contextlib.ExitStack,
     strategy = create_strategy(runtime.strategy, runtime.tpu)
     chief = is_chief(strategy)
     split_global_batch(optimizer.batch_size, strategy)
-    steps = steps_per_epoch(train_set, optimizer.batch_size)
+    steps = steps_per_epoch(train_set, optimizer.step_batch_size)  # optimizer steps
     total_steps = steps * optimizer.epochs
     class_weights = resolve_class_weights(optimizer.class_weights, train_set, runtime.run_dir)
     keras.utils.set_random_seed(optimizer.seed)
@@ -251,6 +253,10 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
     role = ("resuming" if resuming else "new") if chief else f"{task_name(strategy)} joins the"
     logging.info("%s run in %s: %d training images, %d steps per epoch, %d replicas", role,
                  runtime.run_dir, len(train_set.samples), steps, strategy.num_replicas_in_sync)
+    if optimizer.gradient_accumulation_steps > 1:
+        logging.info("each step accumulates %d micro-batches of %d: %d images per step",
+                     optimizer.gradient_accumulation_steps, optimizer.batch_size,
+                     optimizer.step_batch_size)
     if pretrained:
         logging.info("initialised %d layers from --pretrained=%s", len(pretrained),
                      runtime.pretrained)
@@ -284,7 +290,7 @@ def _train_in_run_dir(config: ExperimentConfig, model: keras.Model,
     def fit(first: int, last: int, steps_in_epoch: int) -> None:
         batches = build_train_dataset(
             train_set, crop_size=data.crop_size, scale=data.scale,
-            global_batch_size=optimizer.batch_size, epochs=optimizer.epochs, seed=optimizer.seed,
+            global_batch_size=optimizer.step_batch_size, epochs=optimizer.epochs, seed=optimizer.seed,
             start_step=first, end_step=last, ratio_range=data.ratio_range,
             cat_max_ratio=data.cat_max_ratio, skip_bad_samples=data.skip_bad_samples)
         model.fit(_with_aux_targets(batches), epochs=last // steps, initial_epoch=first // steps,
