@@ -2,8 +2,8 @@
 plots at 5 and at ADE20K's 150 classes, the worst images, and the report without
 matplotlib."""
 
-import csv
 import ast
+import csv
 import os
 
 import numpy as np
