@@ -51,6 +51,3 @@ def run() -> None:
     """The `pspnet-convert` command."""
     app.run(main)
 
-
-if __name__ == "__main__":
-    run()

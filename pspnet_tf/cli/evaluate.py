@@ -117,6 +117,3 @@ def run() -> None:
     """The `pspnet-evaluate` command."""
     app.run(main)
 
-
-if __name__ == "__main__":
-    run()

@@ -59,6 +59,3 @@ def run() -> None:
     """The `pspnet-export` command."""
     app.run(main)
 
-
-if __name__ == "__main__":
-    run()

@@ -170,6 +170,3 @@ def run() -> None:
     """The `pspnet-predict` command."""
     app.run(main)
 
-
-if __name__ == "__main__":
-    run()

@@ -92,6 +92,3 @@ def run() -> None:
     chosen = sys.argv.pop(1) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
     app.run(functools.partial(_main, chosen))
 
-
-if __name__ == "__main__":
-    run()

@@ -53,6 +53,3 @@ def run() -> None:
     """The `pspnet-submit` command."""
     app.run(main)
 
-
-if __name__ == "__main__":
-    run()

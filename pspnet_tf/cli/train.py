@@ -36,6 +36,3 @@ def run() -> None:
     """The `pspnet-train` command."""
     app.run(main)
 
-
-if __name__ == "__main__":
-    run()

@@ -35,6 +35,3 @@ def run() -> None:
            "Splits to check (default: --train_split and --val_split).")
     app.run(_main)
 
-
-if __name__ == "__main__":
-    run()
