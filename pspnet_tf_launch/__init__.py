@@ -7,42 +7,26 @@ classes with Keras), and a module inside it would be imported after that.
 """
 
 import importlib
+from collections.abc import Callable
 
 from pspnet_tf_launch.startup import start
 
 
-def _run(command: str, *, onednn: bool = False) -> None:
-    start(onednn=onednn)
-    importlib.import_module(f"pspnet_tf.cli.{command}").run()
+def _command(name: str, *, onednn: bool = False) -> Callable[[], None]:
+    """The entry point of `pspnet-<name>`: the start, then pspnet_tf.cli.<name>'s `run`."""
+    def run() -> None:
+        start(onednn=onednn)
+        importlib.import_module(f"pspnet_tf.cli.{name}").run()
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
-def train() -> None:
-    _run("train", onednn=True)  # oneDNN's kernels for training (startup.py)
-
-
-def evaluate() -> None:
-    _run("evaluate")
-
-
-def predict() -> None:
-    _run("predict")
-
-
-def export() -> None:
-    _run("export")
-
-
-def submit() -> None:
-    _run("submit")
-
-
-def convert() -> None:
-    _run("convert")
-
-
-def verify() -> None:
-    _run("verify")
-
-
-def prepare() -> None:
-    _run("prepare")
+train = _command("train", onednn=True)  # oneDNN's kernels for training (startup.py)
+evaluate = _command("evaluate")
+predict = _command("predict")
+export = _command("export")
+submit = _command("submit")
+convert = _command("convert")
+verify = _command("verify")
+prepare = _command("prepare")
