@@ -39,7 +39,7 @@ def torch_hidden(tmp_path) -> tuple[dict[str, str], Path]:
 
 
 @pytest.fixture
-def server():
+def download_server():
     """A local download server (tests/preset_server.py), shut down after the test."""
     from preset_server import Server
 

@@ -37,21 +37,21 @@ def test_the_registry_holds_the_published_checkpoints_of_the_readme():
         PSPNetSegmenter.from_preset("pspnet_r18")
 
 
-def test_download_is_resumed_checked_converted_and_cached(server, tmp_path, monkeypatch):
+def test_download_is_resumed_checked_converted_and_cached(download_server, tmp_path, monkeypatch):
     reference = tiny_reference(seed=21)
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
     digest = hashlib.sha256(data).hexdigest()[:8]
     path = f"/tiny/pspnet_tiny_demo-{digest}.pth"
-    server.files[path] = data
-    entry = Preset("pspnet_tiny_demo", server.base + path,
+    download_server.files[path] = data
+    entry = Preset("pspnet_tiny_demo", download_server.base + path,
                                  backbone="resnet18_v1c", dataset="demo", scale=(48, 40),
                                  **TINY_HEADS)
     cache = tmp_path / "cache"
     monkeypatch.setitem(PSPNetSegmenter.presets, entry.name, entry)
 
-    server.truncate.add(path)  # cut off half-way: fetch tries again, resuming
+    download_server.truncate.add(path)  # cut off half-way: fetch tries again, resuming
     model = PSPNetSegmenter.from_preset(entry.name, cache_dir=str(cache))
-    assert server.requests == [(path, None), (path, f"bytes={len(data) // 2}-")]
+    assert download_server.requests == [(path, None), (path, f"bytes={len(data) // 2}-")]
     assert isinstance(model, PSPNetSegmenter) and model.preset == "pspnet_tiny_demo"
     assert model.class_names == list(DEMO_CLASS_NAMES)
     np.testing.assert_array_equal(model.palette, DEMO_PALETTE)
@@ -63,32 +63,32 @@ def test_download_is_resumed_checked_converted_and_cached(server, tmp_path, monk
                                          f"pspnet_tiny_demo-{digest}.pth"]
 
     again = PSPNetSegmenter.from_preset(entry.name, cache_dir=str(cache))
-    assert server.hits(path) == 2  # the interrupted and the resumed request, nothing more
+    assert download_server.hits(path) == 2  # the interrupted and the resumed request, nothing more
     assert again.get_config() == model.get_config()
     np.testing.assert_array_equal(keras_logits(again, images)["logits"],
                                   keras_logits(model, images)["logits"])
 
 
-def test_a_server_without_range_support_sends_the_whole_file_again(server, tmp_path):
+def test_a_server_without_range_support_sends_the_whole_file_again(download_server, tmp_path):
     payload = bytes(range(256)) * 4096
     path = f"/resnet18_v1c-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
-    server.files[path] = payload
-    server.truncate.add(path)
-    server.ignore_range = True
+    download_server.files[path] = payload
+    download_server.truncate.add(path)
+    download_server.ignore_range = True
     cache = tmp_path / "cache"
-    assert Path(fetch(server.base + path, str(cache), backoff=0)).read_bytes() == payload
-    assert server.requests == [(path, None), (path, f"bytes={len(payload) // 2}-")]
+    assert Path(fetch(download_server.base + path, str(cache), backoff=0)).read_bytes() == payload
+    assert download_server.requests == [(path, None), (path, f"bytes={len(payload) // 2}-")]
     assert os.listdir(cache) == [path[1:]]
 
 
-def test_from_preset_needs_no_pytorch(server, tmp_path, torch_hidden):
+def test_from_preset_needs_no_pytorch(download_server, tmp_path, torch_hidden):
     data = Path(save_mmseg(tiny_reference(seed=3), tmp_path / "tiny.pth")).read_bytes()
     path = f"/pspnet_tiny-{hashlib.sha256(data).hexdigest()[:8]}.pth"
-    server.files[path] = data
+    download_server.files[path] = data
     script = ("import sys\n"
               "from pspnet_tf import PSPNetSegmenter\n"
               "from pspnet_tf.models.presets import Preset\n"
-              f"entry = Preset('pspnet_tiny', {server.base + path!r}, "
+              f"entry = Preset('pspnet_tiny', {download_server.base + path!r}, "
               f"'resnet18_v1c', 'demo', scale=(48, 40), **{TINY_HEADS!r})\n"
               "PSPNetSegmenter.presets[entry.name] = entry\n"
               f"model = PSPNetSegmenter.from_preset('pspnet_tiny', "
@@ -100,36 +100,37 @@ def test_from_preset_needs_no_pytorch(server, tmp_path, torch_hidden):
     assert not torch_imported.exists() and str(list(DEMO_CLASS_NAMES)) in result.stdout
 
 
-def test_a_download_with_the_wrong_hash_is_refused_and_not_cached(server, tmp_path,
+def test_a_download_with_the_wrong_hash_is_refused_and_not_cached(download_server, tmp_path,
                                                                  monkeypatch):
-    monkeypatch.setenv(BASE_ENV, server.base)
+    monkeypatch.setenv(BASE_ENV, download_server.base)
     name = "pspnet_r50-d8_512x1024_80k_cityscapes"
     path = next(c.url for c in CHECKPOINTS if c.name == name)[len(OPENMMLAB):]
-    server.files[path] = b"not the published checkpoint"
+    download_server.files[path] = b"not the published checkpoint"
     cache = tmp_path / "cache"
     with pytest.raises(UserError, match="sha256 does not start with 2376f12b"):
         PSPNetSegmenter.from_preset(name, cache_dir=str(cache))
-    assert os.listdir(cache) == [] and server.hits(path) == 1
+    assert os.listdir(cache) == [] and download_server.hits(path) == 1
 
 
-def test_train_pretrained_names_fetch_the_published_backbone(server, tmp_path, monkeypatch):
+def test_train_pretrained_names_fetch_the_published_backbone(download_server, tmp_path,
+                                                            monkeypatch):
     """What train.py --pretrained=resnet50_v1c runs: the registry's URL, hash-checked."""
-    monkeypatch.setenv(BASE_ENV, server.base)
+    monkeypatch.setenv(BASE_ENV, download_server.base)
     path = "/pretrain/third_party/resnet50_v1c-2cccc1ad.pth"
-    server.files[path] = b"a corrupt download"
+    download_server.files[path] = b"a corrupt download"
     model = tiny_model(5, training_heads=True)
     with pytest.raises(UserError, match="corrupt"):
         apply_pretrained(model, "resnet50_v1c", cache_dir=str(tmp_path / "cache"))
-    assert server.hits(path) == 1
+    assert download_server.hits(path) == 1
 
 
-def test_cli_model_names_load_through_from_preset_and_its_cache(server, tmp_path,
+def test_cli_model_names_load_through_from_preset_and_its_cache(download_server, tmp_path,
                                                                    monkeypatch):
     """evaluate/predict/export --model=NAME: the converted model already in the cache (as
     a first call leaves it) is loaded, with the dataset's classes, and nothing downloaded."""
     from pspnet_tf.download import CACHE_ENV
     from pspnet_tf.data.descriptors import dataset_classes
-    monkeypatch.setenv(BASE_ENV, server.base)
+    monkeypatch.setenv(BASE_ENV, download_server.base)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     name = "pspnet_r50-d8_512x1024_80k_cityscapes"
     entry = next(c for c in CHECKPOINTS if c.name == name)
@@ -141,17 +142,18 @@ def test_cli_model_names_load_through_from_preset_and_its_cache(server, tmp_path
     assert described.config.data.dataset == "cityscapes"
     assert described.config.data.scale == (2048, 1024)
     assert described.config.data.data_root == "data/cityscapes"
-    assert described.classes()[0] == names and server.requests == []
+    assert described.classes()[0] == names and download_server.requests == []
 
 
-def test_the_readme_quick_start_labels_an_image_with_a_preset(server, tmp_path, monkeypatch):
+def test_the_readme_quick_start_labels_an_image_with_a_preset(download_server, tmp_path,
+                                                              monkeypatch):
     """README's Python example, run on a tiny preset served like open-mmlab's files."""
     from pspnet_tf.inference.predictor import Predictor
 
     reference = tiny_reference(seed=5)
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
-    url = serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
-                        "pspnet_tiny_demo")
+    url = serve_preset(download_server, monkeypatch, tmp_path, data,
+                       "/mmsegmentation/v0.5/pspnet", "pspnet_tiny_demo")
     monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
 
@@ -167,13 +169,13 @@ def test_the_readme_quick_start_labels_an_image_with_a_preset(server, tmp_path, 
     assert labels.shape == (45, 61) and labels.dtype == np.int32
     assert segmenter.class_names == list(DEMO_CLASS_NAMES) and segmenter.scale == (48, 40)
     np.testing.assert_array_equal(labels, Predictor(segmenter, (48, 40)).predict(image))
-    assert len(server.requests) == 1
+    assert len(download_server.requests) == 1
     np.testing.assert_array_equal(pspnet_tf.PSPNetSegmenter.from_preset("pspnet_tiny_demo").segment(image),
                                   labels)  # from the cache
-    assert len(server.requests) == 1
+    assert len(download_server.requests) == 1
 
 
-def test_the_backbone_preset_holds_the_imagenet_weights(server, tmp_path, monkeypatch):
+def test_the_backbone_preset_holds_the_imagenet_weights(download_server, tmp_path, monkeypatch):
     from pspnet_tf.models import ResNetV1cBackbone
 
     reference = tiny_reference(seed=6)
@@ -181,8 +183,9 @@ def test_the_backbone_preset_holds_the_imagenet_weights(server, tmp_path, monkey
              if key.startswith("backbone.")}
     state["fc.weight"] = torch.zeros(1000, 512)  # the ImageNet classifier, ignored
     torch.save(state, tmp_path / "imagenet.pth")
-    url = serve_preset(server, monkeypatch, tmp_path, (tmp_path / "imagenet.pth").read_bytes(),
-                        "/pretrain/third_party", "resnet18_v1c")
+    url = serve_preset(download_server, monkeypatch, tmp_path,
+                       (tmp_path / "imagenet.pth").read_bytes(), "/pretrain/third_party",
+                       "resnet18_v1c")
     monkeypatch.setitem(ResNetV1cBackbone.presets, "resnet18_v1c",
                         Preset("resnet18_v1c", url, "resnet18_v1c"))
     backbone = ResNetV1cBackbone.from_preset("resnet18_v1c")
@@ -205,27 +208,28 @@ def test_presets_are_listed_per_class_and_refused_by_the_other():
     assert list_presets() == {"ResNetV1cBackbone": ["resnet50_v1c", "resnet101_v1c"],
                               "PSPNetSegmenter": [c.name for c in CHECKPOINTS[2:]]}
     assert len(PSPNetSegmenter.list_presets()) == 12
-    with pytest.raises(UserError, match="neither a published checkpoint pspnet_tf knows as a segmenter"):
+    with pytest.raises(UserError,
+                       match="neither a published checkpoint pspnet_tf knows as a segmenter"):
         PSPNetSegmenter.from_preset("resnet50_v1c")
     with pytest.raises(UserError, match=r"as a backbone \(resnet50_v1c, resnet101_v1c\)"):
         ResNetV1cBackbone.from_preset("pspnet_r50-d8_512x512_20k_voc12aug")
 
 
-def _tiny_demo_preset(server, tmp_path, monkeypatch, seed: int = 5):
+def _tiny_demo_preset(download_server, tmp_path, monkeypatch, seed: int = 5):
     reference = tiny_reference(seed=seed)
     data = Path(save_mmseg(reference, tmp_path / "tiny.pth")).read_bytes()
-    url = serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
-                        "pspnet_tiny_demo")
+    url = serve_preset(download_server, monkeypatch, tmp_path, data,
+                       "/mmsegmentation/v0.5/pspnet", "pspnet_tiny_demo")
     monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=(48, 40), **TINY_HEADS))
 
 
 def test_from_preset_with_num_classes_keeps_backbone_and_ppm_and_starts_a_new_classifier(
-        server, tmp_path, monkeypatch):
+        download_server, tmp_path, monkeypatch):
     """Fine-tuning entry: `from_preset(name, num_classes=K, class_names=...)`."""
     from pspnet_tf.models import PSPNetSegmenter as Segmenter
 
-    _tiny_demo_preset(server, tmp_path, monkeypatch)
+    _tiny_demo_preset(download_server, tmp_path, monkeypatch)
     published = Segmenter.from_preset("pspnet_tiny_demo")
     tuned = Segmenter.from_preset("pspnet_tiny_demo", class_names=["ground", "crack", "hole"],
                                   auxiliary_head=True)
@@ -243,21 +247,21 @@ def test_from_preset_with_num_classes_keeps_backbone_and_ppm_and_starts_a_new_cl
     outputs = tuned(np.zeros((1, 32, 40, 3), np.float32))
     assert outputs["logits"].shape == (1, 32, 40, 3)
     assert outputs["aux_logits"].shape == (1, 32, 40, 3)
-    assert len(server.requests) == 1  # the second call read the cache
+    assert len(download_server.requests) == 1  # the second call read the cache
     with pytest.raises(ValueError, match="2 class names for 3 classes"):
         Segmenter.from_preset("pspnet_tiny_demo", num_classes=3, class_names=["a", "b"])
 
 
 def test_from_preset_without_weights_builds_the_architecture_and_downloads_nothing(
-        server, tmp_path, monkeypatch):
+        download_server, tmp_path, monkeypatch):
     from pspnet_tf.models import ResNetV1cBackbone
 
-    _tiny_demo_preset(server, tmp_path, monkeypatch)
+    _tiny_demo_preset(download_server, tmp_path, monkeypatch)
     segmenter = PSPNetSegmenter.from_preset("pspnet_tiny_demo", load_weights=False)
     assert segmenter.class_names == list(DEMO_CLASS_NAMES) and segmenter.scale == (48, 40)
     assert segmenter.backbone.depth == 18 and not segmenter.auxiliary_head
     backbone = ResNetV1cBackbone.from_preset("resnet50_v1c", load_weights=False,
                                              output_stride=16)
     assert (backbone.depth, backbone.output_stride) == (50, 16)
-    assert server.requests == []
+    assert download_server.requests == []
 

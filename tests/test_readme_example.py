@@ -74,12 +74,12 @@ def test_the_example_reads_only_its_settings_from_the_first_lines():
     (48, 16, 3, 64, 0.4),
     pytest.param(400, 50, 2, 96, 0.75, marks=pytest.mark.slow)])
 def test_the_readme_example_fine_tunes_a_preset_on_a_folder(
-        server, tmp_path, monkeypatch, capsys, num_train, num_val, epochs, side,  # noqa: F811
+        download_server, tmp_path, monkeypatch, capsys, num_train, num_val, epochs, side,
         threshold):
     scale = (side, side)
     data = Path(save_mmseg(tiny_reference(seed=4), tmp_path / "tiny.pth")).read_bytes()
-    url = serve_preset(server, monkeypatch, tmp_path, data, "/mmsegmentation/v0.5/pspnet",
-                        "pspnet_tiny_demo")
+    url = serve_preset(download_server, monkeypatch, tmp_path, data,
+                       "/mmsegmentation/v0.5/pspnet", "pspnet_tiny_demo")
     monkeypatch.setitem(PSPNetSegmenter.presets, "pspnet_tiny_demo", Preset(
         "pspnet_tiny_demo", url, "resnet18_v1c", "demo", scale=scale, **TINY_HEADS))
     folder = demo_folder(tmp_path, num_train=num_train, num_val=num_val)
@@ -93,7 +93,7 @@ def test_the_readme_example_fine_tunes_a_preset_on_a_folder(
     mean_iou = namespace["scores"]["mIoU"]
     assert f"val mIoU {mean_iou:.3f}" in capsys.readouterr().out
     assert mean_iou > threshold
-    assert len(server.requests) == 1 and os.path.isfile(tmp_path / "mine.keras")
+    assert len(download_server.requests) == 1 and os.path.isfile(tmp_path / "mine.keras")
     segmenter = keras.saving.load_model(tmp_path / "mine.keras")
     assert segmenter.class_names == list(DEMO_CLASS_NAMES) and segmenter.scale == scale
     image = namespace["images"][0]
