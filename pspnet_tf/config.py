@@ -31,6 +31,7 @@ STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device", "tpu")
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 MEMORY_SAVING = ("auto", "on", "off")
 TAP_GRADIENTS = ("auto", "on", "off")
+WINOGRAD = ("auto", "on", "off")
 
 
 def setting(default: Any, help: str, *, lower: float | None = None,
@@ -186,6 +187,13 @@ class RuntimeConfig(Section):
         "started with --xla_cpu_compilation_enabled=true (without it every run of the network "
         "fails, XLA compilation disabled, so its warm-up requests fail the load).",
         resumable=True)
+    winograd: str = setting(
+        "auto", "Inference: compute the 3x3 convolutions of 512 or more channels by "
+        "Winograd's F(2x2,3x3) in evaluate.py, predict.py and export.py's SavedModel (train.py "
+        "records it for them): the same labels, faster on CPUs (docs/performance.md). auto: "
+        "on where TensorFlow sees no GPU or TPU (for export, the exporting host); float32 "
+        "models only.",
+        choices=WINOGRAD, resumable=True)
     tap_gradients: str = setting(
         "auto", "Training: compute the stride-1 convolutions' gradients by matrix products per "
         "kernel tap, faster on CPUs (same forward values). auto: on where TensorFlow sees no "

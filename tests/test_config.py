@@ -113,7 +113,7 @@ def test_resumable_fields_come_from_the_field_metadata():
     assert config_module.RESUMABLE_FIELDS == {
         "run_dir", "checkpoint_every_steps", "eval_every_epochs", "num_image_summaries",
         "strategy", "tpu", "data_root", "skip_bad_samples", "tfrecord_dir", "jit_compile",
-        "memory_saving", "tap_gradients", "divergence_factor"}
+        "memory_saving", "tap_gradients", "winograd", "divergence_factor"}
     saved = json.loads(ExperimentConfig().to_json())
     resumed = ExperimentConfig.from_fields(run_dir="elsewhere", strategy="one_device",
                                            jit_compile=True)

@@ -30,7 +30,7 @@ from pspnet_tf.inference.export import (
     next_version,
 )
 from pspnet_tf.inference.predictor import Predictor
-from pspnet_tf.models.folding import fold_batchnorm
+from pspnet_tf.models.winograd_conversion import inference_network
 
 NUM_CLASSES = 5  # configs/demo.cfg
 
@@ -304,7 +304,7 @@ def test_every_weight_is_stored_once(weights, exported):
     stored = tf.train.load_checkpoint(os.path.join(exported, "1", "variables", "variables"))
     values = sum(int(np.prod(shape)) for name, shape in stored.get_variable_to_shape_map().items()
                  if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
-    served = fold_batchnorm(weights[0])  # what export_saved_model serves
+    served = inference_network(weights[0])  # what export_saved_model serves here
     assert values == sum(int(np.prod(weight.shape)) for weight in served.weights)
 
 

@@ -90,7 +90,7 @@ def weights_predictor(data_root: str, weights: str, *args: str):
     values = cli_flag_values(*FLAGS, f"--data_root={data_root}", f"--weights={weights}", *args)
     by_weights = model_from_flags(config_from_flags(values), values)
     predictor = predictor_from_flags(by_weights.model, by_weights.config.data.scale,
-                                     by_weights.config.runtime.jit_compile, values)
+                                     by_weights.config.runtime, values)
     return predictor, by_weights.config, by_weights.classes()
 
 

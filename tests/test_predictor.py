@@ -10,6 +10,7 @@ from PIL import Image
 from helpers import randomise, tiny_model
 
 from pspnet_tf.cli.inference_flags import define_mode_flags, predictor_from_flags
+from pspnet_tf.config import RuntimeConfig
 from pspnet_tf.data.datasets import Sample, SegmentationDataset, get_dataset
 from pspnet_tf.data.demo import generate_demo_dataset
 from pspnet_tf.errors import UserError
@@ -173,11 +174,11 @@ def mode_flags(*args: str) -> absl_flags.FlagValues:
 ])
 def test_malformed_mode_flags_name_the_flag(model, args, message):
     with pytest.raises(UserError, match=message):
-        predictor_from_flags(model, SCALE, values=mode_flags(*args))
+        predictor_from_flags(model, SCALE, RuntimeConfig(), values=mode_flags(*args))
 
 
 def test_mode_flags_build_the_matching_predictor(model, image):
-    slide = predictor_from_flags(model, SCALE, values=mode_flags("--mode=slide", "--crop=64,64"))
+    slide = predictor_from_flags(model, SCALE, RuntimeConfig(), values=mode_flags("--mode=slide", "--crop=64,64"))
     np.testing.assert_allclose(slide.logits(image), eager_whole_logits(model, image, SCALE),
                                atol=1e-5)
 

@@ -98,8 +98,7 @@ def main(argv: list[str]) -> None:
         for callback in callbacks:
             callback(*sample)
 
-    predictor = predictor_from_flags(loaded.model, config.data.scale,
-                                     config.runtime.jit_compile)
+    predictor = predictor_from_flags(loaded.model, config.data.scale, config.runtime)
     summary = evaluate(predictor, dataset, on_sample=on_sample)
     print(format_table(summary))
     write_json(summary, output)

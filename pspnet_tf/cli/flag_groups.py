@@ -42,6 +42,7 @@ FIELD_COMMANDS = {
     "reduce_zero_label": ("train", "evaluate", "verify"),
     "mixed_precision": ("train", *_INFERENCE),  # inference: --precision's default
     "jit_compile": ("train", *_INFERENCE),
+    "winograd": ("train", *_INFERENCE),  # train: recorded for the run's later commands
 }
 
 # {flag name: (group, place in the order of definition)} of the flags `define` defined.

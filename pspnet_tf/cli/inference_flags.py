@@ -13,7 +13,7 @@ import keras
 from absl import flags
 
 from pspnet_tf.cli.flag_groups import define
-from pspnet_tf.config import ExperimentConfig, define_flags, parse_numbers
+from pspnet_tf.config import ExperimentConfig, RuntimeConfig, define_flags, parse_numbers
 from pspnet_tf.inference.calibration import calibration_images
 from pspnet_tf.inference.deploy import FORMATS, QUANTIZATIONS, export_model
 from pspnet_tf.inference.loading import LoadedModel, load_inference_model
@@ -123,10 +123,16 @@ def model_from_flags(config: ExperimentConfig, values: flags.FlagValues = FLAGS
                                 overridden=given)
 
 
-def predictor_from_flags(model: keras.Model, scale: tuple[int, int], jit_compile: bool = False,
+def winograd_choice(runtime: RuntimeConfig) -> bool | None:
+    """--winograd as `inference_network` takes it: None for auto."""
+    return {"auto": None, "on": True, "off": False}[runtime.winograd]
+
+
+def predictor_from_flags(model: keras.Model, scale: tuple[int, int], runtime: RuntimeConfig,
                          values: flags.FlagValues = FLAGS) -> Predictor:
-    """The Predictor of the parsed --mode and its flags, and --confidence_threshold where
-    the command defines it (UserError for malformed values)."""
+    """The Predictor of the parsed --mode and its flags, `runtime`'s --jit_compile and
+    --winograd, and --confidence_threshold where the command defines it (UserError for
+    malformed values)."""
     mode = values["mode"].value
     options: dict[str, Any] = {}
     if "confidence_threshold" in values:
@@ -139,7 +145,8 @@ def predictor_from_flags(model: keras.Model, scale: tuple[int, int], jit_compile
         options.update(ratios=parse_numbers("ratios", values["ratios"].value, float, None,
                                             (0.5, 1.0, 1.5)),
                        flip=values["flip"].value)
-    return predictor_for(model, scale, mode, jit_compile=jit_compile, **options)
+    return predictor_for(model, scale, mode, jit_compile=runtime.jit_compile,
+                         winograd=winograd_choice(runtime), **options)
 
 
 def parse_input_size(values: Sequence[str] | None) -> tuple[int, int] | None:
@@ -160,6 +167,7 @@ def export_from_flags(loaded: LoadedModel, values: flags.FlagValues = FLAGS) -> 
                         with_confidence=values["with_confidence"].value,
                         confidence_threshold=values["confidence_threshold"].value,
                         jit_compile=loaded.config.runtime.jit_compile,
+                        winograd=winograd_choice(loaded.config.runtime),
                         output=values["output"].value,
                         input_size=input_size, quantize=values["quantize"].value,
                         precision=values["precision"].value, calibration_images=calibration)

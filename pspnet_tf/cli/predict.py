@@ -143,7 +143,7 @@ def main(argv: list[str]) -> None:
                         "--overwrite to replace them or choose another --output")
     make_output_folders([path for targets in outputs for path in targets.values()], "output")
     predictor = predictor_from_flags(loaded.model, loaded.config.data.scale,
-                                     loaded.config.runtime.jit_compile)
+                                     loaded.config.runtime)
     skipped: list[str] = []
     written: list[str] = []
     try:

@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
     images = [sample.image_path
               for sample in descriptor.list_samples(config.data.data_root, values.split)]
     check_submission_folder(values.output, config.data.dataset, images)
-    predictor = predictor_from_flags(loaded.model, config.data.scale, config.runtime.jit_compile)
+    predictor = predictor_from_flags(loaded.model, config.data.scale, config.runtime)
     written, archive = write_submission(predictor, config.data.dataset, images, values.output)
     print(f"{len(written)} {config.data.dataset} test predictions written to {values.output}, "
           f"zipped as {archive}")

@@ -43,6 +43,7 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                  export_dir: str | None = None, version: int | None = None,
                  with_probabilities: bool = False, with_confidence: bool = False,
                  confidence_threshold: float = 0.0, jit_compile: bool = False,
+                 winograd: bool | None = None,
                  output: str | None = None, input_size: tuple[int, int] | None = None,
                  quantize: str | None = None, precision: str | None = None,
                  calibration_images: Iterable[np.ndarray] | None = None) -> str:
@@ -50,7 +51,9 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
 
     saved_model: into `export_dir`/`version`/ (default: the next version), optionally with
     `probabilities`, `confidence`, labels 255 below a `confidence_threshold` and an
-    XLA-compiled network (`jit_compile`). litert, onnx and openvino: the new file `output`
+    XLA-compiled network (`jit_compile`), and the large 3x3 convolutions by Winograd
+    (`winograd`; None: where this host's TensorFlow sees no GPU or TPU). litert, onnx and
+    openvino (whose runtimes have convolution kernels of their own): the new file `output`
     (for openvino the .xml, with its weights in the .bin beside it), for images of
     `input_size` (H, W; required for litert, any size for onnx and openvino without it);
     litert weights `quantize`d to "float16" or "dynamic_int8", or the whole network to
@@ -76,7 +79,7 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
                                   with_probabilities=with_probabilities,
                                   with_confidence=with_confidence,
                                   confidence_threshold=confidence_threshold,
-                                  jit_compile=jit_compile)
+                                  jit_compile=jit_compile, winograd=winograd)
         line = (f"SavedModel written to {path} (signatures serving_default, serve_encoded, "
                 "serve_png)")
         if jit_compile:
@@ -86,7 +89,7 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
     for parameter, value in (("with_probabilities", with_probabilities),
                              ("with_confidence", with_confidence),
                              ("confidence_threshold", confidence_threshold),
-                             ("jit_compile", jit_compile)):
+                             ("jit_compile", jit_compile), ("winograd", winograd)):
         if value:
             raise ParameterError(f"{{{parameter}}} is for {{format}}=saved_model only, not "
                                  "{format}={value}", value=format)

@@ -23,7 +23,6 @@ from pspnet_tf.atomic import check_can_create, prepare_folder, temporary_prefix
 from pspnet_tf.data.descriptors import IGNORE_INDEX
 from pspnet_tf.errors import ParameterError, environment_faults
 from pspnet_tf.inference.warmup import write_warmup_requests
-from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.prediction import (
     CONFIDENCE,
     PROBABILITIES,
@@ -32,6 +31,7 @@ from pspnet_tf.models.prediction import (
     network_logits,
 )
 from pspnet_tf.models.preprocessing import PSPNetPreprocessor
+from pspnet_tf.models.winograd_conversion import inference_network, winograd_layers
 
 # The client sees "assertion failed: [MESSAGE]" (the Assert op's own prefix) and nothing else.
 SAME_SIZE_MESSAGE = ("all images of one request must have the same height and width; "
@@ -81,9 +81,12 @@ def decode_batch(image_bytes: tf.Tensor) -> tf.Tensor:
                      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def _write_metadata(folder: str, confidence_threshold: float) -> None:
-    """The export's settings that its signatures do not show, as METADATA_FILE in `folder`."""
-    metadata = {"confidence_threshold": confidence_threshold, "unknown_label": IGNORE_INDEX}
+def _write_metadata(folder: str, confidence_threshold: float, winograd: list[str]) -> None:
+    """The export's settings that its signatures do not show, as METADATA_FILE in `folder`:
+    the confidence threshold, the "unknown" label, and the layers computed by Winograd
+    (chosen at export: `inference_network`)."""
+    metadata = {"confidence_threshold": confidence_threshold, "unknown_label": IGNORE_INDEX,
+                "winograd_layers": winograd}
     os.makedirs(os.path.join(folder, os.path.dirname(METADATA_FILE)), exist_ok=True)
     with open(os.path.join(folder, METADATA_FILE), "w") as handle:
         json.dump(metadata, handle, indent=2)
@@ -128,7 +131,7 @@ def next_version(export_dir: str) -> int:
 def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: str,
                        version: int | None = None, with_probabilities: bool = False,
                        jit_compile: bool = False, with_confidence: bool = False,
-                       confidence_threshold: float = 0.0) -> str:
+                       confidence_threshold: float = 0.0, winograd: bool | None = None) -> str:
     """Writes the serving SavedModel to `export_dir/<version>` and returns that path.
 
     Signatures: `serving_default` takes `images` (uint8 [batch, H, W, 3]); `serve_encoded`
@@ -141,8 +144,11 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     (METADATA_FILE). `serve_png` takes `image_bytes` and returns `segmentation_png_bytes`,
     the same class ids as one PNG file per image (`encode_png`).
     `assets.extra/tf_serving_warmup_requests` holds one small request per signature.
-    BatchNorms are
-    folded into the convolutions (`fold_batchnorm`). An existing version folder is never
+    The network is `inference_network(model, winograd)`: BatchNorms folded into the
+    convolutions and, with `winograd` (None: where the exporting host's TensorFlow sees no
+    GPU or TPU, as a CPU server's), the 3x3 convolutions of 512 or more channels computed by
+    Winograd's F(2x2, 3x3), the same labels faster on CPUs (docs/performance.md); the layers
+    so computed are listed in the metadata. An existing version folder is never
     replaced. The version is written beside its final name and renamed; a failed write
     leaves nothing, and the folder of a killed one is removed by the next export into
     `export_dir` (atomic.remove_stale_temporaries).
@@ -171,7 +177,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     check_can_create(path)
     preprocessor = PSPNetPreprocessor(scale)
     dtype = label_dtype(_class_count(model))
-    model = fold_batchnorm(model)
+    model = inference_network(model, winograd)
     network = functools.partial(network_logits, model)
     if jit_compile:
         network = tf.function(network, jit_compile=True)
@@ -212,7 +218,7 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     try:
         with environment_faults(path):
             archive.write_out(temporary, verbose=False)
-            _write_metadata(temporary, confidence_threshold)
+            _write_metadata(temporary, confidence_threshold, winograd_layers(model))
             write_warmup_requests(temporary, _warmup_requests())
             os.rename(temporary, path)
     finally:

@@ -11,7 +11,7 @@ import keras
 
 from pspnet_tf.errors import UserError
 from pspnet_tf.inference.predictor import Predictor
-from pspnet_tf.models.folding import fold_batchnorm
+from pspnet_tf.models.winograd_conversion import inference_network
 
 MODES = ("whole", "slide", "multiscale")
 DEFAULT_CROP = (512, 512)
@@ -23,9 +23,11 @@ def predictor_for(model: keras.Model, scale: tuple[int, int], mode: str = "whole
                   crop: tuple[int, int] = DEFAULT_CROP,
                   stride: tuple[int, int] = DEFAULT_STRIDE,
                   ratios: Sequence[float] = DEFAULT_RATIOS, flip: bool = True,
-                  jit_compile: bool = False, confidence_threshold: float = 0.0) -> Predictor:
-    """The Predictor of `mode` on a copy of `model` with its BatchNorms folded into the
-    convolutions: `whole` at the test `scale`; `slide` with `crop`-sized windows every
+                  jit_compile: bool = False, confidence_threshold: float = 0.0,
+                  winograd: bool | None = None) -> Predictor:
+    """The Predictor of `mode` on `inference_network(model, winograd)`, a copy of `model` with
+    its BatchNorms folded into the convolutions and, with `winograd` (None: where TensorFlow
+    sees no GPU or TPU), its large 3x3 convolutions computed by Winograd: `whole` at the test `scale`; `slide` with `crop`-sized windows every
     `stride` pixels (height, width); `multiscale` averaging the logits of `ratios` of `scale`
     (and their mirror images with `flip`). `jit_compile` compiles the network with XLA;
     `confidence_threshold` > 0 labels pixels of lower top-class probability 255."""
@@ -36,5 +38,5 @@ def predictor_for(model: keras.Model, scale: tuple[int, int], mode: str = "whole
         options["window"] = (tuple(crop), tuple(stride))
     elif mode == "multiscale":
         options.update(ratios=tuple(ratios), flip=flip)
-    return Predictor(fold_batchnorm(model), scale, jit_compile=jit_compile,
+    return Predictor(inference_network(model, winograd), scale, jit_compile=jit_compile,
                      confidence_threshold=confidence_threshold, **options)

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from pspnet_tf.models.convolution import conv2d
+from pspnet_tf.models.winograd import WINDOW, winograd_conv2d
 
 PACKAGE = "pspnet_tf"  # the registered names are "pspnet_tf>ClassName"
 AUX_PREFIX = "aux_"  # the auxiliary head's layer names start with it
@@ -142,20 +143,36 @@ class PyramidBottleneckConv(keras.layers.Layer):
     nine taps' kernels, whose nine output maps are summed shifted (`_convolution_by_taps`):
     the same values up to float rounding, and on CPUs much faster for this layer's 2048
     input channels than the convolution op (docs/performance.md).
+
+    With the config field `winograd` (inference copies made by
+    `pspnet_tf.models.winograd_conversion`) the layer is for inference only: it holds the
+    features' part of the kernel in Winograd's basis (weight "winograd_kernel", (16, feature
+    channels, filters)), computed by `winograd_conv2d`, faster again on CPUs, and the
+    branches' part as it is (weight "branch_kernel", (3, 3, branch channels, filters)).
     """
 
     KERNEL_SIZE = (3, 3)
 
     def __init__(self, filters: int, kernel_initializer: Any = "glorot_uniform",
-                 tap_gradient: bool = False, **kwargs: Any) -> None:
+                 tap_gradient: bool = False, winograd: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.tap_gradient = tap_gradient
+        self.winograd = winograd
 
     def build(self, input_shapes: list[tuple]) -> None:
         features, *branches = input_shapes
         channels = features[-1] + sum(branch[-1] for branch in branches)
+        if self.winograd:
+            self.winograd_kernel = self.add_weight(
+                name="winograd_kernel", shape=(WINDOW * WINDOW, features[-1], self.filters),
+                initializer="zeros")
+            self.branch_kernel = self.add_weight(
+                name="branch_kernel",
+                shape=(*self.KERNEL_SIZE, channels - features[-1], self.filters),
+                initializer=self.kernel_initializer)
+            return
         # Held as `_kernel`, as keras.layers.Conv2D holds it, so that training checkpoints
         # (tf.train.Checkpoint tracks attribute names) of the Conv2D-based layer restore.
         self._kernel = self.add_weight(name="kernel",
@@ -173,12 +190,20 @@ class PyramidBottleneckConv(keras.layers.Layer):
 
     def call(self, inputs: list[tf.Tensor], training: bool | None = None) -> tf.Tensor:
         features, *branches = inputs
-        # One split, not a slice per input: the kernel gradient is then one concatenation
-        # instead of a kernel-sized gradient per slice summed (5 x 75 MB for R-50-D8).
-        features_kernel, *branch_kernels = tf.split(
-            self.kernel, [x.shape[-1] for x in inputs], axis=2)
-        outputs = (self.convolution_op(features, features_kernel) if training
-                   else _convolution_by_taps(features, features_kernel))
+        if self.winograd:
+            if training:
+                raise ValueError(f"{self.name} computes by Winograd (winograd=True), for "
+                                 "inference only; train the layer with winograd=False")
+            outputs = winograd_conv2d(features, self.winograd_kernel)
+            branch_kernels = tf.split(self.branch_kernel, [x.shape[-1] for x in branches],
+                                      axis=2)
+        else:
+            # One split, not a slice per input: the kernel gradient is then one concatenation
+            # instead of a kernel-sized gradient per slice summed (5 x 75 MB for R-50-D8).
+            features_kernel, *branch_kernels = tf.split(
+                self.kernel, [x.shape[-1] for x in inputs], axis=2)
+            outputs = (self.convolution_op(features, features_kernel) if training
+                       else _convolution_by_taps(features, features_kernel))
         size = tf.shape(features)[1:3]
         for pooled, kernel in zip(branches, branch_kernels):
             taps = tf.einsum("bstc,ijcf->bstijf", pooled, kernel)
@@ -194,7 +219,7 @@ class PyramidBottleneckConv(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "tap_gradient": self.tap_gradient}
+                "tap_gradient": self.tap_gradient, "winograd": self.winograd}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -219,6 +244,43 @@ class Conv2D(keras.layers.Conv2D):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "tap_gradient": self.tap_gradient}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WinogradConv2D(keras.layers.Layer):
+    """A 3x3 'same', stride-1 convolution (with bias, no activation) whose kernel is held in
+    Winograd's basis (weight "kernel", (16, input channels, filters); `winograd_kernel`).
+
+    For inference copies made by `with_winograd_convolutions`; the outputs are those of the
+    `keras.layers.Conv2D` it was made from, up to float rounding. Training it would train 16
+    free values per tap pair instead of 9, a different model.
+    """
+
+    def __init__(self, filters: int, dilation_rate: tuple[int, int] | int = (1, 1),
+                 use_bias: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = filters
+        rate = (dilation_rate, dilation_rate) if isinstance(dilation_rate, int) else dilation_rate
+        self.dilation_rate = tuple(rate)
+        self.use_bias = use_bias
+
+    def build(self, input_shape: tuple) -> None:
+        self.kernel = self.add_weight(name="kernel",
+                                      shape=(WINDOW * WINDOW, input_shape[-1], self.filters))
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+                     if self.use_bias else None)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        outputs = winograd_conv2d(inputs, self.kernel, self.dilation_rate)
+        return outputs + self.bias if self.use_bias else outputs
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "filters": self.filters,
+                "dilation_rate": self.dilation_rate, "use_bias": self.use_bias}
+
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

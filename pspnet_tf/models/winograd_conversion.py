@@ -1,0 +1,80 @@
+"""Inference copies of a model whose large 3x3 convolutions run by Winograd's F(2x2, 3x3)
+(`pspnet_tf.models.winograd`), the form the CPU serving graphs take."""
+
+import keras
+
+from pspnet_tf.models.convolution import has_accelerator
+from pspnet_tf.models.folding import fold_batchnorm
+from pspnet_tf.models.layers import PyramidBottleneckConv, WinogradConv2D
+from pspnet_tf.models.winograd import MIN_CHANNELS, winograd_kernel
+
+
+def _float32(layer: keras.layers.Layer) -> bool:
+    return layer.compute_dtype == "float32"
+
+
+def _convertible(layer: keras.layers.Layer, min_channels: int) -> bool:
+    """Whether `layer` is a convolution `WinogradConv2D` computes, worth converting."""
+    return (isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (3, 3)
+            and tuple(layer.strides) == (1, 1)
+            and layer.groups == 1 and layer.padding == "same"
+            and layer.data_format == "channels_last"
+            and layer.activation is keras.activations.linear
+            and layer.kernel.shape[2] >= min_channels and _float32(layer))
+
+
+def _bottleneck_convertible(layer: keras.layers.Layer, min_channels: int) -> bool:
+    return (isinstance(layer, PyramidBottleneckConv) and not layer.winograd and _float32(layer)
+            and layer.input[0].shape[-1] >= min_channels)
+
+
+def with_winograd_convolutions(model: keras.Model, min_channels: int = MIN_CHANNELS
+                               ) -> keras.Model:
+    """An inference copy of `model` whose float32 3x3 stride-1 convolutions of at least
+    `min_channels` input channels are `WinogradConv2D`s and whose `PyramidBottleneckConv`s
+    compute their features' part by Winograd (`winograd=True`); everything else is copied
+    as it is. `model` is left unchanged. Returns `model` itself when nothing converts."""
+    convolutions = {layer.name for layer in model.layers if _convertible(layer, min_channels)}
+    bottlenecks = {layer.name for layer in model.layers if _bottleneck_convertible(layer, min_channels)}
+    if not convolutions and not bottlenecks:
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if layer.name in convolutions:
+            return WinogradConv2D(
+                config["filters"], config["dilation_rate"], config["use_bias"],
+                name=layer.name, dtype=config["dtype"], trainable=config["trainable"])
+        if layer.name in bottlenecks:
+            config["winograd"] = True
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        weights = layer.get_weights()
+        if layer.name in convolutions:
+            weights[0] = winograd_kernel(weights[0])
+        elif layer.name in bottlenecks:  # the kernel's features' part, then its branches'
+            features = layer.input[0].shape[-1]
+            weights = [winograd_kernel(weights[0][:, :, :features]), weights[0][:, :, features:]]
+        copy.get_layer(layer.name).set_weights(weights)
+    return copy
+
+
+def inference_network(model: keras.Model, winograd: bool | None = None) -> keras.Model:
+    """The copy of `model` that inference runs: BatchNorms folded into the convolutions
+    (`fold_batchnorm`) and, with `winograd`, the large 3x3 convolutions by Winograd
+    (`with_winograd_convolutions`). `winograd=None` chooses for this host: on where
+    TensorFlow sees no GPU or TPU (there cuDNN's own convolution kernels are kept)."""
+    network = fold_batchnorm(model)
+    if winograd is None:
+        winograd = not has_accelerator()
+    return with_winograd_convolutions(network) if winograd else network
+
+
+def winograd_layers(model: keras.Model) -> list[str]:
+    """The names of `model`'s layers that compute by Winograd."""
+    return [layer.name for layer in model.layers
+            if isinstance(layer, WinogradConv2D) or getattr(layer, "winograd", False)]
