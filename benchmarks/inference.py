@@ -163,13 +163,13 @@ def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
         images = tf.constant(image[None])
         return lambda: serve(images=images)["segmentation"].numpy()
     from pspnet_tf import build_pspnet
-    from pspnet_tf.inference.predictor import Predictor
-    from pspnet_tf.models.folding import fold_batchnorm
+    from pspnet_tf.inference.modes import predictor_for
 
     use_tensorflow_threads(threads)
 
-    model = fold_batchnorm(build_pspnet(NUM_CLASSES, "resnet50_v1c", 8))  # as evaluate.py
-    predictor = Predictor(model, image.shape[:2], jit_compile=row == "predictor_xla")
+    model = build_pspnet(NUM_CLASSES, "resnet50_v1c", 8)
+    # As evaluate.py builds it: BatchNorms folded, Winograd where TensorFlow sees no GPU.
+    predictor = predictor_for(model, image.shape[:2], jit_compile=row == "predictor_xla")
     return lambda: predictor.predict(image)
 
 
