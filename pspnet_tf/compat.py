@@ -19,6 +19,10 @@ AttributeError deep inside training or a weight file written differently.
   `fit` reports as `loss`, and the factor Keras' train step takes out of the loss it adds
   to it under a strategy (the gradient-accumulating train step, models/accumulation.py,
   does what Keras' own train step does per micro-batch).
+- `onednn_enabled`: whether this process's TensorFlow runs oneDNN's kernels (on by default
+  only on x86 CPUs with AVX-512 VNNI, AVX-VNNI or AMX; `TF_ENABLE_ONEDNN_OPTS` overrides),
+  from `_pywrap_util_port.IsMklEnabled` (no public equivalent). Inference picks its
+  convolution forms by it (models/winograd_conversion.py).
 - `peer_is_up`: whether another task of the cluster still answers, with the eager context's
   `check_collective_ops_peer_health` (MultiWorkerMirroredStrategy's own health check; no
   public equivalent).
@@ -32,6 +36,7 @@ from keras.src.legacy.saving import legacy_h5_format
 from keras.src.losses.loss import unscale_loss_for_distribution
 from tensorflow.python.eager import context
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tensorflow.python.util import _pywrap_util_port
 
 __all__ = [
     "MultiWorkerStrategyForKerasFit",
@@ -39,6 +44,7 @@ __all__ = [
     "convert_variables_to_constants_v2",
     "legacy_h5_format",
     "loss_tracker",
+    "onednn_enabled",
     "optimizer_variable_index",
     "peer_is_up",
     "unscale_loss_for_distribution",
@@ -78,6 +84,11 @@ class MultiWorkerStrategyForKerasFit(tf.distribute.MultiWorkerMirroredStrategy):
         return super().reduce(reduce_op, value, axis)
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs oneDNN's kernels in this process."""
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def peer_is_up(task: str, timeout_s: float) -> bool:
     """Whether cluster task `task` (`/job:NAME/replica:0/task:N`) answers within `timeout_s`;
     False once it is gone (or was restarted as another process)."""
@@ -112,6 +123,8 @@ def _broken_internals() -> list[str]:
         broken.append("tensorflow.python.framework.convert_to_constants")
     if not callable(getattr(context.Context, "check_collective_ops_peer_health", None)):
         broken.append("tensorflow.python.eager.context.Context.check_collective_ops_peer_health")
+    if not callable(getattr(_pywrap_util_port, "IsMklEnabled", None)):
+        broken.append("tensorflow.python.util._pywrap_util_port.IsMklEnabled")
     base_reduce = tf.distribute.MultiWorkerMirroredStrategy.reduce
     if not callable(base_reduce) or "axis" not in base_reduce.__code__.co_varnames:
         broken.append("MultiWorkerMirroredStrategy.reduce(reduce_op, value, axis)")

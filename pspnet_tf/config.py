@@ -190,9 +190,10 @@ class RuntimeConfig(Section):
     winograd: str = setting(
         "auto", "Inference: compute the 3x3 convolutions of 512 or more channels by "
         "Winograd's F(2x2,3x3) in evaluate.py, predict.py and export.py's SavedModel (train.py "
-        "records it for them): the same labels, faster on CPUs (docs/performance.md). auto: "
-        "on where TensorFlow sees no GPU or TPU (for export, the exporting host); float32 "
-        "models only.",
+        "records it for them): the same labels, faster on CPUs whose TensorFlow runs oneDNN; "
+        "off: every convolution by TensorFlow's convolution op. auto: on where TensorFlow sees "
+        "no GPU or TPU and runs oneDNN (x86 CPUs with AVX-512 VNNI, AVX-VNNI or AMX), as the "
+        "exporting host for export (docs/performance.md); float32 models only.",
         choices=WINOGRAD, resumable=True)
     tap_gradients: str = setting(
         "auto", "Training: compute the stride-1 convolutions' gradients by matrix products per "

@@ -148,7 +148,7 @@ def test_fused_batch_normalization_keeps_keras_inference_and_frozen_statistics()
 def test_pyramid_bottleneck_config_holds_only_its_own_arguments():
     layer = PyramidBottleneckConv(5, name="bottleneck_conv")
     own = set(layer.get_config()) - set(keras.layers.Layer(name="x").get_config())
-    assert own == {"filters", "kernel_initializer", "tap_gradient", "winograd"}
+    assert own == {"filters", "kernel_initializer", "tap_gradient", "inference_form"}
     layer([keras.Input((None, None, 6)), keras.Input((1, 1, 4)), keras.Input((2, 2, 4))])
     assert [(w.path, tuple(w.shape)) for w in layer.weights] == [
         ("bottleneck_conv/kernel", (3, 3, 14, 5))]  # as Conv2D named it: checkpoints load

@@ -24,6 +24,7 @@ from pspnet_tf.models.winograd import winograd_conv2d, winograd_kernel
 from pspnet_tf.models.winograd_conversion import (
     inference_network,
     winograd_layers,
+    with_direct_convolutions,
     with_winograd_convolutions,
 )
 
@@ -69,19 +70,27 @@ def test_winograd_layer():
                    expected_output_shape=(2, 9, 11, 3), expected_num_trainable_weights=2)
 
 
-def test_winograd_bottleneck_holds_the_transformed_features_kernel_and_is_inference_only():
-    layer = PyramidBottleneckConv(5, winograd=True, name="bottleneck_conv")
+@pytest.mark.parametrize("form, features_kernel", [
+    ("winograd", ("bottleneck_conv/winograd_kernel", (16, 6, 5))),
+    ("convolution", ("bottleneck_conv/features_kernel", (3, 3, 6, 5)))])
+def test_bottleneck_inference_forms_hold_the_kernel_in_two_parts_and_are_inference_only(
+        form, features_kernel):
+    layer = PyramidBottleneckConv(5, inference_form=form, name="bottleneck_conv")
     inputs = [keras.Input((None, None, 6)), keras.Input((1, 1, 4)), keras.Input((2, 2, 4))]
     layer(inputs)
     assert [(w.path, tuple(w.shape)) for w in layer.weights] == [
-        ("bottleneck_conv/winograd_kernel", (16, 6, 5)),
-        ("bottleneck_conv/branch_kernel", (3, 3, 8, 5))]
+        features_kernel, ("bottleneck_conv/branch_kernel", (3, 3, 8, 5))]
     rng = np.random.default_rng(0)
     values = [rng.normal(size=(1, 9, 7, 6)), rng.normal(size=(1, 1, 1, 4)),
               rng.normal(size=(1, 2, 2, 4))]
     values = [value.astype(np.float32) for value in values]
-    with pytest.raises(ValueError, match="inference only"):
+    with pytest.raises(ValueError, match="for inference only"):
         layer(values, training=True)
+
+
+def test_bottleneck_refuses_an_unknown_inference_form():
+    with pytest.raises(ValueError, match="inference_form='fast'; choose one of taps"):
+        PyramidBottleneckConv(5, inference_form="fast")
 
 
 def _converted_tiny_model(min_channels):
@@ -126,13 +135,33 @@ def test_bfloat16_models_are_not_converted():
     assert with_winograd_convolutions(model, min_channels=1) is model
 
 
-def test_inference_network_converts_where_tensorflow_sees_no_accelerator(monkeypatch):
+def _bottleneck_form(network):
+    return network.get_layer("bottleneck_conv").inference_form
+
+
+@pytest.mark.parametrize("accelerator, onednn, converts", [
+    (False, True, True), (False, False, False), (True, True, False), (True, False, False)])
+def test_inference_network_converts_on_cpus_that_run_onednn(monkeypatch, accelerator, onednn,
+                                                            converts):
+    monkeypatch.setattr(winograd_conversion, "has_accelerator", lambda: accelerator)
+    monkeypatch.setattr(winograd_conversion, "onednn_enabled", lambda: onednn)
     model = tiny_model(num_classes=5)
-    assert winograd_layers(inference_network(model)) == R18_WINOGRAD_LAYERS  # this CPU host
-    assert winograd_layers(inference_network(model, winograd=False)) == []
-    monkeypatch.setattr(winograd_conversion, "has_accelerator", lambda: True)
-    assert winograd_layers(inference_network(model)) == []
+    network = inference_network(model)
+    assert winograd_layers(network) == (R18_WINOGRAD_LAYERS if converts else [])
+    assert _bottleneck_form(network) == ("winograd" if converts else "convolution")
     assert winograd_layers(inference_network(model, winograd=True)) == R18_WINOGRAD_LAYERS
+    direct = inference_network(model, winograd=False)
+    assert (winograd_layers(direct), _bottleneck_form(direct)) == ([], "convolution")
+
+
+def test_direct_copy_gives_the_folded_outputs():
+    _, folded, _ = _converted_tiny_model(min_channels=1)
+    direct = with_direct_convolutions(folded)
+    images = np.random.default_rng(1).normal(size=(1, 37, 45, 3)).astype("float32")
+    expected = np.asarray(keras.tree.flatten(folded(images, training=False))[0])
+    got = np.asarray(keras.tree.flatten(direct(images, training=False))[0])
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    assert with_direct_convolutions(direct) is direct
 
 
 @pytest.fixture(scope="module")

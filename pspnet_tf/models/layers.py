@@ -144,30 +144,40 @@ class PyramidBottleneckConv(keras.layers.Layer):
     the same values up to float rounding, and on CPUs much faster for this layer's 2048
     input channels than the convolution op (docs/performance.md).
 
-    With the config field `winograd` (inference copies made by
-    `pspnet_tf.models.winograd_conversion`) the layer is for inference only: it holds the
-    features' part of the kernel in Winograd's basis (weight "winograd_kernel", (16, feature
-    channels, filters)), computed by `winograd_conv2d`, faster again on CPUs, and the
-    branches' part as it is (weight "branch_kernel", (3, 3, branch channels, filters)).
+    The config field `inference_form` chooses other forms for inference copies (made by
+    `pspnet_tf.models.winograd_conversion`), which are for inference only and hold the
+    kernel in two weights, the features' part and the branches' ("branch_kernel", (3, 3,
+    branch channels, filters)), so that no request splits it: "convolution", the
+    convolution op ("features_kernel", (3, 3, feature channels, filters); faster than the
+    taps where TensorFlow runs its own CPU kernels, without oneDNN, and on GPUs) or
+    "winograd", `winograd_conv2d` ("winograd_kernel", (16, feature channels, filters); the
+    fastest with oneDNN). The default "taps" is the trainable layer described above.
     """
 
     KERNEL_SIZE = (3, 3)
+    INFERENCE_FORMS = ("taps", "convolution", "winograd")
 
     def __init__(self, filters: int, kernel_initializer: Any = "glorot_uniform",
-                 tap_gradient: bool = False, winograd: bool = False, **kwargs: Any) -> None:
+                 tap_gradient: bool = False, inference_form: str = "taps",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if inference_form not in self.INFERENCE_FORMS:
+            raise ValueError(f"inference_form={inference_form!r}; choose one of "
+                             f"{', '.join(self.INFERENCE_FORMS)}")
         self.filters = filters
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.tap_gradient = tap_gradient
-        self.winograd = winograd
+        self.inference_form = inference_form
 
     def build(self, input_shapes: list[tuple]) -> None:
         features, *branches = input_shapes
         channels = features[-1] + sum(branch[-1] for branch in branches)
-        if self.winograd:
-            self.winograd_kernel = self.add_weight(
-                name="winograd_kernel", shape=(WINDOW * WINDOW, features[-1], self.filters),
-                initializer="zeros")
+        if self.inference_form != "taps":
+            winograd = self.inference_form == "winograd"
+            taps = (WINDOW * WINDOW,) if winograd else self.KERNEL_SIZE
+            self.features_kernel = self.add_weight(
+                name="winograd_kernel" if winograd else "features_kernel",
+                shape=(*taps, features[-1], self.filters), initializer=self.kernel_initializer)
             self.branch_kernel = self.add_weight(
                 name="branch_kernel",
                 shape=(*self.KERNEL_SIZE, channels - features[-1], self.filters),
@@ -190,11 +200,14 @@ class PyramidBottleneckConv(keras.layers.Layer):
 
     def call(self, inputs: list[tf.Tensor], training: bool | None = None) -> tf.Tensor:
         features, *branches = inputs
-        if self.winograd:
+        if self.inference_form != "taps":
             if training:
-                raise ValueError(f"{self.name} computes by Winograd (winograd=True), for "
-                                 "inference only; train the layer with winograd=False")
-            outputs = winograd_conv2d(features, self.winograd_kernel)
+                raise ValueError(f"{self.name} has inference_form={self.inference_form!r}, "
+                                 "for inference only; train the layer with the default "
+                                 "'taps'")
+            outputs = (winograd_conv2d(features, self.features_kernel)
+                       if self.inference_form == "winograd"
+                       else tf.nn.convolution(features, self.features_kernel, padding="SAME"))
             branch_kernels = tf.split(self.branch_kernel, [x.shape[-1] for x in branches],
                                       axis=2)
         else:
@@ -219,7 +232,7 @@ class PyramidBottleneckConv(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "tap_gradient": self.tap_gradient, "winograd": self.winograd}
+                "tap_gradient": self.tap_gradient, "inference_form": self.inference_form}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -15,11 +15,12 @@ ten times less exact (docs/performance.md), which would move logits off the PyTo
 reference's.
 
 The layers that use it (`pspnet_tf.models.layers.WinogradConv2D`, `PyramidBottleneckConv`
-with `winograd=True`) hold their kernels already transformed (`winograd_kernel`), so nothing
+with `inference_form="winograd"`) hold their kernels already transformed (`winograd_kernel`), so nothing
 is transformed per request; `pspnet_tf.models.winograd_conversion` converts a model's
 eligible convolutions in an inference copy. Worthwhile from about 512 input channels
 (`MIN_CHANNELS`): below that the transforms' memory traffic costs about what the products
-save (docs/performance.md).
+save (docs/performance.md). It pays where oneDNN runs TensorFlow's CPU kernels; TensorFlow's
+own (Eigen) kernels run its transforms and batched product too slowly for it to.
 """
 
 import numpy as np

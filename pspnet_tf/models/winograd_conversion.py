@@ -1,8 +1,10 @@
-"""Inference copies of a model whose large 3x3 convolutions run by Winograd's F(2x2, 3x3)
-(`pspnet_tf.models.winograd`), the form the CPU serving graphs take."""
+"""The inference copies of a model that TensorFlow runs (Predictor, the SavedModel): BatchNorms
+folded, and the large 3x3 convolutions by Winograd's F(2x2, 3x3) (`pspnet_tf.models.winograd`)
+where oneDNN runs the CPU kernels, or every convolution by the convolution op elsewhere."""
 
 import keras
 
+from pspnet_tf.compat import onednn_enabled
 from pspnet_tf.models.convolution import has_accelerator
 from pspnet_tf.models.folding import fold_batchnorm
 from pspnet_tf.models.layers import PyramidBottleneckConv, WinogradConv2D
@@ -24,21 +26,14 @@ def _convertible(layer: keras.layers.Layer, min_channels: int) -> bool:
 
 
 def _bottleneck_convertible(layer: keras.layers.Layer, min_channels: int) -> bool:
-    return (isinstance(layer, PyramidBottleneckConv) and not layer.winograd and _float32(layer)
-            and layer.input[0].shape[-1] >= min_channels)
+    return (isinstance(layer, PyramidBottleneckConv) and layer.inference_form == "taps"
+            and _float32(layer) and layer.input[0].shape[-1] >= min_channels)
 
 
-def with_winograd_convolutions(model: keras.Model, min_channels: int = MIN_CHANNELS
-                               ) -> keras.Model:
-    """An inference copy of `model` whose float32 3x3 stride-1 convolutions of at least
-    `min_channels` input channels are `WinogradConv2D`s and whose `PyramidBottleneckConv`s
-    compute their features' part by Winograd (`winograd=True`); everything else is copied
-    as it is. `model` is left unchanged. Returns `model` itself when nothing converts."""
-    convolutions = {layer.name for layer in model.layers if _convertible(layer, min_channels)}
-    bottlenecks = {layer.name for layer in model.layers if _bottleneck_convertible(layer, min_channels)}
-    if not convolutions and not bottlenecks:
-        return model
-
+def _copy(model: keras.Model, convolutions: set[str], bottlenecks: dict[str, str]
+          ) -> keras.Model:
+    """A copy of `model` whose `convolutions` are `WinogradConv2D`s and whose bottlenecks
+    ({name: inference form}) take those forms, their weights converted."""
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
         if layer.name in convolutions:
@@ -46,7 +41,7 @@ def with_winograd_convolutions(model: keras.Model, min_channels: int = MIN_CHANN
                 config["filters"], config["dilation_rate"], config["use_bias"],
                 name=layer.name, dtype=config["dtype"], trainable=config["trainable"])
         if layer.name in bottlenecks:
-            config["winograd"] = True
+            config["inference_form"] = bottlenecks[layer.name]
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
@@ -58,23 +53,62 @@ def with_winograd_convolutions(model: keras.Model, min_channels: int = MIN_CHANN
             weights[0] = winograd_kernel(weights[0])
         elif layer.name in bottlenecks:  # the kernel's features' part, then its branches'
             features = layer.input[0].shape[-1]
-            weights = [winograd_kernel(weights[0][:, :, :features]), weights[0][:, :, features:]]
+            features_kernel = weights[0][:, :, :features]
+            if bottlenecks[layer.name] == "winograd":
+                features_kernel = winograd_kernel(features_kernel)
+            weights = [features_kernel, weights[0][:, :, features:]]
         copy.get_layer(layer.name).set_weights(weights)
     return copy
 
 
+def with_winograd_convolutions(model: keras.Model, min_channels: int = MIN_CHANNELS
+                               ) -> keras.Model:
+    """An inference copy of `model` whose float32 3x3 stride-1 convolutions of at least
+    `min_channels` input channels are `WinogradConv2D`s and whose `PyramidBottleneckConv`s
+    of as many feature channels compute their features' part by Winograd
+    (`inference_form="winograd"`); everything else is copied as it is. `model` is left
+    unchanged. Returns `model` itself when nothing converts."""
+    convolutions = {layer.name for layer in model.layers if _convertible(layer, min_channels)}
+    bottlenecks = {layer.name: "winograd" for layer in model.layers
+                   if _bottleneck_convertible(layer, min_channels)}
+    if not convolutions and not bottlenecks:
+        return model
+    return _copy(model, convolutions, bottlenecks)
+
+
+def with_direct_convolutions(model: keras.Model) -> keras.Model:
+    """An inference copy of `model` whose `PyramidBottleneckConv`s compute their features'
+    part by the convolution op (`inference_form="convolution"`), as every other
+    convolution is; `model` itself when it has none."""
+    bottlenecks = {layer.name: "convolution" for layer in model.layers
+                   if isinstance(layer, PyramidBottleneckConv)
+                   and layer.inference_form == "taps"}
+    return _copy(model, set(), bottlenecks) if bottlenecks else model
+
+
+def winograd_by_default() -> bool:
+    """Whether inference here computes by Winograd unless told: where TensorFlow sees no GPU
+    or TPU (there cuDNN's own kernels are kept) and runs oneDNN's kernels. Without oneDNN
+    (TensorFlow's default on CPUs without AVX-512 VNNI, AVX-VNNI or AMX, such as AVX2-only
+    ones) its own CPU kernels run the transforms and the batched product more slowly than
+    they run the convolution op (docs/performance.md)."""
+    return not has_accelerator() and onednn_enabled()
+
+
 def inference_network(model: keras.Model, winograd: bool | None = None) -> keras.Model:
-    """The copy of `model` that inference runs: BatchNorms folded into the convolutions
-    (`fold_batchnorm`) and, with `winograd`, the large 3x3 convolutions by Winograd
-    (`with_winograd_convolutions`). `winograd=None` chooses for this host: on where
-    TensorFlow sees no GPU or TPU (there cuDNN's own convolution kernels are kept)."""
+    """The copy of `model` that TensorFlow inference runs: BatchNorms folded into the
+    convolutions (`fold_batchnorm`), then with `winograd` the large 3x3 convolutions by
+    Winograd (`with_winograd_convolutions`), without it every convolution by the
+    convolution op (`with_direct_convolutions`). `winograd=None` chooses for this host
+    (`winograd_by_default`)."""
     network = fold_batchnorm(model)
     if winograd is None:
-        winograd = not has_accelerator()
-    return with_winograd_convolutions(network) if winograd else network
+        winograd = winograd_by_default()
+    return (with_winograd_convolutions(network) if winograd
+            else with_direct_convolutions(network))
 
 
 def winograd_layers(model: keras.Model) -> list[str]:
     """The names of `model`'s layers that compute by Winograd."""
-    return [layer.name for layer in model.layers
-            if isinstance(layer, WinogradConv2D) or getattr(layer, "winograd", False)]
+    return [layer.name for layer in model.layers if isinstance(layer, WinogradConv2D)
+            or getattr(layer, "inference_form", None) == "winograd"]
