@@ -168,7 +168,7 @@ def _tensorflow_runner(image, threads: int, row: str, export_dir: str):
     use_tensorflow_threads(threads)
 
     model = build_pspnet(NUM_CLASSES, "resnet50_v1c", 8)
-    # As evaluate.py builds it: BatchNorms folded, Winograd where TensorFlow sees no GPU.
+    # As evaluate.py builds it: BatchNorms folded, Winograd as `winograd_by_default()` says.
     predictor = predictor_for(model, image.shape[:2], jit_compile=row == "predictor_xla")
     return lambda: predictor.predict(image)
 

@@ -62,7 +62,8 @@ def test_winograd_kernel_is_the_transformed_kernel_in_window_order():
     kernel = np.zeros((3, 3, 1, 1), np.float32)
     kernel[1, 1] = 1.0  # the identity: G k G^T = outer(G's middle column)
     middle = np.array([0.0, 0.5, -0.5, 0.0])
-    np.testing.assert_array_equal(winograd_kernel(kernel)[:, 0, 0], np.outer(middle, middle).ravel())
+    np.testing.assert_array_equal(winograd_kernel(kernel)[:, 0, 0],
+                                  np.outer(middle, middle).ravel())
 
 
 def test_winograd_layer():

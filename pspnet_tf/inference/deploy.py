@@ -52,7 +52,7 @@ def export_model(model: keras.Model, scale: tuple[int, int], format: str = "save
     saved_model: into `export_dir`/`version`/ (default: the next version), optionally with
     `probabilities`, `confidence`, labels 255 below a `confidence_threshold` and an
     XLA-compiled network (`jit_compile`), and the large 3x3 convolutions by Winograd
-    (`winograd`; None: where this host's TensorFlow sees no GPU or TPU). litert, onnx and
+    (`winograd`; None: `winograd_by_default()` on this host). litert, onnx and
     openvino (whose runtimes have convolution kernels of their own): the new file `output`
     (for openvino the .xml, with its weights in the .bin beside it), for images of
     `input_size` (H, W; required for litert, any size for onnx and openvino without it);

@@ -145,10 +145,10 @@ def export_saved_model(model: keras.Model, scale: tuple[int, int], export_dir: s
     the same class ids as one PNG file per image (`encode_png`).
     `assets.extra/tf_serving_warmup_requests` holds one small request per signature.
     The network is `inference_network(model, winograd)`: BatchNorms folded into the
-    convolutions and, with `winograd` (None: where the exporting host's TensorFlow sees no
-    GPU or TPU, as a CPU server's), the 3x3 convolutions of 512 or more channels computed by
-    Winograd's F(2x2, 3x3), the same labels faster on CPUs (docs/performance.md); the layers
-    so computed are listed in the metadata. An existing version folder is never
+    convolutions and, with `winograd` (None: `winograd_by_default()` on the exporting host),
+    the 3x3 convolutions of 512 or more channels computed by Winograd's F(2x2, 3x3), the
+    same labels faster where oneDNN runs them (docs/performance.md); the layers so computed
+    are listed in the metadata. An existing version folder is never
     replaced. The version is written beside its final name and renamed; a failed write
     leaves nothing, and the folder of a killed one is removed by the next export into
     `export_dir` (atomic.remove_stale_temporaries).

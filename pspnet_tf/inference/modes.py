@@ -26,11 +26,12 @@ def predictor_for(model: keras.Model, scale: tuple[int, int], mode: str = "whole
                   jit_compile: bool = False, confidence_threshold: float = 0.0,
                   winograd: bool | None = None) -> Predictor:
     """The Predictor of `mode` on `inference_network(model, winograd)`, a copy of `model` with
-    its BatchNorms folded into the convolutions and, with `winograd` (None: where TensorFlow
-    sees no GPU or TPU), its large 3x3 convolutions computed by Winograd: `whole` at the test `scale`; `slide` with `crop`-sized windows every
-    `stride` pixels (height, width); `multiscale` averaging the logits of `ratios` of `scale`
-    (and their mirror images with `flip`). `jit_compile` compiles the network with XLA;
-    `confidence_threshold` > 0 labels pixels of lower top-class probability 255."""
+    its BatchNorms folded into the convolutions and, with `winograd` (None:
+    `winograd_by_default()`), its large 3x3 convolutions computed by Winograd: `whole` at
+    the test `scale`; `slide` with `crop`-sized windows every `stride` pixels (height,
+    width); `multiscale` averaging the logits of `ratios` of `scale` (and their mirror
+    images with `flip`). `jit_compile` compiles the network with XLA; `confidence_threshold`
+    > 0 labels pixels of lower top-class probability 255."""
     if mode not in MODES:
         raise UserError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}")
     options: dict = {}

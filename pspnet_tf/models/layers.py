@@ -295,7 +295,6 @@ class WinogradConv2D(keras.layers.Layer):
                 "dilation_rate": self.dilation_rate, "use_bias": self.use_bias}
 
 
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ResizeLike(keras.layers.Layer):
     """Bilinearly resizes its first input to the spatial size of its second input.

@@ -15,9 +15,10 @@ ten times less exact (docs/performance.md), which would move logits off the PyTo
 reference's.
 
 The layers that use it (`pspnet_tf.models.layers.WinogradConv2D`, `PyramidBottleneckConv`
-with `inference_form="winograd"`) hold their kernels already transformed (`winograd_kernel`), so nothing
-is transformed per request; `pspnet_tf.models.winograd_conversion` converts a model's
-eligible convolutions in an inference copy. Worthwhile from about 512 input channels
+with `inference_form="winograd"`) hold their kernels already transformed
+(`winograd_kernel`), so nothing is transformed per request;
+`pspnet_tf.models.winograd_conversion` converts a model's eligible convolutions in an
+inference copy. Worthwhile from about 512 input channels
 (`MIN_CHANNELS`): below that the transforms' memory traffic costs about what the products
 save (docs/performance.md). It pays where oneDNN runs TensorFlow's CPU kernels; TensorFlow's
 own (Eigen) kernels run its transforms and batched product too slowly for it to.
@@ -39,9 +40,8 @@ OUTPUT_TRANSFORM = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 def winograd_kernel(kernel: np.ndarray) -> np.ndarray:
     """A (3, 3, C, F) convolution kernel in the transformed basis, (16, C, F) float32 (the
     16 products in row-major order of the 4x4 window), computed in float64."""
-    transform = KERNEL_TRANSFORM
-    transformed = np.einsum("ai,ijcf,bj->abcf", transform, np.asarray(kernel, np.float64),
-                            transform)
+    transformed = np.einsum("ai,ijcf,bj->abcf", KERNEL_TRANSFORM,
+                            np.asarray(kernel, np.float64), KERNEL_TRANSFORM)
     return transformed.reshape(WINDOW * WINDOW, *kernel.shape[2:]).astype(np.float32)
 
 
