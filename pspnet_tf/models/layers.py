@@ -91,6 +91,36 @@ def _shifted_interpolation_matrices(out_size: tf.Tensor, in_size: tf.Tensor,
     return tf.stack([padded[shift:shift + out_size] for shift in range(3)])
 
 
+def _upsampled_branches_convolution(shape: tf.Tensor, branches: list[tf.Tensor],
+                                    kernels: list[tf.Tensor]) -> tf.Tensor:
+    """The 3x3 'same' convolution, summed over `branches` (pooled maps [B, s, t, C_b]), of
+    each branch bilinearly upsampled to `shape` [B, H, W, F] with its `kernels` entry
+    (3, 3, C_b, F), without building the upsampled maps.
+
+    Per branch: the nine taps' products of the pooled pixels (one matrix product against
+    the kernel as laid out, no transpose of it), then the column interpolations shifted per
+    tap. The row interpolations of all branches and taps are then one matrix product,
+    [H, 3 x (s_1 + ... + s_n)] x [B, 3 x (s_1 + ... + s_n), W x F], so the full-size map is
+    written once.
+    """
+    batch, height, width = shape[0], shape[1], shape[2]
+    filters = kernels[0].shape[-1]
+    rows, columns_applied = [], []
+    for pooled, kernel in zip(branches, kernels):
+        pooled_shape = tf.shape(pooled)
+        channels = pooled.shape[-1]
+        taps = tf.matmul(tf.reshape(pooled, [1, -1, channels]),
+                         tf.reshape(kernel, [9, channels, filters]))
+        taps = tf.reshape(taps, tf.stack([3, 3, *tf.unstack(pooled_shape[:3]), filters]))
+        cols = _shifted_interpolation_matrices(width, pooled_shape[2], pooled.dtype)
+        part = tf.einsum("jxt,ijbstf->bisxf", cols, taps)
+        columns_applied.append(tf.reshape(part, tf.stack([batch, -1, width * filters])))
+        shifted_rows = _shifted_interpolation_matrices(height, pooled_shape[1], pooled.dtype)
+        rows.append(tf.reshape(tf.transpose(shifted_rows, [1, 0, 2]), tf.stack([height, -1])))
+    upsampled = tf.matmul(tf.concat(rows, axis=1), tf.concat(columns_applied, axis=1))
+    return tf.reshape(upsampled, shape)
+
+
 def _convolution_by_taps(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """The 3x3 'same' stride-1 convolution of `inputs` [B, H, W, C] with `kernel`
     (3, 3, C, F) as one matrix product and a shifted sum.
@@ -217,14 +247,10 @@ class PyramidBottleneckConv(keras.layers.Layer):
                 self.kernel, [x.shape[-1] for x in inputs], axis=2)
             outputs = (self.convolution_op(features, features_kernel) if training
                        else _convolution_by_taps(features, features_kernel))
-        size = tf.shape(features)[1:3]
-        for pooled, kernel in zip(branches, branch_kernels):
-            taps = tf.einsum("bstc,ijcf->bstijf", pooled, kernel)
-            cols = _shifted_interpolation_matrices(size[1], tf.shape(pooled)[2], pooled.dtype)
-            rows = _shifted_interpolation_matrices(size[0], tf.shape(pooled)[1], pooled.dtype)
-            taps = tf.einsum("jxt,bstijf->bsxif", cols, taps)
-            outputs += tf.einsum("iys,bsxif->byxf", rows, taps)
-        return outputs
+        if not branches:
+            return outputs
+        return outputs + _upsampled_branches_convolution(tf.shape(outputs), branches,
+                                                         branch_kernels)
 
     def compute_output_shape(self, input_shapes: list[tuple]) -> tuple:
         return (*input_shapes[0][:-1], self.filters)
